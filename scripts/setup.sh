@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up gps-ros2 on a bare machine: ROS 2 Jazzy from PyPI wheels, torch (CPU),
+# MuJoCo and the rest into .venv, then colcon-build the workspace.
+# Idempotent: each step is skipped when its inputs have not changed (stamps in .venv/).
+# Source it (". scripts/setup.sh") to get the environment in your shell, or run it.
+set -eo pipefail
+mkdir -p "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/log"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${GPS_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3}
+
+hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+req_hash=$(hash_of "$ROOT/requirements.txt")
+if [ "$(cat "$VENV/.gps-requirements" 2>/dev/null)" != "$req_hash" ]; then
+  echo "[setup] installing pinned requirements (first run: about 2-3 minutes)"
+  pip install -q --upgrade pip
+  pip install -q -r "$ROOT/requirements.txt"
+  # The ROS wheels' CMake exports name include dirs of the machine they were built on.
+  PYINC=$(python -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+  NPINC=$(python -c "import numpy; print(numpy.get_include())")
+  grep -rl "/opt/python/cp311-cp311" "$VENV/share" --include=*.cmake 2>/dev/null | xargs -r sed -i \
+    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g" \
+    -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g"
+  echo "$req_hash" > "$VENV/.gps-requirements"
+fi
+
+export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV"
+src_hash=$(cd "$ROOT" && find src -type f \( -name '*.msg' -o -name '*.srv' -o -name 'CMakeLists.txt' \
+  -o -name 'package.xml' -o -name 'setup.py' -o -name 'setup.cfg' \) \
+  -not -path '*/test/*' | sort | xargs cat | sha256sum | cut -c1-16)
+if [ "$(cat "$ROOT/install/.gps-build" 2>/dev/null)" != "$src_hash" ]; then
+  echo "[setup] colcon build"
+  (cd "$ROOT" && colcon build --event-handlers console_cohesion- --cmake-args -DBUILD_TESTING=OFF \
+     > "$ROOT/log/colcon-last.txt" 2>&1 || { cat "$ROOT/log/colcon-last.txt"; exit 1; })
+  echo "$src_hash" > "$ROOT/install/.gps-build"
+fi
+
+# shellcheck disable=SC1091
+. "$ROOT/install/setup.bash"
+# The library code is imported from the source tree so edits take effect without a rebuild.
+export PYTHONPATH="$ROOT/src/gps_sim:$ROOT/src/gps_trainer:$ROOT/src/gps_controller${PYTHONPATH:+:$PYTHONPATH}"
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
+export GPS_ROOT="$ROOT"

@@ -1,0 +1,1 @@
+"""GPS trainer node and library: dynamics, trajectory optimization, costs, algorithms, policy optimization, storage; the gps CLI."""
