@@ -1,0 +1,463 @@
+"""numpy <-> gps_msgs / sensor_msgs conversion with validation: the one module every node uses.
+
+Rules of the wire (DESIGN.md): arrays are flattened row-major ``float64[]`` (``uint8[]`` for
+images and weights) with explicit dimensions in the message; a receiver checks every size
+against those dimensions and rejects NaN/Inf, unknown encodings and empty required fields.
+Every rejection is a :class:`MessageValidationError` that names the offending field.
+
+Large arrays go through ``array.array`` (the generated message setters take it as is) and
+come back through ``np.frombuffer`` (no copy): element-wise assignment of large sequences
+is orders of magnitude slower in rclpy.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose
+from sensor_msgs.msg import Image
+
+from gps_msgs.msg import LinearGaussianController, Rollout, TrainerStatus
+
+#: Image encodings the controller and trainer accept, with their channel count.
+IMAGE_ENCODINGS = {"rgb8": 3, "bgr8": 3}
+#: The ``policy_type`` values a Rollout or RunTrial request may carry.
+POLICY_TYPES = ("linear_gaussian", "neural")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class MessageValidationError(ValueError):
+    """A message (or request) failed validation; ``field`` names the offending field."""
+
+    def __init__(self, field_name: str, reason: str):
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- primitives
+
+
+def to_float64_array(values: np.ndarray, field_name: str = "array", allow_nonfinite: bool = False) -> array.array:
+    """Flatten ``values`` row-major into an ``array.array('d')`` for a ``float64[]`` field."""
+    flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    if not allow_nonfinite and not np.isfinite(flat).all():
+        raise MessageValidationError(field_name, f"contains NaN or Inf at flat index {_first_nonfinite(flat)}")
+    out = array.array("d")
+    out.frombytes(flat.tobytes())
+    return out
+
+
+def to_uint8_array(values: np.ndarray | bytes) -> array.array:
+    """An ``array.array('B')`` for a ``uint8[]`` field, from a uint8 array or bytes."""
+    out = array.array("B")
+    if isinstance(values, bytes | bytearray | memoryview):
+        out.frombytes(bytes(values))
+    else:
+        out.frombytes(np.ascontiguousarray(values, dtype=np.uint8).tobytes())
+    return out
+
+
+def read_float64(values, shape: tuple[int, ...], field_name: str, allow_nonfinite: bool = False) -> np.ndarray:
+    """Read a flattened ``float64[]`` field back into ``shape``; size and finiteness are checked."""
+    expected = int(np.prod(shape, dtype=np.int64))
+    if isinstance(values, array.array) and values.typecode == "d":
+        flat = np.frombuffer(values, dtype=np.float64)
+    else:
+        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if flat.size != expected:
+        raise MessageValidationError(
+            field_name, f"has {flat.size} elements, expected {expected} for shape {tuple(shape)}"
+        )
+    if not allow_nonfinite and not np.isfinite(flat).all():
+        raise MessageValidationError(field_name, f"contains NaN or Inf at flat index {_first_nonfinite(flat)}")
+    return flat.reshape(shape).copy()
+
+
+def read_uint8(values, shape: tuple[int, ...], field_name: str) -> np.ndarray:
+    """Read a ``uint8[]`` field (array.array('B'), bytes or a sequence) back into ``shape``."""
+    expected = int(np.prod(shape, dtype=np.int64))
+    if isinstance(values, array.array | bytes | bytearray | memoryview):
+        flat = np.frombuffer(values, dtype=np.uint8)
+    else:
+        flat = np.asarray(values, dtype=np.uint8).reshape(-1)
+    if flat.size != expected:
+        raise MessageValidationError(
+            field_name, f"has {flat.size} elements, expected {expected} for shape {tuple(shape)}"
+        )
+    return flat.reshape(shape).copy()
+
+
+def _first_nonfinite(flat: np.ndarray) -> int:
+    return int(np.flatnonzero(~np.isfinite(flat))[0])
+
+
+def _require_positive(value: int, field_name: str) -> int:
+    if value <= 0:
+        raise MessageValidationError(field_name, "must be > 0 (required dimension is empty)")
+    return int(value)
+
+
+def seconds_to_time(seconds: float) -> Time:
+    """ROS ``builtin_interfaces/Time`` from seconds."""
+    sec = int(np.floor(seconds))
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+def time_to_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_to_msg(image: np.ndarray, stamp: Time | None = None, frame_id: str = "", encoding: str = "rgb8") -> Image:
+    """``sensor_msgs/Image`` from an (H, W, 3) uint8 array (the numpy equivalent of cv_bridge)."""
+    if encoding not in IMAGE_ENCODINGS:
+        raise MessageValidationError("encoding", f"unknown image encoding {encoding!r}; known: {sorted(IMAGE_ENCODINGS)}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != IMAGE_ENCODINGS[encoding] or image.dtype != np.uint8:
+        raise MessageValidationError(
+            "data", f"expected an (H, W, 3) uint8 image, got shape {image.shape} dtype {image.dtype}"
+        )
+    height, width, channels = image.shape
+    msg = Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels,
+        data=to_uint8_array(image),
+    )
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def image_from_msg(msg: Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB array from an rgb8 or bgr8 ``sensor_msgs/Image`` (row padding allowed)."""
+    if msg.encoding not in IMAGE_ENCODINGS:
+        raise MessageValidationError(
+            "encoding", f"unknown image encoding {msg.encoding!r}; known: {sorted(IMAGE_ENCODINGS)}"
+        )
+    channels = IMAGE_ENCODINGS[msg.encoding]
+    height = _require_positive(msg.height, "height")
+    width = _require_positive(msg.width, "width")
+    if msg.step < width * channels:
+        raise MessageValidationError("step", f"{msg.step} is smaller than width*channels = {width * channels}")
+    rows = read_uint8(msg.data, (height, msg.step), "data")
+    image = rows[:, : width * channels].reshape(height, width, channels)
+    if msg.encoding == "bgr8":
+        image = image[:, :, ::-1]
+    return np.ascontiguousarray(image)
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+@dataclass
+class RolloutData:
+    """A Rollout as numpy arrays; shapes: states (T, dX), actions/noise (T, dU), observations (T, dO),
+    stamps (T,), images (T, H, W, 3) uint8 or None."""
+
+    states: np.ndarray
+    actions: np.ndarray
+    observations: np.ndarray
+    noise: np.ndarray
+    stamps: np.ndarray
+    images: np.ndarray | None = None
+    condition: int = 0
+    iteration: int = 0
+    sample_index: int = 0
+    policy_type: str = "linear_gaussian"
+    seed: int = 0
+    robot_namespace: str = ""
+    rollout_id: str = ""
+    deadline_misses: int = 0
+    aborted: bool = False
+    abort_reason: str = ""
+    end_stamp: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.states.shape[0])
+
+
+def rollout_to_msg(data: RolloutData) -> Rollout:
+    """Pack a :class:`RolloutData` into a ``gps_msgs/Rollout`` (validating shapes and values)."""
+    states = np.asarray(data.states)
+    if states.ndim != 2:
+        raise MessageValidationError("states", f"expected a (T, dX) array, got shape {states.shape}")
+    horizon, state_dim = states.shape
+    _require_positive(horizon, "horizon")
+    _require_positive(state_dim, "state_dim")
+    actions = np.asarray(data.actions)
+    if actions.ndim != 2 or actions.shape[0] != horizon:
+        raise MessageValidationError("actions", f"expected ({horizon}, dU), got shape {actions.shape}")
+    action_dim = _require_positive(actions.shape[1], "action_dim")
+    observations = np.asarray(data.observations).reshape(horizon, -1)
+    noise = np.asarray(data.noise)
+    if noise.shape != (horizon, action_dim):
+        raise MessageValidationError("noise", f"expected shape {(horizon, action_dim)}, got {noise.shape}")
+    stamps = np.asarray(data.stamps, dtype=np.float64)
+    if stamps.shape != (horizon,):
+        raise MessageValidationError("stamps", f"expected shape ({horizon},), got {stamps.shape}")
+    if data.policy_type not in POLICY_TYPES:
+        raise MessageValidationError("policy_type", f"unknown policy type {data.policy_type!r}; known: {POLICY_TYPES}")
+
+    msg = Rollout(
+        states=to_float64_array(states, "states"),
+        actions=to_float64_array(actions, "actions"),
+        observations=to_float64_array(observations, "observations"),
+        noise=to_float64_array(noise, "noise"),
+        stamps=to_float64_array(stamps, "stamps"),
+    )
+    msg.header.stamp = seconds_to_time(data.end_stamp)
+    msg.rollout_id = data.rollout_id
+    msg.robot_namespace = data.robot_namespace
+    msg.condition = int(data.condition)
+    msg.iteration = int(data.iteration)
+    msg.sample_index = int(data.sample_index)
+    msg.policy_type = data.policy_type
+    msg.seed = int(data.seed)
+    msg.horizon = horizon
+    msg.state_dim = state_dim
+    msg.action_dim = action_dim
+    msg.obs_dim = observations.shape[1]
+    if data.images is not None:
+        images = np.asarray(data.images)
+        if images.ndim != 4 or images.shape[0] != horizon or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise MessageValidationError(
+                "images", f"expected a ({horizon}, H, W, 3) uint8 array, got {images.shape} {images.dtype}"
+            )
+        msg.image_height, msg.image_width = images.shape[1], images.shape[2]
+        msg.image_encoding = "rgb8"
+        msg.images = to_uint8_array(images)
+    msg.deadline_misses = int(data.deadline_misses)
+    msg.aborted = bool(data.aborted)
+    msg.abort_reason = data.abort_reason
+    return msg
+
+
+def rollout_from_msg(msg: Rollout) -> RolloutData:
+    """Unpack and validate a ``gps_msgs/Rollout``; raises :class:`MessageValidationError` naming the field."""
+    horizon = _require_positive(msg.horizon, "horizon")
+    state_dim = _require_positive(msg.state_dim, "state_dim")
+    action_dim = _require_positive(msg.action_dim, "action_dim")
+    if msg.policy_type not in POLICY_TYPES:
+        raise MessageValidationError("policy_type", f"unknown policy type {msg.policy_type!r}; known: {POLICY_TYPES}")
+    images = None
+    if msg.image_encoding or len(msg.images):
+        if msg.image_encoding != "rgb8":
+            raise MessageValidationError(
+                "image_encoding", f"unknown image encoding {msg.image_encoding!r}; a Rollout carries 'rgb8'"
+            )
+        height = _require_positive(msg.image_height, "image_height")
+        width = _require_positive(msg.image_width, "image_width")
+        images = read_uint8(msg.images, (horizon, height, width, 3), "images")
+    return RolloutData(
+        states=read_float64(msg.states, (horizon, state_dim), "states"),
+        actions=read_float64(msg.actions, (horizon, action_dim), "actions"),
+        observations=read_float64(msg.observations, (horizon, msg.obs_dim), "observations"),
+        noise=read_float64(msg.noise, (horizon, action_dim), "noise"),
+        stamps=read_float64(msg.stamps, (horizon,), "stamps"),
+        images=images,
+        condition=msg.condition,
+        iteration=msg.iteration,
+        sample_index=msg.sample_index,
+        policy_type=msg.policy_type,
+        seed=msg.seed,
+        robot_namespace=msg.robot_namespace,
+        rollout_id=msg.rollout_id,
+        deadline_misses=msg.deadline_misses,
+        aborted=msg.aborted,
+        abort_reason=msg.abort_reason,
+        end_stamp=time_to_seconds(msg.header.stamp),
+    )
+
+
+# --------------------------------------------------------------------------- linear-Gaussian controllers
+
+
+@dataclass
+class LinearGaussianArrays:
+    """p(u_t|x_t) = N(K_t x_t + k_t, Sigma_t): gains (T, dU, dX), bias (T, dU), covariance (T, dU, dU)."""
+
+    gains: np.ndarray
+    bias: np.ndarray
+    covariance: np.ndarray
+    noise_smoothing_std: float = 0.0
+
+
+def linear_gaussian_to_msg(ctrl: LinearGaussianArrays) -> LinearGaussianController:
+    gains = np.asarray(ctrl.gains)
+    if gains.ndim != 3:
+        raise MessageValidationError("gains", f"expected a (T, dU, dX) array, got shape {gains.shape}")
+    horizon, action_dim, state_dim = gains.shape
+    arrays = LinearGaussianArrays(gains, np.asarray(ctrl.bias), np.asarray(ctrl.covariance), ctrl.noise_smoothing_std)
+    _check_linear_gaussian(arrays, horizon, action_dim, state_dim)
+    return LinearGaussianController(
+        horizon=horizon,
+        state_dim=state_dim,
+        action_dim=action_dim,
+        gains=to_float64_array(gains, "gains"),
+        bias=to_float64_array(arrays.bias, "bias"),
+        covariance=to_float64_array(arrays.covariance, "covariance"),
+        noise_smoothing_std=float(ctrl.noise_smoothing_std),
+    )
+
+
+def linear_gaussian_from_msg(
+    msg: LinearGaussianController, state_dim: int | None = None, action_dim: int | None = None
+) -> LinearGaussianArrays:
+    """Unpack and validate; when given, ``state_dim``/``action_dim`` must match the receiver's robot."""
+    horizon = _require_positive(msg.horizon, "horizon")
+    dx = _require_positive(msg.state_dim, "state_dim")
+    du = _require_positive(msg.action_dim, "action_dim")
+    if state_dim is not None and dx != state_dim:
+        raise MessageValidationError("state_dim", f"is {dx}, this controller's state has {state_dim} dimensions")
+    if action_dim is not None and du != action_dim:
+        raise MessageValidationError("action_dim", f"is {du}, this controller drives {action_dim} joints")
+    if not np.isfinite(msg.noise_smoothing_std) or msg.noise_smoothing_std < 0:
+        raise MessageValidationError("noise_smoothing_std", f"must be finite and >= 0, got {msg.noise_smoothing_std}")
+    arrays = LinearGaussianArrays(
+        gains=read_float64(msg.gains, (horizon, du, dx), "gains"),
+        bias=read_float64(msg.bias, (horizon, du), "bias"),
+        covariance=read_float64(msg.covariance, (horizon, du, du), "covariance"),
+        noise_smoothing_std=float(msg.noise_smoothing_std),
+    )
+    _check_linear_gaussian(arrays, horizon, du, dx)
+    return arrays
+
+
+def _check_linear_gaussian(ctrl: LinearGaussianArrays, horizon: int, action_dim: int, state_dim: int) -> None:
+    for name, arr, shape in (
+        ("gains", ctrl.gains, (horizon, action_dim, state_dim)),
+        ("bias", ctrl.bias, (horizon, action_dim)),
+        ("covariance", ctrl.covariance, (horizon, action_dim, action_dim)),
+    ):
+        if arr.shape != shape:
+            raise MessageValidationError(name, f"expected shape {shape}, got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise MessageValidationError(name, f"contains NaN or Inf at flat index {_first_nonfinite(arr.reshape(-1))}")
+    cov = ctrl.covariance
+    if not np.allclose(cov, np.swapaxes(cov, 1, 2), rtol=1e-6, atol=1e-9):
+        raise MessageValidationError("covariance", "is not symmetric")
+    # Batched Cholesky: fails exactly when some Sigma_t is not positive definite.
+    try:
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        eig_min = np.linalg.eigvalsh(cov).min(axis=1)
+        bad = int(np.argmin(eig_min))
+        raise MessageValidationError(
+            "covariance", f"is not positive definite at t={bad} (smallest eigenvalue {eig_min[bad]:.3g})"
+        ) from None
+
+
+# --------------------------------------------------------------------------- policy weights
+
+
+def check_weights_payload(architecture: str, weights, sha256_hex: str) -> bytes:
+    """Validate a SetPolicyWeights payload's envelope; returns the weights as bytes.
+
+    Checks: architecture JSON present, weights present, SHA-256 well-formed and equal to the
+    digest of the weights. Parsing the safetensors content is the policy loader's job.
+    """
+    if not architecture.strip():
+        raise MessageValidationError("architecture", "is empty (a JSON description of the network is required)")
+    blob = bytes(weights)
+    if not blob:
+        raise MessageValidationError("weights", "is empty")
+    if not _SHA256_HEX.match(sha256_hex):
+        raise MessageValidationError("sha256", f"must be 64 lowercase hex digits, got {sha256_hex[:80]!r}")
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != sha256_hex:
+        raise MessageValidationError("sha256", f"does not match the weights (payload digest {digest})")
+    return blob
+
+
+# --------------------------------------------------------------------------- poses and joint vectors
+
+
+def pose_to_array(pose: Pose, field_name: str = "pose") -> np.ndarray:
+    """(7,) = position xyz + quaternion wxyz; rejects NaN and a zero quaternion, normalizes the rest."""
+    p, q = pose.position, pose.orientation
+    arr = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z], dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise MessageValidationError(field_name, "contains NaN or Inf")
+    norm = np.linalg.norm(arr[3:])
+    if norm < 1e-9:
+        raise MessageValidationError(field_name, "orientation quaternion is zero")
+    arr[3:] /= norm
+    return arr
+
+
+def array_to_pose(arr: np.ndarray) -> Pose:
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in arr[:3])
+    pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(v) for v in arr[3:7])
+    return pose
+
+
+def joint_vector(values, expected: int, field_name: str) -> np.ndarray:
+    """A finite (expected,) float vector from a sequence field."""
+    return read_float64(values, (expected,), field_name)
+
+
+# --------------------------------------------------------------------------- trainer status
+
+
+_STATUS_ARRAY_FIELDS = ("cost_per_condition", "kl_per_condition", "eta_per_condition", "step_mult_per_condition")
+
+
+def status_to_msg(**fields) -> TrainerStatus:
+    """``TrainerStatus`` from keyword fields; per-condition lists may contain NaN (not yet computed)."""
+    msg = TrainerStatus()
+    for name, value in fields.items():
+        if name in _STATUS_ARRAY_FIELDS:
+            setattr(msg, name, to_float64_array(np.asarray(value, dtype=np.float64), name, allow_nonfinite=True))
+        elif not hasattr(msg, name):
+            raise MessageValidationError(name, "is not a TrainerStatus field")
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
+def status_to_dict(msg: TrainerStatus) -> dict:
+    """A plain dict of a ``TrainerStatus`` (for logs, the CLI and JSON)."""
+    out = {}
+    for name in msg.get_fields_and_field_types():
+        if name == "header":
+            continue
+        value = getattr(msg, name)
+        out[name] = list(value) if name in _STATUS_ARRAY_FIELDS else value
+    return out
+
+
+# --------------------------------------------------------------------------- service requests
+
+
+def check_run_trial_request(request, num_conditions: int, max_horizon: int) -> None:
+    """Reject a RunTrial request with an unknown condition or policy type, or a horizon too long."""
+    if request.condition >= num_conditions:
+        raise MessageValidationError(
+            "condition", f"unknown condition {request.condition}; this robot's task has {num_conditions}"
+        )
+    if request.policy_type not in POLICY_TYPES:
+        raise MessageValidationError(
+            "policy_type", f"unknown policy type {request.policy_type!r}; known: {POLICY_TYPES}"
+        )
+    if request.horizon > max_horizon:
+        raise MessageValidationError("horizon", f"{request.horizon} exceeds the maximum of {max_horizon} steps")
+
+
+def check_start_iteration_request(request, max_iterations: int = 10_000) -> None:
+    if not 1 <= request.iterations <= max_iterations:
+        raise MessageValidationError("iterations", f"must be between 1 and {max_iterations}, got {request.iterations}")

@@ -1,0 +1,103 @@
+"""Task scenes: the PR2 arm model plus the task's target object, distractors and held object."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from gps_sim.tasks import TaskConfig
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+ARM_MODEL = MODELS_DIR / "pr2_arm.xml"
+NUM_DISTRACTORS = 3
+DISTRACTOR_PARK = np.array([0.0, 0.0, -5.0])
+
+_GEOM_TYPES = {
+    "box": mujoco.mjtGeom.mjGEOM_BOX,
+    "sphere": mujoco.mjtGeom.mjGEOM_SPHERE,
+    "cylinder": mujoco.mjtGeom.mjGEOM_CYLINDER,
+    "capsule": mujoco.mjtGeom.mjGEOM_CAPSULE,
+    "ellipsoid": mujoco.mjtGeom.mjGEOM_ELLIPSOID,
+}
+
+
+def _add_geom(body, name: str, gtype: str, size, pos=(0, 0, 0), quat=(1, 0, 0, 0), rgba=(1, 1, 1, 1),
+              collide: str = "none") -> None:
+    g = body.add_geom()
+    g.name = name
+    g.type = _GEOM_TYPES[gtype]
+    s = np.zeros(3)
+    s[: len(size)] = size
+    g.size = s
+    g.pos = np.asarray(pos, float)
+    g.quat = np.asarray(quat, float)
+    g.rgba = np.asarray(rgba, float)
+    # contype/conaffinity as in pr2_arm.xml: "world" collides with the arm, "arm" with the world.
+    g.contype, g.conaffinity = {"none": (0, 0), "world": (0, 1), "arm": (1, 0)}[collide]
+
+
+def _reach(spec: mujoco.MjSpec, task: TaskConfig) -> None:
+    p = task.scene_params
+    half = float(p.get("block_half_size", 0.025))
+    rgba = p.get("block_rgba", [0.85, 0.12, 0.1, 1.0])
+    # Visual only: the tool points hover above the block, so the block never blocks the arm.
+    _add_geom(spec.body("target"), "target_geom", "box", [half] * 3, rgba=rgba, collide="none")
+
+
+def _shape_sorting(spec: mujoco.MjSpec, task: TaskConfig) -> None:
+    p = task.scene_params
+    c = float(p.get("cube_half_size", 0.06))
+    h = float(p.get("hole_half_width", 0.028))
+    depth = float(p.get("hole_depth", 0.09))
+    rgba = p.get("cube_rgba", [0.15, 0.35, 0.85, 1.0])
+    body = spec.body("target")
+    # A cube centred on the target frame with a square hole from the top face, built from walls
+    # around the hole and a floor under it. Walls collide with the held block.
+    wall = (c - h) / 2
+    for i, (dx, dy, sx, sy) in enumerate([
+        (h + wall, 0, wall, c), (-(h + wall), 0, wall, c), (0, h + wall, h, wall), (0, -(h + wall), h, wall)
+    ]):
+        _add_geom(body, f"target_geom_wall{i}", "box", [sx, sy, c], pos=(dx, dy, 0), rgba=rgba, collide="world")
+    floor_half = (2 * c - depth) / 2
+    _add_geom(body, "target_geom", "box", [h, h, floor_half], pos=(0, 0, -c + floor_half), rgba=rgba,
+              collide="world")
+    # The held block, rigidly in the gripper at an angle such that it is vertical when the tool is
+    # pitched down by `grasp_pitch` (rad), the posture the target points ask for.
+    bh = p.get("block_half_size", [0.022, 0.022, 0.05])
+    phi = float(p.get("grasp_pitch", 1.2))
+    beta = math.pi - phi  # rotation about tool y taking the block's z axis to (sin phi, 0, -cos phi)
+    quat = (math.cos(beta / 2), 0.0, math.sin(beta / 2), 0.0)
+    _add_geom(spec.body("r_gripper_palm_link"), "held_block", "box", bh, pos=(0.18, 0, 0), quat=quat,
+              rgba=p.get("block_rgba", [0.95, 0.75, 0.1, 1.0]), collide="arm")
+
+
+SCENES: dict[str, Callable[[mujoco.MjSpec, TaskConfig], None]] = {
+    "reach": _reach,
+    "shape_sorting": _shape_sorting,
+}
+
+
+def _distractor_geoms(spec: mujoco.MjSpec, task: TaskConfig) -> None:
+    """One geom of each shape per distractor body; unused ones are made invisible at reset."""
+    for i in range(NUM_DISTRACTORS):
+        body = spec.body(f"distractor_{i}")
+        for shape in ("box", "sphere", "cylinder"):
+            _add_geom(body, f"distractor_{i}_{shape}", shape, [0.03, 0.03, 0.03], rgba=(0, 0, 0, 0))
+
+
+def build_model(task: TaskConfig | None, gravity: bool = False) -> mujoco.MjModel:
+    """Compile the arm model with the task's scene. task=None gives the bare arm."""
+    spec = mujoco.MjSpec.from_file(str(ARM_MODEL))
+    if task is not None:
+        if task.scene not in SCENES:
+            raise KeyError(f"unknown scene {task.scene!r}; known: {sorted(SCENES)}")
+        SCENES[task.scene](spec, task)
+        _distractor_geoms(spec, task)
+        spec.option.timestep = task.physics_dt
+    if not gravity:
+        spec.option.gravity = np.zeros(3)
+    return spec.compile()

@@ -1,0 +1,149 @@
+"""Task definitions: YAML files in <repo>/config/tasks/ parsed into a TaskConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+CONDITION_SETS = ("train", "spatial_test", "visual_test")
+NUM_JOINTS = 7
+
+
+def repo_root() -> Path:
+    """The repository root (source tree layout); GPS_ROOT overrides it."""
+    env = os.environ.get("GPS_ROOT")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3]
+
+
+def tasks_dir() -> Path:
+    return Path(os.environ.get("GPS_TASKS_DIR", repo_root() / "config" / "tasks"))
+
+
+def yaw_quaternion(yaw: float) -> np.ndarray:
+    """Quaternion (w, x, y, z) of a rotation by `yaw` about the base z axis."""
+    return np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
+
+
+@dataclasses.dataclass
+class Condition:
+    """One task condition: where the arm starts and where the target object is."""
+
+    joint_angles: np.ndarray  # (7,)
+    target_pose: np.ndarray  # (7,) position xyz + quaternion wxyz, base frame
+    distractors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    colors: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # geom name -> rgba
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    name: str
+    scene: str  # scene builder in gps_sim.scenes
+    horizon: int  # T, control steps per episode
+    control_dt: float
+    physics_dt: float
+    ee_points: np.ndarray  # (3, 3) in the tool frame (r_gripper_tool_frame)
+    target_points: np.ndarray  # (3, 3) in the target object's frame
+    success_type: str  # "mean_distance" or "inside_hole"
+    success_tolerance: float  # metres
+    conditions: dict[str, list[Condition]]
+    scene_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cost: dict[str, Any] = dataclasses.field(default_factory=dict)
+    path: str | None = None
+
+    def num_conditions(self, condition_set: str = "train") -> int:
+        return len(self.condition_list(condition_set))
+
+    def condition_list(self, condition_set: str = "train") -> list[Condition]:
+        if condition_set not in CONDITION_SETS:
+            raise KeyError(f"unknown condition set {condition_set!r}; expected one of {CONDITION_SETS}")
+        return self.conditions.get(condition_set, [])
+
+
+def _vec(value: Any, n: int, what: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=float).reshape(-1)
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what}: expected {n} finite numbers, got {value!r}")
+    return arr
+
+
+def _target_pose(entry: dict[str, Any], default_yaw_origin: np.ndarray | None) -> np.ndarray:
+    pos = _vec(entry["target_position"], 3, "target_position")
+    if "target_quaternion" in entry:
+        quat = _vec(entry["target_quaternion"], 4, "target_quaternion")
+        quat = quat / np.linalg.norm(quat)
+    elif "target_yaw" in entry:
+        quat = yaw_quaternion(float(entry["target_yaw"]))
+    elif default_yaw_origin is not None:
+        # Face the target object towards the shoulder (its frame's x axis points away from it).
+        d = pos[:2] - default_yaw_origin[:2]
+        quat = yaw_quaternion(math.atan2(d[1], d[0]))
+    else:
+        quat = np.array([1.0, 0.0, 0.0, 0.0])
+    return np.concatenate([pos, quat])
+
+
+def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
+    default_q = data.get("initial_joint_angles")
+    yaw_origin = data.get("face_targets_towards")
+    yaw_origin = None if yaw_origin is None else _vec(yaw_origin, 3, "face_targets_towards")
+    conditions: dict[str, list[Condition]] = {}
+    for cset in CONDITION_SETS:
+        conds = []
+        for i, entry in enumerate(data.get("conditions", {}).get(cset, []) or []):
+            q = entry.get("joint_angles", default_q)
+            if q is None:
+                raise ValueError(f"{cset}[{i}]: no joint_angles and no initial_joint_angles")
+            conds.append(
+                Condition(
+                    joint_angles=_vec(q, NUM_JOINTS, f"{cset}[{i}].joint_angles"),
+                    target_pose=_target_pose(entry, yaw_origin),
+                    distractors=list(entry.get("distractors", []) or []),
+                    colors={k: list(map(float, v)) for k, v in (entry.get("colors", {}) or {}).items()},
+                )
+            )
+        conditions[cset] = conds
+    success = data.get("success", {})
+    ee = np.asarray(data["ee_points"], dtype=float)
+    tp = np.asarray(data["target_points"], dtype=float)
+    if ee.shape != (3, 3) or tp.shape != (3, 3):
+        raise ValueError("ee_points and target_points must be 3 points of 3 coordinates each")
+    return TaskConfig(
+        name=str(data["name"]),
+        scene=str(data.get("scene", data["name"])),
+        horizon=int(data.get("horizon", 100)),
+        control_dt=float(data.get("control_dt", 0.05)),
+        physics_dt=float(data.get("physics_dt", 0.002)),
+        ee_points=ee,
+        target_points=tp,
+        success_type=str(success.get("type", "mean_distance")),
+        success_tolerance=float(success.get("tolerance", 0.05)),
+        conditions=conditions,
+        scene_params=dict(data.get("scene_params", {}) or {}),
+        cost=dict(data.get("cost", {}) or {}),
+        path=path,
+    )
+
+
+def load_task(name_or_path: str | os.PathLike) -> TaskConfig:
+    """Load a task by name (config/tasks/<name>.yaml) or by path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix not in (".yaml", ".yml") or not p.exists():
+        p = tasks_dir() / f"{name_or_path}.yaml"
+    if not p.exists():
+        raise FileNotFoundError(f"task {name_or_path!r} not found (looked for {p})")
+    with open(p) as f:
+        data = yaml.safe_load(f)
+    return _parse(data, str(p))
+
+
+def task_from_dict(data: dict[str, Any]) -> TaskConfig:
+    """Build a TaskConfig from an in-memory dict with the YAML layout."""
+    return _parse(data, None)
