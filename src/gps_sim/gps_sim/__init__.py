@@ -1,1 +1,6 @@
-"""Embedded MuJoCo PR2-like 7-DOF arm, task scenes, gymnasium env, and a node speaking ros2_control topics."""
+"""Embedded PR2-like arm simulation (MuJoCo): tasks, Python API, gymnasium env, ROS 2 node."""
+
+from gps_sim.arm_sim import JOINT_NAMES, ArmSim, Observation
+from gps_sim.tasks import CONDITION_SETS, Condition, TaskConfig, load_task
+
+__all__ = ["ArmSim", "Observation", "JOINT_NAMES", "load_task", "TaskConfig", "Condition", "CONDITION_SETS"]

@@ -1,0 +1,233 @@
+"""The simulated PR2 right arm: a plain Python API (no rclpy) over MuJoCo."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import mujoco
+import numpy as np
+
+from gps_sim.kinematics import TOOL_BODY, TOOL_SITE, ee_jacobians_from_data, ee_points_from_data
+from gps_sim.scenes import DISTRACTOR_PARK, NUM_DISTRACTORS, build_model
+from gps_sim.tasks import TaskConfig, load_task
+
+JOINT_NAMES = (
+    "r_shoulder_pan_joint",
+    "r_shoulder_lift_joint",
+    "r_upper_arm_roll_joint",
+    "r_elbow_flex_joint",
+    "r_forearm_roll_joint",
+    "r_wrist_flex_joint",
+    "r_wrist_roll_joint",
+)
+CAMERA = "head_camera"
+
+
+@dataclasses.dataclass
+class Observation:
+    """o: camera image and robot configuration [q, qd, EE points (base frame), EE point velocities]."""
+
+    image: np.ndarray | None  # (H, W, 3) uint8, or None when images are not rendered
+    config: np.ndarray  # (32,)
+    time: float = 0.0  # sim seconds since reset
+
+
+class ArmSim:
+    """One simulated arm in one task scene. Several instances can run side by side.
+
+    x = [q (7), qd (7), ee_points - target_points (9), ee point velocities (9)]  (dX = 32)
+    o = image + config [q, qd, ee_points (9, absolute, base frame), ee point velocities (9)]  (dO = 32)
+    """
+
+    dU = 7
+    dX = 32
+    dO = 32
+    joint_names = JOINT_NAMES
+
+    def __init__(self, task: TaskConfig | str | os.PathLike, image_size: int = 64,
+                 render_images: bool = False, gravity: bool = False):
+        self.task = task if isinstance(task, TaskConfig) else load_task(task)
+        self.image_size = int(image_size)
+        self.render_images = bool(render_images)
+        self.gravity = bool(gravity)
+        self.model = build_model(self.task, gravity=self.gravity)
+        self.data = mujoco.MjData(self.model)
+        self.n_substeps = max(1, round(self.task.control_dt / self.model.opt.timestep))
+        self.control_dt = self.n_substeps * self.model.opt.timestep
+        self.effort_limits = self.model.actuator_ctrlrange[:, 1].copy()
+        self.joint_limits = self.model.jnt_range.copy()
+        self.joint_limited = self.model.jnt_limited.astype(bool).copy()
+        self._site = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, TOOL_SITE)
+        self._body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, TOOL_BODY)
+        self._target_mocap = self.model.body_mocapid[self._body_id("target")]
+        self._distractor_mocap = [self.model.body_mocapid[self._body_id(f"distractor_{i}")]
+                                  for i in range(NUM_DISTRACTORS)]
+        self._default_rgba = self.model.geom_rgba.copy()
+        self._renderer: mujoco.Renderer | None = None
+        self.condition: tuple[str, int] | None = None
+        self.reset(0) if self.task.num_conditions("train") else mujoco.mj_forward(self.model, self.data)
+
+    # ----------------------------------------------------------------- helpers
+    def _body_id(self, name: str) -> int:
+        i = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, name)
+        if i < 0:
+            raise KeyError(name)
+        return i
+
+    def _geom_ids(self, key: str) -> list[int]:
+        names = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_GEOM, i) or ""
+                 for i in range(self.model.ngeom)]
+        if key == "target":
+            return [i for i, n in enumerate(names) if n.startswith("target_geom")]
+        return [i for i, n in enumerate(names) if n == key]
+
+    # -------------------------------------------------------------- properties
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def num_conditions(self, condition_set: str = "train") -> int:
+        return self.task.num_conditions(condition_set)
+
+    # ------------------------------------------------------------------ resets
+    def reset(self, condition: int, seed: int | None = 0, condition_set: str = "train") -> Observation:
+        """Move arm and scene to a task condition; seed drives the visual test's distractor jitter."""
+        conds = self.task.condition_list(condition_set)
+        if not 0 <= int(condition) < len(conds):
+            raise IndexError(f"condition {condition} out of range for set {condition_set!r} "
+                             f"({len(conds)} conditions)")
+        cond = conds[int(condition)]
+        rng = np.random.default_rng(seed)
+        mujoco.mj_resetData(self.model, self.data)
+        self.model.geom_rgba[:] = self._default_rgba
+        self.data.qpos[:7] = cond.joint_angles
+        self.data.mocap_pos[self._target_mocap] = cond.target_pose[:3]
+        self.data.mocap_quat[self._target_mocap] = cond.target_pose[3:]
+        for key, rgba in cond.colors.items():
+            for g in self._geom_ids(key):
+                self.model.geom_rgba[g] = rgba
+        for i, mid in enumerate(self._distractor_mocap):
+            self.data.mocap_pos[mid] = DISTRACTOR_PARK
+            for shape in ("box", "sphere", "cylinder"):
+                self.model.geom_rgba[self._geom_ids(f"distractor_{i}_{shape}")[0], 3] = 0.0
+        for i, d in enumerate(cond.distractors[:NUM_DISTRACTORS]):
+            mid = self._distractor_mocap[i]
+            offset = np.asarray(d.get("offset", [0.0, 0.0, 0.0]), float)
+            jitter = float(d.get("jitter", 0.01))
+            offset = offset + np.append(rng.uniform(-jitter, jitter, 2), 0.0)
+            self.data.mocap_pos[mid] = cond.target_pose[:3] + offset
+            g = self._geom_ids(f"distractor_{i}_{d.get('shape', 'box')}")[0]
+            size = np.zeros(3)
+            sz = np.asarray(d.get("size", [0.03]), float)
+            size[: len(sz)] = sz
+            self.model.geom_size[g] = size
+            self.model.geom_rgba[g] = d.get("rgba", [0.1, 0.6, 0.2, 1.0])
+        self.condition = (condition_set, int(condition))
+        mujoco.mj_forward(self.model, self.data)
+        return self.observation()
+
+    def set_joint_state(self, q: np.ndarray, qd: np.ndarray | None = None) -> None:
+        q = np.asarray(q, dtype=float).reshape(-1)
+        qd = np.zeros(7) if qd is None else np.asarray(qd, dtype=float).reshape(-1)
+        if q.shape != (7,) or qd.shape != (7,) or not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
+            raise ValueError("q and qd must be 7 finite numbers each")
+        self.data.qpos[:7] = q
+        self.data.qvel[:7] = qd
+        mujoco.mj_forward(self.model, self.data)
+
+    def set_target_pose(self, pose: np.ndarray) -> None:
+        pose = np.asarray(pose, dtype=float).reshape(-1)
+        if pose.shape != (7,) or not np.all(np.isfinite(pose)) or np.linalg.norm(pose[3:]) < 1e-9:
+            raise ValueError("target pose must be 7 finite numbers: xyz + quaternion wxyz (nonzero)")
+        self.data.mocap_pos[self._target_mocap] = pose[:3]
+        self.data.mocap_quat[self._target_mocap] = pose[3:] / np.linalg.norm(pose[3:])
+        mujoco.mj_forward(self.model, self.data)
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, torques: np.ndarray) -> Observation:
+        """Apply joint torques (clipped to the effort limits) for one control period."""
+        u = np.asarray(torques, dtype=float).reshape(-1)
+        if u.shape != (7,) or not np.all(np.isfinite(u)):
+            raise ValueError(f"torques must be 7 finite numbers, got shape {u.shape}")
+        self.data.ctrl[:] = np.clip(u, -self.effort_limits, self.effort_limits)
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        # mj_step leaves positions-dependent quantities at the state before its last integration:
+        # recompute them so EE points, Jacobians and images match qpos.
+        mujoco.mj_forward(self.model, self.data)
+        return self.observation()
+
+    # ------------------------------------------------------------------ queries
+    def joint_positions(self) -> np.ndarray:
+        return self.data.qpos[:7].copy()
+
+    def joint_velocities(self) -> np.ndarray:
+        return self.data.qvel[:7].copy()
+
+    def applied_efforts(self) -> np.ndarray:
+        return self.data.ctrl[:7].copy()
+
+    def ee_points(self) -> np.ndarray:
+        return ee_points_from_data(self.model, self.data, self.task.ee_points, self._site)
+
+    def ee_point_jacobians(self) -> np.ndarray:
+        return ee_jacobians_from_data(self.model, self.data, self.ee_points(), self._body)
+
+    def ee_point_velocities(self) -> np.ndarray:
+        return (self.ee_point_jacobians() @ self.data.qvel[:7]).reshape(3, 3)
+
+    def target_pose(self) -> np.ndarray:
+        return np.concatenate([self.data.mocap_pos[self._target_mocap],
+                               self.data.mocap_quat[self._target_mocap]]).astype(float)
+
+    def _target_rotation(self) -> np.ndarray:
+        mat = np.zeros(9)
+        mujoco.mju_quat2Mat(mat, self.data.mocap_quat[self._target_mocap])
+        return mat.reshape(3, 3)
+
+    def target_points(self) -> np.ndarray:
+        return self.data.mocap_pos[self._target_mocap] + self.task.target_points @ self._target_rotation().T
+
+    def state(self) -> np.ndarray:
+        jac = self.ee_point_jacobians()
+        return np.concatenate([self.data.qpos[:7], self.data.qvel[:7],
+                               (self.ee_points() - self.target_points()).ravel(), jac @ self.data.qvel[:7]])
+
+    def config(self) -> np.ndarray:
+        jac = self.ee_point_jacobians()
+        return np.concatenate([self.data.qpos[:7], self.data.qvel[:7], self.ee_points().ravel(),
+                               jac @ self.data.qvel[:7]])
+
+    def render(self) -> np.ndarray:
+        """RGB image (H, W, 3) uint8 from the head camera."""
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+        self._renderer.update_scene(self.data, camera=CAMERA)
+        return self._renderer.render()
+
+    def observation(self) -> Observation:
+        return Observation(image=self.render() if self.render_images else None, config=self.config(),
+                           time=self.time)
+
+    def mean_distance(self) -> float:
+        return float(np.mean(np.linalg.norm(self.ee_points() - self.target_points(), axis=1)))
+
+    def is_success(self) -> bool:
+        if self.task.success_type == "inside_hole":
+            p = self.task.scene_params
+            tip = (self.ee_points()[0] - self.data.mocap_pos[self._target_mocap]) @ self._target_rotation()
+            half = float(p.get("cube_half_size", 0.06))
+            hole = float(p.get("hole_half_width", 0.028))
+            return bool(tip[2] < half and abs(tip[0]) < hole and abs(tip[1]) < hole)
+        return self.mean_distance() < self.task.success_tolerance
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,219 @@
+"""ROS 2 node `gps_sim`: the embedded arm behaving like a robot's ros2_control + camera drivers.
+
+Topics (relative names, so a namespace runs several robots side by side):
+  publishes  joint_states (sensor_msgs/JointState), camera/image_raw (rgb8), camera/camera_info,
+             gps/target_pose (PoseStamped), /clock (rosgraph_msgs/Clock, sim time),
+             gps_sim/rejected_commands (std_msgs/UInt64, transient local: rejected command count)
+  subscribes effort_controller/commands (std_msgs/Float64MultiArray, RELIABLE)
+  service    gps_sim/reset (gps_msgs/srv/ResetCondition)
+
+Modes: lockstep (each valid command advances one control period, then state and image are
+published) and realtime (a 1x timer steps with the last valid command).
+Joint states and images are published RELIABLE with KEEP_LAST 5: sensor-data (BEST_EFFORT)
+subscribers match them, and RELIABLE subscribers (lockstep rollouts) lose nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, UInt64
+
+from gps_controller.conversions import array_to_pose, image_to_msg
+from gps_msgs.srv import ResetCondition
+from gps_sim.arm_sim import ArmSim
+from gps_sim.tasks import CONDITION_SETS, repo_root
+
+STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DEFAULT_PARAMS = repo_root() / "config" / "sim.yaml"
+
+
+def _stamp(seconds: float) -> Time:
+    sec = int(math.floor(seconds))
+    return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+
+
+class SimNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("gps_sim", **kwargs)
+        self.declare_parameter("task", "reach")
+        self.declare_parameter("mode", "lockstep")
+        self.declare_parameter("image_size", 64)
+        self.declare_parameter("publish_images", True)
+        self.declare_parameter("gravity", False)
+        self.declare_parameter("seed", 0)
+        self.declare_parameter("condition", 0)
+        self.declare_parameter("condition_set", "train")
+        self.declare_parameter("publish_clock", True)
+        self.declare_parameter("frame_id", "base_link")
+        self.declare_parameter("camera_frame_id", "head_mount_kinect_rgb_optical_frame")
+        p = {n: self.get_parameter(n).value for n in (
+            "task", "mode", "image_size", "publish_images", "gravity", "seed", "condition", "condition_set",
+            "publish_clock", "frame_id", "camera_frame_id")}
+        if p["mode"] not in ("lockstep", "realtime"):
+            raise ValueError(f"mode must be 'lockstep' or 'realtime', got {p['mode']!r}")
+        self.mode = p["mode"]
+        self.publish_images = bool(p["publish_images"])
+        self.publish_clock = bool(p["publish_clock"])
+        self.frame_id, self.camera_frame_id = p["frame_id"], p["camera_frame_id"]
+        self.sim = ArmSim(p["task"], image_size=int(p["image_size"]), render_images=False,
+                          gravity=bool(p["gravity"]))
+        self.sim.reset(int(p["condition"]), seed=int(p["seed"]), condition_set=p["condition_set"])
+        self.command = np.zeros(self.sim.dU)
+        self.rejected_commands = 0
+        self.steps = 0
+        self.clock_time = 0.0  # monotonic sim time across resets (the /clock the node publishes)
+
+        self.joint_pub = self.create_publisher(JointState, "joint_states", STATE_QOS)
+        self.image_pub = self.create_publisher(
+            Image, "camera/image_raw", STATE_QOS)
+        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", STATE_QOS)
+        self.target_pub = self.create_publisher(PoseStamped, "gps/target_pose", LATCHED_QOS)
+        self.rejected_pub = self.create_publisher(UInt64, "gps_sim/rejected_commands", LATCHED_QOS)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
+        self.command_sub = self.create_subscription(
+            Float64MultiArray, "effort_controller/commands", self._on_command, COMMAND_QOS)
+        self.reset_srv = self.create_service(ResetCondition, "gps_sim/reset", self._on_reset)
+        self.timer = None
+        if self.mode == "realtime":
+            self.timer = self.create_timer(self.sim.control_dt, self._on_timer)
+        self._camera_info = self._make_camera_info()
+        self.rejected_pub.publish(UInt64(data=0))
+        self.publish_state()
+        self.get_logger().info(
+            f"gps_sim: task {self.sim.task.name}, {self.mode}, images {self.publish_images} "
+            f"({self.sim.image_size}px), gravity {self.sim.gravity}")
+
+    # ------------------------------------------------------------------ messages
+    def _make_camera_info(self) -> CameraInfo:
+        n = self.sim.image_size
+        fovy = math.radians(float(self.sim.model.cam_fovy[0]))
+        f = (n / 2) / math.tan(fovy / 2)
+        c = n / 2
+        info = CameraInfo(height=n, width=n, distortion_model="plumb_bob")
+        info.d = [0.0] * 5
+        info.k = [f, 0.0, c, 0.0, f, c, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [f, 0.0, c, 0.0, 0.0, f, c, 0.0, 0.0, 0.0, 1.0, 0.0]
+        info.header.frame_id = self.camera_frame_id
+        return info
+
+    def publish_state(self) -> None:
+        stamp = _stamp(self.clock_time)
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=stamp))
+        js = JointState(name=list(self.sim.joint_names), position=self.sim.joint_positions().tolist(),
+                        velocity=self.sim.joint_velocities().tolist(), effort=self.sim.applied_efforts().tolist())
+        js.header.stamp = stamp
+        js.header.frame_id = self.frame_id
+        self.joint_pub.publish(js)
+        pose = PoseStamped(pose=array_to_pose(self.sim.target_pose()))
+        pose.header.stamp, pose.header.frame_id = stamp, self.frame_id
+        self.target_pub.publish(pose)
+        if self.publish_images:
+            self.image_pub.publish(image_to_msg(self.sim.render(), stamp=stamp, frame_id=self.camera_frame_id))
+            self._camera_info.header.stamp = stamp
+            self.info_pub.publish(self._camera_info)
+
+    def advance(self) -> None:
+        self.sim.step(self.command)
+        self.steps += 1
+        self.clock_time += self.sim.control_dt
+        self.publish_state()
+
+    # ----------------------------------------------------------------- callbacks
+    def _reject(self, reason: str) -> None:
+        self.rejected_commands += 1
+        self.rejected_pub.publish(UInt64(data=self.rejected_commands))
+        self.get_logger().error(f"ignoring effort command: {reason} (rejected so far: {self.rejected_commands})",
+                                throttle_duration_sec=1.0)
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        u = np.asarray(msg.data, dtype=float)
+        if u.shape != (self.sim.dU,):
+            self._reject(f"expected {self.sim.dU} values, got {u.size}")
+            return
+        if not np.all(np.isfinite(u)):
+            self._reject("contains NaN or Inf")
+            return
+        self.command = u
+        if self.mode == "lockstep":
+            self.advance()
+
+    def _on_timer(self) -> None:
+        self.advance()
+
+    def _on_reset(self, request: ResetCondition.Request, response: ResetCondition.Response):
+        ok, reason = self.handle_reset(request)
+        response.success, response.message = ok, reason
+        response.joint_positions = self.sim.joint_positions().tolist()
+        return response
+
+    def handle_reset(self, request: ResetCondition.Request) -> tuple[bool, str]:
+        cset = request.condition_set or "train"
+        if request.condition >= 0:
+            if cset not in CONDITION_SETS:
+                return False, f"unknown condition_set {cset!r}; expected one of {list(CONDITION_SETS)}"
+            n = self.sim.num_conditions(cset)
+            if request.condition >= n:
+                return False, f"unknown condition {request.condition} in set {cset!r} ({n} conditions)"
+            self.sim.reset(int(request.condition), seed=int(request.seed), condition_set=cset)
+        elif request.condition == -1:
+            q = np.asarray(request.joint_positions, dtype=float)
+            if q.shape != (self.sim.dU,):
+                return False, f"joint_positions: expected {self.sim.dU} values, got {q.size}"
+            if not np.all(np.isfinite(q)):
+                return False, "joint_positions contains NaN or Inf"
+            pose = None
+            if request.set_target_pose:
+                pp, qq = request.target_pose.position, request.target_pose.orientation
+                pose = np.array([pp.x, pp.y, pp.z, qq.w, qq.x, qq.y, qq.z])
+                if not np.all(np.isfinite(pose)):
+                    return False, "target_pose contains NaN or Inf"
+                if np.linalg.norm(pose[3:]) < 1e-9:
+                    return False, "target_pose orientation quaternion is zero"
+            self.sim.set_joint_state(q)
+            if pose is not None:
+                self.sim.set_target_pose(pose)
+        else:
+            return False, f"unknown condition {request.condition} (use >= 0, or -1 for explicit joint angles)"
+        self.command = np.zeros(self.sim.dU)
+        self.publish_state()
+        return True, ""
+
+
+def main(args: list[str] | None = None) -> None:
+    args = list(sys.argv if args is None else args)
+    if "--params-file" not in args and DEFAULT_PARAMS.exists():
+        if "--ros-args" not in args:
+            args.append("--ros-args")
+        args[args.index("--ros-args") + 1: args.index("--ros-args") + 1] = ["--params-file", str(DEFAULT_PARAMS)]
+    rclpy.init(args=args)
+    node = SimNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.sim.close()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

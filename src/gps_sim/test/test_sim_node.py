@@ -1,0 +1,156 @@
+"""The gps_sim node in lockstep over real DDS, running in a separate process."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray, UInt64  # noqa: E402
+
+from gps_msgs.srv import ResetCondition  # noqa: E402
+from gps_sim.arm_sim import JOINT_NAMES  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class Probe:
+    def __init__(self, ns: str):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("sim_probe", namespace=ns, context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.joint_states, self.images, self.rejected = [], [], []
+        self.node.create_subscription(JointState, "joint_states", self.joint_states.append, RELIABLE)
+        self.node.create_subscription(Image, "camera/image_raw", self.images.append, RELIABLE)
+        self.node.create_subscription(UInt64, "gps_sim/rejected_commands",
+                                      lambda m: self.rejected.append(m.data), LATCHED)
+        self.cmd_pub = self.node.create_publisher(Float64MultiArray, "effort_controller/commands", RELIABLE)
+        self.reset_client = self.node.create_client(ResetCondition, "gps_sim/reset")
+
+    def wait_for(self, pred, timeout=20.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            self.executor.spin_once(timeout_sec=0.05)
+        return pred()
+
+    def reset(self, timeout=20.0, **fields):
+        req = ResetCondition.Request(**fields)
+        fut = self.reset_client.call_async(req)
+        assert self.wait_for(fut.done, timeout), "reset service did not answer"
+        return fut.result()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture(scope="module")
+def sim_process(tmp_path_factory):
+    ns = "/simtest_" + uuid.uuid4().hex[:8]
+    log = tmp_path_factory.mktemp("sim") / "sim_node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gps_sim.sim_node", "--ros-args", "-r", f"__ns:={ns}",
+             "-p", "image_size:=32", "-p", "mode:=lockstep"],
+            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
+    probe = Probe(ns)
+    try:
+        if not probe.reset_client.wait_for_service(timeout_sec=60.0):
+            raise RuntimeError(f"gps_sim did not come up; log:\n{log.read_text()}")
+        ok = probe.wait_for(lambda: probe.cmd_pub.get_subscription_count() > 0, 30.0)
+        assert ok, "command subscription not matched"
+        yield proc, probe, log
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def test_lockstep_n_commands_n_states_and_images(sim_process):
+    proc, probe, log = sim_process
+    res = probe.reset(condition=1, condition_set="train")
+    assert res.success, res.message
+    assert len(res.joint_positions) == 7
+    # the reset publishes the new state (and image) once
+    assert probe.wait_for(lambda: probe.joint_states and probe.images), log.read_text()
+    assert probe.wait_for(lambda: len(probe.joint_states) == len(probe.images), 5.0)
+    time.sleep(0.3)
+    probe.executor.spin_once(timeout_sec=0.05)
+    n0_js, n0_img = len(probe.joint_states), len(probe.images)
+    js0 = probe.joint_states[-1]
+    assert list(js0.name) == list(JOINT_NAMES)
+    n = 10
+    for k in range(n):
+        probe.cmd_pub.publish(Float64MultiArray(data=[5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+        assert probe.wait_for(lambda k=k: len(probe.joint_states) >= n0_js + k + 1, 10.0), log.read_text()
+    assert probe.wait_for(lambda: len(probe.images) >= n0_img + n, 10.0)
+    probe.wait_for(lambda: False, 0.3)  # nothing extra arrives
+    assert len(probe.joint_states) == n0_js + n and len(probe.images) == n0_img + n
+    last = probe.joint_states[-1]
+    t0 = js0.header.stamp.sec + js0.header.stamp.nanosec * 1e-9
+    t1 = last.header.stamp.sec + last.header.stamp.nanosec * 1e-9
+    assert t1 - t0 == pytest.approx(n * 0.05, abs=1e-6)
+    assert last.position[0] > js0.position[0] + 1e-3  # +pan torque turned the pan joint
+    assert last.effort[0] == pytest.approx(5.0)
+    img = probe.images[-1]
+    assert (img.height, img.width, img.encoding) == (32, 32, "rgb8") and len(img.data) == 32 * 32 * 3
+
+
+def test_invalid_commands_ignored_and_counted(sim_process):
+    proc, probe, log = sim_process
+    assert probe.wait_for(lambda: probe.rejected, 10.0)
+    before = probe.rejected[-1]
+    n_js = len(probe.joint_states)
+    probe.cmd_pub.publish(Float64MultiArray(data=[1.0, 2.0, 3.0]))
+    assert probe.wait_for(lambda: probe.rejected[-1] == before + 1, 10.0)
+    probe.cmd_pub.publish(Float64MultiArray(data=[float("nan")] + [0.0] * 6))
+    assert probe.wait_for(lambda: probe.rejected[-1] == before + 2, 10.0)
+    probe.wait_for(lambda: False, 0.3)
+    assert len(probe.joint_states) == n_js  # the sim did not advance
+    # a valid command afterwards still works
+    probe.cmd_pub.publish(Float64MultiArray(data=[0.0] * 7))
+    assert probe.wait_for(lambda: len(probe.joint_states) == n_js + 1, 10.0)
+    assert proc.poll() is None
+    assert "ignoring effort command" in log.read_text()
+
+
+def test_reset_service_validation(sim_process):
+    proc, probe, _ = sim_process
+    for fields, word in [
+        (dict(condition=99), "unknown condition"),
+        (dict(condition=0, condition_set="bogus"), "condition_set"),
+        (dict(condition=-1, joint_positions=[0.0] * 3), "expected 7"),
+        (dict(condition=-1, joint_positions=[float("nan")] * 7), "NaN"),
+        (dict(condition=-5), "unknown condition"),
+    ]:
+        res = probe.reset(**fields)
+        assert not res.success and word in res.message, (fields, res.message)
+    q = [-0.5, -0.1, -1.6, -1.7, -1.8, -1.3, -2.0]
+    res = probe.reset(condition=-1, joint_positions=q)
+    assert res.success and np.allclose(res.joint_positions, q)
+    assert probe.wait_for(lambda: np.allclose(probe.joint_states[-1].position, q), 5.0)
+    res = probe.reset(condition=0, condition_set="visual_test", seed=3)
+    assert res.success
+    assert proc.poll() is None
