@@ -25,20 +25,11 @@ import time
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from gps_controller import conversions as conv
+from gps_controller.qos import ROLLOUT_QOS
 from gps_msgs.msg import Rollout
 from gps_msgs.srv import SetPolicyWeights
-
-#: QoS of /gps/rollouts: every rollout must arrive (RELIABLE) and a burst of a whole
-#: iteration's samples must not overwrite unsent ones (deep KEEP_LAST).
-ROLLOUT_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=50,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
 
 
 def make_rollout(seed: int, index: int, horizon: int, image_size: int) -> conv.RolloutData:

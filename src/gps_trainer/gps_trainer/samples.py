@@ -42,7 +42,7 @@ class SampleBatch:
             "obs": (3, None),
             "images": (5, None),
             "noise": (3, self.U.shape[2]),
-            "ee_jacobians": (5, None),
+            "ee_jacobians": (4, None),
         }
         for name, (ndim, last) in checks.items():
             a = getattr(self, name)
@@ -80,7 +80,8 @@ class SampleBatch:
 
     def take(self, idx: np.ndarray | slice | list[int]) -> SampleBatch:
         """A batch of the selected rollouts (same condition)."""
-        pick = (lambda a: None if a is None else a[idx])
+        def pick(a):
+            return (None if a is None else a[idx])
         return SampleBatch(self.X[idx], self.U[idx], pick(self.obs), pick(self.images), pick(self.noise),
                            pick(self.ee_jacobians), self.condition)
 

@@ -10,6 +10,7 @@ from .neural import (
     count_parameters,
     images_to_tensor,
     make_mlp_policy,
+    make_policy,
     make_visuomotor_policy,
 )
 from .serialization import (
@@ -20,3 +21,26 @@ from .serialization import (
     serialize_policy,
 )
 from .spatial_softmax import SpatialSoftmax
+
+__all__ = [
+    "GaussianPolicy",
+    "LinearGaussianPolicy",
+    "MLPConfig",
+    "MLPPolicy",
+    "PolicyFormatError",
+    "SpatialSoftmax",
+    "VisuomotorCNN",
+    "VisuomotorConfig",
+    "count_parameters",
+    "deserialize_policy",
+    "images_to_tensor",
+    "init_lqr",
+    "init_pd",
+    "load_policy",
+    "make_mlp_policy",
+    "make_policy",
+    "make_visuomotor_policy",
+    "save_policy",
+    "serialize_policy",
+    "smooth_noise",
+]

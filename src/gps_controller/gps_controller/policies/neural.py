@@ -404,6 +404,24 @@ def make_mlp_policy(config: MLPConfig, seed: int | None = 0, init_var: float = 0
     return GaussianPolicy(_seeded_build(config, seed), init_var=init_var)
 
 
+def make_policy(spec: dict[str, Any], obs_dim: int, action_dim: int, seed: int | None = 0) -> GaussianPolicy:
+    """Build from a config section ``{type, init_var, net: {...}}`` (config/policy/*.yaml's ``policy``).
+
+    ``obs_dim`` (the robot-configuration size) and ``action_dim`` come from the task.
+    """
+    kind = spec.get("type", "visuomotor_cnn")
+    unknown = sorted(set(spec) - {"type", "init_var", "net"})
+    if unknown:
+        raise ValueError(f"policy spec: unknown keys {unknown}")
+    net = dict(spec.get("net") or {})
+    if kind == "visuomotor_cnn":
+        net.update(config_dim=obs_dim, action_dim=action_dim)
+    elif kind == "mlp":
+        net.update(obs_dim=obs_dim, action_dim=action_dim)
+    return GaussianPolicy.from_architecture({"type": kind, "net": net}, seed=seed,
+                                            init_var=float(spec.get("init_var", 0.1)))
+
+
 def count_parameters(module: nn.Module, include_temperature: bool = True) -> int:
     """Number of trainable scalars; ``include_temperature=False`` leaves out the softmax temperature."""
     return sum(p.numel() for name, p in module.named_parameters()

@@ -82,7 +82,9 @@ def serialize_policy(policy: GaussianPolicy) -> tuple[str, bytes, str]:
     for name, t in tensors.items():
         if t.dtype not in _DTYPE_NAMES:
             raise PolicyFormatError(f"tensor {name!r} has unsupported dtype {t.dtype}")
-    weights = st_save(tensors, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
+    # No metadata: safetensors orders metadata keys arbitrarily, and the wire bytes (and hence the
+    # SHA) should be a function of the tensors alone.
+    weights = st_save(tensors)
     arch = json.dumps(architecture_dict(policy), sort_keys=True, separators=(",", ":"))
     return arch, weights, sha256_hex(weights)
 
@@ -263,5 +265,5 @@ def load_policy(path: str | Path, device: torch.device | str = "cpu") -> Gaussia
         tensors = st_load(data)
     except Exception as exc:
         raise PolicyFormatError(f"{path} is not a valid safetensors file: {exc}") from exc
-    weights = st_save(tensors, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
+    weights = st_save(tensors)
     return deserialize_policy(arch, weights, sha256_hex(weights), device=device)

@@ -1,0 +1,124 @@
+"""Observation-to-command latency of the gps_controller node at 20 Hz, over real DDS.
+
+For each policy (linear-Gaussian; CNN at 64x64; CNN at 240x240) this starts, in separate
+processes, a stand-in robot (``gps_controller.fake_robot``: joint states + camera + target pose at
+20 Hz) and the controller node (observation-triggered, as against a robot publishing at the control
+rate), pushes the policy through the controller's services, runs one trial of ``--ticks`` steps and
+reports:
+
+- end-to-end latency (the headline figure): command publish time minus the joint state's header
+  stamp (same machine, system clock): DDS transit of the observation + waiting in the executor +
+  state assembly + policy + safety + publish; p50/p99 from the controller's log;
+- in-node latency: observation receipt to command publish inside the controller;
+- robot-side p50: command receipt at the robot minus its latest joint-state publish (adds the
+  return trip; ambiguous once a command is later than one period, so only its median is kept);
+- deadline misses reported in the Rollout (a command more than one period after its observation).
+
+Usage:  python benchmarks/controller_latency.py [--ticks 2000] [--only lg,cnn64,cnn240]
+The last line printed is one JSON object. Targets: p99 <= 5 ms (LG), <= 25 ms (CNN 240x240).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for sub in ("gps_sim", "gps_trainer", "gps_controller"):
+    sys.path.insert(0, str(ROOT / "src" / sub))
+sys.path.insert(0, str(ROOT / "src" / "gps_controller" / "test"))
+
+CONFIGS = {"lg": ("linear_gaussian", 64), "cnn64": ("neural", 64), "cnn240": ("neural", 240)}
+TARGET_P99_MS = {"lg": 5.0, "cnn240": 25.0}
+
+
+def run_one(name: str, ticks: int, env: dict, workdir: Path) -> dict:
+    import rclpy
+    from controller_rig import Peers, Trainer, _write_params, lg_request, pd_controller
+
+    from gps_controller import conversions as conv
+    from gps_msgs.srv import RunTrial, SetPolicyWeights
+
+    policy_type, size = CONFIGS[name]
+    params = _write_params(workdir / f"{name}.yaml", image_size=size, horizon=ticks, stale_timeout=0.5,
+                           publish_overlay=False)
+    robot_out = workdir / f"{name}_robot.json"
+    peers = Peers(env, params, robot_args=["--rate", "20", "--image-size", str(size), "--out", str(robot_out)])
+    rclpy.init()
+    trainer = Trainer()
+    try:
+        if policy_type == "linear_gaussian":
+            resp = trainer.call("set_linear_gaussian", lg_request(0, pd_controller(T=ticks)))
+        else:
+            from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy, serialize_policy
+
+            policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7, image_height=size,
+                                                             image_width=size), seed=0)
+            arch, weights, sha = serialize_policy(policy)
+            resp = trainer.call("set_policy_weights", SetPolicyWeights.Request(
+                architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha))
+        assert resp.success, resp.message
+        t0 = time.monotonic()
+        resp = trainer.call("run_trial", RunTrial.Request(condition=0, policy_type=policy_type, horizon=ticks),
+                            timeout=ticks * 0.05 * 3 + 60)
+        wall = time.monotonic() - t0
+        assert resp.success, resp.message
+        rollout = trainer.wait_rollout(resp.rollout_id, timeout=30)
+    finally:
+        trainer.close()
+        rclpy.shutdown()
+        peers.close()
+    time.sleep(0.5)
+    log = peers.log(peers.controller)
+    m = re.findall(r"latency p50 ([\d.]+) ms p99 ([\d.]+) ms \(from joint-state stamp: p50 ([\d.]+) ms "
+                   r"p99 ([\d.]+) ms\)", log)
+    if not m:
+        raise RuntimeError(f"no latency line in the controller log:\n{log[-2000:]}")
+    node50, node99, e2e50, e2e99 = (float(v) for v in m[-1])
+    robot = np.array(json.loads(robot_out.read_text())["latencies"]) * 1e3
+    return {
+        "policy": name, "ticks": int(rollout.horizon), "aborted": bool(rollout.aborted),
+        "wall_s": round(wall, 1),
+        "e2e_p50_ms": e2e50, "e2e_p99_ms": e2e99,
+        "node_p50_ms": node50, "node_p99_ms": node99,
+        "robot_side_p50_ms": round(float(np.percentile(robot, 50)), 3),
+        "deadline_misses": int(rollout.deadline_misses),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=2000)
+    parser.add_argument("--only", default="lg,cnn64,cnn240")
+    args = parser.parse_args()
+    from controller_rig import subprocess_env
+
+    os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 60))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env = subprocess_env()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only.split(","):
+            r = run_one(name, args.ticks, env, Path(tmp))
+            target = TARGET_P99_MS.get(name)
+            r["target_p99_ms"] = target
+            r["meets_target"] = None if target is None else bool(r["e2e_p99_ms"] <= target)
+            results.append(r)
+            print(f"{name:7s} ticks {r['ticks']}  end-to-end p50 {r['e2e_p50_ms']:.2f} ms  p99 {r['e2e_p99_ms']:.2f} ms"
+                  f" | in-node p50 {r['node_p50_ms']} ms p99 {r['node_p99_ms']} ms"
+                  f" | robot-side p50 {r['robot_side_p50_ms']} ms | deadline misses {r['deadline_misses']}"
+                  f" | load {os.getloadavg()[0]:.1f}", flush=True)
+    print(json.dumps({"benchmark": "controller_latency", "rate_hz": 20, "cpus": os.cpu_count(),
+                      "load_avg_1min_at_end": round(os.getloadavg()[0], 2), "results": results}))
+
+
+if __name__ == "__main__":
+    main()

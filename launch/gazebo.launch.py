@@ -1,0 +1,49 @@
+"""Gazebo Harmonic with gz_ros2_control's effort controller and the PR2-style arm (URDF with a
+ros2_control block), the camera bridged to ROS, plus gps_controller and gps_trainer.
+
+    ros2 launch launch/gazebo.launch.py experiment:=config/experiments/reach_traj_opt.yaml
+
+Needs the docker/ image (ros_gz_sim, ros_gz_bridge, gz_ros2_control, controller_manager).
+"""
+
+import os
+
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+URDF = os.path.join(ROOT, "src", "gps_sim", "gps_sim", "models", "pr2_arm.urdf")
+
+
+def generate_launch_description():
+    use_sim_time = {"use_sim_time": True}
+    robot_description = open(URDF).read() if os.path.exists(URDF) else ""
+    gz = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource([FindPackageShare("ros_gz_sim"), "/launch/gz_sim.launch.py"]),
+        launch_arguments={"gz_args": "-r empty.sdf"}.items())
+    return LaunchDescription([
+        DeclareLaunchArgument("experiment", default_value=os.path.join(ROOT, "config/experiments/reach_traj_opt.yaml")),
+        DeclareLaunchArgument("output_dir", default_value=os.path.join(ROOT, "runs", "gazebo")),
+        gz,
+        Node(package="robot_state_publisher", executable="robot_state_publisher", output="screen",
+             parameters=[{"robot_description": robot_description}, use_sim_time]),
+        Node(package="ros_gz_sim", executable="create", output="screen",
+             arguments=["-topic", "robot_description", "-name", "pr2_arm"]),
+        Node(package="controller_manager", executable="spawner", arguments=["joint_state_broadcaster"]),
+        Node(package="controller_manager", executable="spawner", arguments=["effort_controller"]),
+        Node(package="ros_gz_bridge", executable="parameter_bridge", output="screen",
+             arguments=["/camera/image_raw@sensor_msgs/msg/Image[gz.msgs.Image",
+                        "/camera/camera_info@sensor_msgs/msg/CameraInfo[gz.msgs.CameraInfo",
+                        "/clock@rosgraph_msgs/msg/Clock[gz.msgs.Clock"]),
+        Node(package="gps_controller", executable="gps_controller", name="gps_controller", output="screen",
+             parameters=[os.path.join(ROOT, "config", "controller.yaml"), use_sim_time]),
+        Node(package="gps_trainer", executable="gps_trainer", name="gps_trainer", output="screen",
+             parameters=[os.path.join(ROOT, "config", "trainer.yaml"), use_sim_time,
+                         {"experiment": LaunchConfiguration("experiment"),
+                          "output_dir": LaunchConfiguration("output_dir")}]),
+    ])

@@ -1,0 +1,35 @@
+"""gps_controller + gps_trainer against a real robot's ros2_control (JointGroupEffortController on
+effort_controller/commands) and camera (camera/image_raw). Resets are joint-space moves (no gps_sim).
+
+    ros2 launch launch/pr2.launch.py namespace:=pr2 experiment:=config/experiments/reach_traj_opt.yaml
+"""
+
+import os
+
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def generate_launch_description():
+    ns = LaunchConfiguration("namespace")
+    return LaunchDescription([
+        DeclareLaunchArgument("experiment", default_value=os.path.join(ROOT, "config/experiments/reach_traj_opt.yaml")),
+        DeclareLaunchArgument("output_dir", default_value=os.path.join(ROOT, "runs", "pr2")),
+        DeclareLaunchArgument("namespace", default_value=""),
+        DeclareLaunchArgument("use_sim_time", default_value="false"),
+        Node(package="gps_controller", executable="gps_controller", name="gps_controller", namespace=ns,
+             output="screen", parameters=[os.path.join(ROOT, "config", "controller.yaml"),
+                                          {"use_sim_time": LaunchConfiguration("use_sim_time"),
+                                           "strict_joint_names": False}]),
+        Node(package="gps_trainer", executable="gps_trainer", name="gps_trainer", output="screen",
+             parameters=[os.path.join(ROOT, "config", "trainer.yaml"),
+                         {"experiment": LaunchConfiguration("experiment"),
+                          "output_dir": LaunchConfiguration("output_dir"),
+                          "controller_namespaces": PythonExpression(["['", ns, "']"]),
+                          "use_sim_time": LaunchConfiguration("use_sim_time")}]),
+    ])

@@ -1,0 +1,143 @@
+"""Visuomotor CNN, spatial softmax, MLP and the Gaussian policy wrapper."""
+
+import numpy as np
+import pytest
+import torch
+
+from gps_controller.policies import (
+    GaussianPolicy,
+    MLPConfig,
+    SpatialSoftmax,
+    VisuomotorConfig,
+    count_parameters,
+    make_mlp_policy,
+    make_visuomotor_policy,
+)
+
+torch.set_num_threads(1)
+
+
+def test_softmax_points_in_unit_square():
+    sm = SpatialSoftmax(9, 13, temperature=0.3)
+    feats = torch.randn(4, 5, 9, 13, generator=torch.Generator().manual_seed(0)) * 50
+    pts = sm(feats)
+    assert pts.shape == (4, 5, 2)
+    assert bool((pts.abs() <= 1.0 + 1e-6).all())
+
+
+@pytest.mark.parametrize(("row", "col"), [(2, 3), (10, 14), (0, 15), (15, 0)])
+def test_softmax_tracks_bright_spot(row, col):
+    h = w = 16
+    img = torch.zeros(1, 1, h, w)
+    img[0, 0, row, col] = 30.0  # a bright spot; low temperature makes the expectation sharp
+    pts = SpatialSoftmax(h, w, temperature=1.0)(img)[0, 0]
+    x_expect = -1 + 2 * col / (w - 1)
+    y_expect = -1 + 2 * row / (h - 1)
+    assert pts[0].item() == pytest.approx(x_expect, abs=1e-3)
+    assert pts[1].item() == pytest.approx(y_expect, abs=1e-3)
+
+
+def test_softmax_point_moves_monotonically_with_spot():
+    sm = SpatialSoftmax(12, 12)
+    xs = []
+    for col in range(12):
+        img = torch.zeros(1, 1, 12, 12)
+        img[0, 0, 5, col] = 5.0
+        xs.append(sm(img)[0, 0, 0].item())
+    assert all(b > a for a, b in zip(xs[:-1], xs[1:], strict=True))
+
+
+def test_softmax_gradcheck():
+    sm = SpatialSoftmax(4, 5, temperature=0.7).double()
+    feats = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f: sm(f), (feats,), eps=1e-6, atol=1e-5)
+
+    # and through the learned temperature
+    def as_fn_of_temperature(log_t):
+        sm.log_temperature.data.copy_(log_t.detach())
+        logits = feats.detach().reshape(2, 3, 20) / log_t.exp()
+        probs = torch.softmax(logits, -1).reshape(2, 3, 4, 5)
+        return (probs.sum(2) * sm.pos_x.double()).sum(-1)
+
+    log_t = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(as_fn_of_temperature, (log_t,))
+    out = sm(feats.detach()).sum()
+    out.backward()
+    assert sm.log_temperature.grad is not None and torch.isfinite(sm.log_temperature.grad)
+
+
+def test_paper_parameter_count():
+    # conv 3*49*64+64 = 9,472; 64*25*32+32 = 51,232; 32*25*32+32 = 25,632  (86,336 conv)
+    # fc (64+39)*40+40 = 4,160; 40*40+40 = 1,640; 40*7+7 = 287            (6,087 fc)
+    # = 92,423 weights and biases, + 1 learned softmax temperature.
+    cfg = VisuomotorConfig(config_dim=39, action_dim=7, image_height=240, image_width=240)
+    pol = make_visuomotor_policy(cfg)
+    assert count_parameters(pol, include_temperature=False) == 92_423
+    assert count_parameters(pol) == 92_424 == cfg.num_parameters()
+    assert cfg.feature_map_size() == (120, 120)
+    # independent of the image size
+    assert VisuomotorConfig(config_dim=39, action_dim=7).num_parameters() == 92_424
+
+
+def test_cnn_forward_shapes_and_features():
+    cfg = VisuomotorConfig(config_dim=6, action_dim=3, image_height=24, image_width=32,
+                           conv_filters=(8, 4, 4))
+    pol = make_visuomotor_policy(cfg, seed=3)
+    imgs = np.random.default_rng(0).integers(0, 256, size=(2, 5, 24, 32, 3), dtype=np.uint8)
+    obs = np.random.default_rng(1).normal(size=(2, 5, 6))
+    mean, pts = pol.predict(obs, imgs, batch_size=3)
+    assert mean.shape == (2, 5, 3) and pts.shape == (2, 5, 4, 2)
+    assert np.all(np.abs(pts) <= 1.0)
+    u, fp = pol.act(obs[1, 2], imgs[1, 2], return_features=True)
+    np.testing.assert_allclose(u, mean[1, 2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fp, pts[1, 2], rtol=1e-5, atol=1e-6)
+    assert u.dtype == np.float64
+
+
+def test_seeded_init_is_reproducible():
+    cfg = VisuomotorConfig(config_dim=4, action_dim=2, image_height=16, image_width=16, conv_filters=(4, 4, 4))
+    a, b = make_visuomotor_policy(cfg, seed=5), make_visuomotor_policy(cfg, seed=5)
+    c = make_visuomotor_policy(cfg, seed=6)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_act_noise_normalization_and_validation():
+    pol = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=(8,)), seed=0, init_var=0.25)
+    obs = np.array([1.0, -2.0, 0.5])
+    mean = pol.act(obs)
+    noisy = pol.act(obs, noise=np.array([1.0, -2.0]))
+    np.testing.assert_allclose(noisy - mean, [0.5, -1.0], atol=1e-6)
+    # normalization is applied: shifting the bias by the data mean changes the output
+    pol.set_normalization(mean=obs, std=np.ones(3))
+    np.testing.assert_allclose(pol.act(obs), pol.act(np.zeros(3) * 0 + obs), atol=0)
+    with torch.no_grad():
+        ref = pol.net(torch.zeros(1, 3))[0][0].double().numpy()
+    np.testing.assert_allclose(pol.act(obs), ref, atol=1e-6)
+    assert int(pol.norm_initialized) == 1
+    with pytest.raises(ValueError, match="shape"):
+        pol.act(np.zeros(4))
+    with pytest.raises(ValueError, match="noise"):
+        pol.act(obs, noise=np.zeros(3))
+
+
+def test_cnn_requires_image_of_right_shape():
+    cfg = VisuomotorConfig(config_dim=2, action_dim=1, image_height=16, image_width=16, conv_filters=(4, 4, 4))
+    pol = make_visuomotor_policy(cfg)
+    with pytest.raises(ValueError, match="needs an image"):
+        pol.act(np.zeros(2))
+    with pytest.raises(ValueError, match="image must have shape"):
+        pol.act(np.zeros(2), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        pol.act(np.zeros(2), np.zeros((16, 16, 3), np.float32))
+
+
+def test_architecture_round_trip():
+    cfg = VisuomotorConfig(config_dim=5, action_dim=2, image_height=20, image_width=20, fc_hidden=(7,))
+    pol = make_visuomotor_policy(cfg)
+    again = GaussianPolicy.from_architecture(pol.architecture())
+    assert again.net.config == cfg
+    with pytest.raises(ValueError, match="unknown policy type"):
+        GaussianPolicy.from_architecture({"type": "rnn", "net": {}})

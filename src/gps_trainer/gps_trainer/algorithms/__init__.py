@@ -1,0 +1,1 @@
+"""GPS algorithms: trajectory optimization only (and, from other issues, MDGPS and BADMM)."""

@@ -1,0 +1,159 @@
+"""Algorithm "trajectory optimization only": improve one linear-Gaussian controller per condition from
+its own rollouts, with no global policy (reference: AlgorithmTrajOpt).
+
+One iteration, for M conditions (read :meth:`TrajOptOnly.iteration` top to bottom):
+
+1. dynamics   p(x_t+1 | x_t, u_t) per condition from its N rollouts, under the condition's GMM prior
+2. cost       quadratic model of l(x, u) around the rollouts, averaged over samples
+3. step size  compare the previous iteration's predicted improvement with the one now measured
+4. C-step     new controllers p(u|x) = argmin E[l] s.t. KL(p || p_prev) <= kl_step * step_mult * T,
+              all conditions at once
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from gps_controller.policies.linear_gaussian import LinearGaussianPolicy, init_lqr, init_pd
+from gps_trainer.config import TrajOptOnlyConfig
+from gps_trainer.costs import Cost, cost_from_config, quadratic_cost_model
+from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics
+from gps_trainer.samples import SampleBatch
+from gps_trainer.traj_opt import CostModel, estimate_cost, forward_pass, kl_constrained_update, new_step_mult
+
+__all__ = ["TrajOptOnly", "ConditionDiagnostics", "initial_controllers"]
+
+
+@dataclass
+class ConditionDiagnostics:
+    """What one iteration did for one condition."""
+
+    condition: int
+    cost: float  # mean total cost of this iteration's rollouts
+    kl: float  # sum_t KL(new || old) of the C-step
+    kl_target: float
+    eta: float
+    step_mult: float  # the multiplier used for this C-step
+    eta_iterations: int
+    converged: bool
+    predicted_improvement: float = float("nan")
+    actual_improvement: float = float("nan")
+
+    def as_dict(self) -> dict[str, float | int | bool]:
+        return asdict(self)
+
+
+@dataclass
+class _Iterate:
+    """What the step-size rule needs from an iteration: the controller that produced its rollouts and
+    the models fitted on them."""
+
+    policy: LinearGaussianPolicy
+    dynamics: LinearGaussianDynamics
+    cost: CostModel
+
+
+def initial_controllers(cfg: TrajOptOnlyConfig, x0s: list[np.ndarray], dU: int, T: int, dt: float
+                        ) -> list[LinearGaussianPolicy]:
+    """One initial controller per condition from ``cfg.init_controller`` around that condition's x0."""
+    ic = cfg.init_controller
+    if ic.type == "lqr":
+        return [init_lqr(x0, dU, T, dt, stiffness=ic.stiffness, stiffness_vel=ic.stiffness_vel,
+                         init_var=ic.init_var, final_weight=ic.final_weight, gains=np.asarray(ic.gains),
+                         acc=np.asarray(ic.acc)) for x0 in x0s]
+    if ic.type == "pd":
+        return [init_pd(x0, dU, T, pos_gains=np.asarray(ic.pos_gains), vel_gains_mult=ic.vel_gains_mult,
+                        init_var=ic.init_var) for x0 in x0s]
+    raise ValueError(f"init_controller.type {ic.type!r} unknown; expected 'lqr' or 'pd'")
+
+
+def _marginal_cost(policy: LinearGaussianPolicy, dyn: LinearGaussianDynamics, cost: CostModel) -> float:
+    """Expected cost of a controller under a dynamics model (Laplace estimate, no sampling)."""
+    b = [a[None] for a in (policy.K, policy.k, policy.pol_covar, dyn.Fm, dyn.fv, dyn.dyn_covar, dyn.x0mu,
+                           dyn.x0sigma)]
+    mu, sigma = forward_pass(*b)
+    return float(estimate_cost(mu[0], sigma[0], cost))
+
+
+class TrajOptOnly:
+    """Trajectory optimization over M conditions. ``policies[m]`` is the controller to sample next."""
+
+    def __init__(self, config: TrajOptOnlyConfig, policies: list[LinearGaussianPolicy], cost: Cost | None = None,
+                 seed: int = 0) -> None:
+        self.config = config
+        self.cost = cost if cost is not None else cost_from_config(config.cost)
+        self.policies = list(policies)
+        M = len(policies)
+        self.eta = np.full(M, config.traj_opt.init_eta)
+        self.step_mult = np.ones(M)
+        p = config.dynamics.prior
+        self.priors: list[GMMPrior | None] = [
+            GMMPrior(p.max_clusters, p.min_samples_per_cluster, p.max_samples, p.strength, seed=seed + m)
+            if p is not None else None for m in range(M)]
+        self._prev: list[_Iterate | None] = [None] * M
+        self.iteration_count = 0
+        self.timings: dict[str, float] = {}
+
+    @property
+    def num_conditions(self) -> int:
+        return len(self.policies)
+
+    def iteration(self, batches: list[SampleBatch]) -> list[ConditionDiagnostics]:
+        """One iteration from the rollouts of every condition (``batches[m]`` ran ``policies[m]``)."""
+        M = self.num_conditions
+        if len(batches) != M:
+            raise ValueError(f"TrajOptOnly.iteration: {len(batches)} sample batches for {M} conditions")
+        dcfg, tcfg = self.config.dynamics, self.config.traj_opt
+        t0 = time.perf_counter()
+
+        # 1. Dynamics: x_t+1 ~ N(F_t [x_t; u_t] + f_t, Sigma_t), per condition, under its mixture prior.
+        dynamics = [fit_dynamics(b, self.priors[m], dcfg.regularization, dcfg.initial_state_var)
+                    for m, b in enumerate(batches)]
+        t1 = time.perf_counter()
+
+        # 2. Cost: l ~ cc + cv^T z + 0.5 z^T cm z around the rollouts; and the rollouts' actual cost.
+        costs, sample_costs = [], []
+        for b in batches:
+            exp = self.cost.eval(b.X, b.U, b.ee_jacobians)
+            costs.append(CostModel(*quadratic_cost_model(exp, b.X, b.U)))
+            sample_costs.append(float(exp.l.sum(axis=1).mean()))
+        t2 = time.perf_counter()
+
+        # 3. Step size: did the last C-step improve the cost as much as its model predicted?
+        #    predicted = E_old[c | p_old] - E_old[c | p_new],  actual = E_old[c | p_old] - E_new[c | p_new]
+        #    (E_old: dynamics and cost fitted last iteration, E_new: fitted now; p_new produced these rollouts)
+        predicted = np.full(M, np.nan)
+        actual = np.full(M, np.nan)
+        for m in range(M):
+            prev = self._prev[m]
+            if prev is None:
+                continue
+            old_old = _marginal_cost(prev.policy, prev.dynamics, prev.cost)
+            predicted[m] = old_old - _marginal_cost(self.policies[m], prev.dynamics, prev.cost)
+            actual[m] = old_old - _marginal_cost(self.policies[m], dynamics[m], costs[m])
+            self.step_mult[m] = new_step_mult(predicted[m], actual[m], self.step_mult[m], tcfg.min_step_mult,
+                                              tcfg.max_step_mult)
+
+        # 4. C-step for all conditions at once: eta search so that sum_t KL(p_new || p_old) ~ eps.
+        results = kl_constrained_update(
+            self.policies, dynamics, costs, kl_step=tcfg.kl_step * self.step_mult, eta=self.eta,
+            min_eta=tcfg.min_eta, max_eta=tcfg.max_eta, del0=tcfg.del0,
+            max_iterations=tcfg.max_eta_iterations, tolerance=tcfg.kl_tolerance)
+        t3 = time.perf_counter()
+
+        # Advance: remember what produced these rollouts, sample the new controllers next.
+        diagnostics = []
+        for m, r in enumerate(results):
+            self._prev[m] = _Iterate(self.policies[m], dynamics[m], costs[m])
+            diagnostics.append(ConditionDiagnostics(
+                condition=batches[m].condition, cost=sample_costs[m], kl=r.kl, kl_target=r.kl_target, eta=r.eta,
+                step_mult=float(self.step_mult[m]), eta_iterations=r.iterations, converged=r.converged,
+                predicted_improvement=float(predicted[m]), actual_improvement=float(actual[m])))
+            self.policies[m] = r.policy
+            self.eta[m] = r.eta
+        self.iteration_count += 1
+        self.timings = {"dynamics": t1 - t0, "cost": t2 - t1, "c_step": t3 - t2}
+        return diagnostics

@@ -1,0 +1,326 @@
+"""The S-step: supervised training of the neural policy on the local controllers' actions.
+
+Given sampled observations o_i (robot configuration, and images for a visuomotor policy), the local
+controllers' mean actions u_i at the corresponding full states x_i, and their precision matrices
+P_i = Sigma_p(x_i)^{-1}, the mean network is fitted by minimizing (slides, "supervised learning
+objective"; paper Sec. III)
+
+    L(theta) = 1/M sum_i w_i (mu_theta(o_i) - u_i)^T P_i (mu_theta(o_i) - u_i)
+
+with Adam on minibatches (25 by default) for a set number of iterations; optionally the fully connected
+layers are trained first on fixed feature points ("fc_only_iterations", conv layers frozen). The
+policy covariance is then set in closed form as in the reference MDGPS/BADMM implementations:
+
+    pol_var = 1 / diag( (sum_i P_i) / sum_i w_i + 2 ent_reg I )
+
+(with unit weights, 1 / mean of the diagonal precisions). Observation normalization is fitted from
+the data (by default only the first time, so later S-steps do not move the input scale under trained
+weights).
+
+Instrumented training: ``obs`` is o (what the policy sees); the targets came from controllers that
+acted on the full state x. Nothing here needs x.
+
+Reproducibility: minibatch order comes from a ``torch.Generator`` seeded with ``seed`` (or
+``config.seed``); no global RNG is used. Runs on ``config.device`` ("auto" = CUDA when available,
+else CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from gps_controller.policies.neural import GaussianPolicy, images_to_tensor
+
+NORMALIZE_MODES = ("first", "always", "never")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _dataclass_from_dict(cls: type, data: dict[str, Any] | None) -> Any:
+    data = dict(data or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known: {sorted(names)}")
+    return cls(**data)
+
+
+def load_yaml_section(path: str | Path, section: str | None = None) -> dict[str, Any]:
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    if section is not None:
+        data = data.get(section, data)
+    return data
+
+
+@dataclass
+class PolicyOptConfig:
+    """S-step hyperparameters (defaults: config/policy/policy_opt.yaml)."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 25
+    iterations: int = 1000           # minibatch steps of the full network per S-step
+    fc_only_iterations: int = 0      # extra steps on the FC layers alone first (visuomotor only)
+    weight_decay: float = 0.005      # L2 on all trained parameters (reference GPS value)
+    ent_reg: float = 0.0             # entropy regularizer in the covariance update
+    normalize_obs: str = "first"     # first | always | never
+    min_obs_std: float = 1e-3
+    max_sample_weight: float = 2.0   # per-sample weights are normalized to median 1 and clipped here
+    device: str = "auto"             # auto | cpu | cuda[:n]
+    seed: int = 0
+    log_every: int = 50              # record the running minibatch loss every this many steps
+    eval_batch_size: int = 256       # chunk size for full-data loss / feature-point evaluation
+    evaluate_full_loss: bool = True  # compute the loss on all data before and after training
+
+    def __post_init__(self) -> None:
+        if self.normalize_obs not in NORMALIZE_MODES:
+            raise ValueError(f"normalize_obs must be one of {NORMALIZE_MODES}, got {self.normalize_obs!r}")
+        for name in ("batch_size", "eval_batch_size", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("iterations", "fc_only_iterations"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if not self.learning_rate > 0:
+            raise ValueError("learning_rate must be positive")
+        if self.weight_decay < 0 or self.ent_reg < 0:
+            raise ValueError("weight_decay and ent_reg must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PolicyOptConfig:
+        return _dataclass_from_dict(cls, data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, section: str | None = "policy_opt") -> PolicyOptConfig:
+        return cls.from_dict(load_yaml_section(path, section))
+
+
+@dataclass
+class PolicyOptDiagnostics:
+    num_samples: int
+    iterations: int
+    fc_only_iterations: int
+    loss_before: float | None
+    loss_after: float | None
+    loss_history: list[tuple[int, float]] = field(default_factory=list)  # (step, mean minibatch loss)
+    fc_only_loss_history: list[tuple[int, float]] = field(default_factory=list)
+    pol_var: list[float] = field(default_factory=list)
+    normalization_updated: bool = False
+    wall_time_s: float = 0.0
+    samples_per_s: float = 0.0
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _flatten(name: str, a: Any, trailing: int, lead: tuple[int, ...] | None) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim < trailing + 1:
+        raise ValueError(f"{name} must have at least {trailing + 1} dimensions, got shape {arr.shape}")
+    this_lead = arr.shape[: arr.ndim - trailing]
+    if lead is not None and this_lead != lead:
+        raise ValueError(f"{name} has leading shape {this_lead}, expected {lead} (same samples as obs)")
+    return arr.reshape(-1, *arr.shape[arr.ndim - trailing:])
+
+
+def _precision_matrices(precisions: Any, lead: tuple[int, ...], d_u: int) -> np.ndarray:
+    p = np.asarray(precisions, dtype=np.float64)
+    if p.shape == (*lead, d_u):  # diagonal precisions
+        flat = p.reshape(-1, d_u)
+        out = np.zeros((flat.shape[0], d_u, d_u))
+        idx = np.arange(d_u)
+        out[:, idx, idx] = flat
+        return out
+    if p.shape == (*lead, d_u, d_u):
+        return p.reshape(-1, d_u, d_u)
+    raise ValueError(f"precisions must have shape {(*lead, d_u, d_u)} or {(*lead, d_u)}, got {p.shape}")
+
+
+def normalize_sample_weights(weights: np.ndarray, max_weight: float) -> np.ndarray:
+    """Scale weights so the median of the non-negligible ones is 1, then clip at ``max_weight``."""
+    w = np.asarray(weights, dtype=np.float64)
+    if np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise ValueError("sample weights must be finite and non-negative")
+    w = w * (w.size / max(w.sum(), 1e-300))
+    big = w[w > 1e-2]
+    if big.size == 0:
+        raise ValueError("all sample weights are (near) zero")
+    return np.clip(w / np.median(big), 0.0, max_weight)
+
+
+def covariance_update(precisions: np.ndarray, ent_reg: float = 0.0, weights: np.ndarray | None = None) -> np.ndarray:
+    """pol_var = 1 / diag(sum_i P_i / sum_i w_i + 2 ent_reg I)  (reference MDGPS/BADMM)."""
+    p = np.asarray(precisions, dtype=np.float64)
+    total_w = p.shape[0] if weights is None else float(np.sum(weights))
+    a = np.einsum("mii->i", p) / max(total_w, 1e-300) + 2.0 * ent_reg
+    if np.any(a <= 0):
+        raise ValueError("mean precision has a non-positive diagonal entry")
+    return 1.0 / a
+
+
+def _weighted_loss(mean: torch.Tensor, target: torch.Tensor, prec: torch.Tensor) -> torch.Tensor:
+    d = mean - target
+    return torch.einsum("bi,bij,bj->b", d, prec, d).mean()
+
+
+def train_policy(
+    policy: GaussianPolicy,
+    obs: Any,
+    images: Any,
+    target_actions: Any,
+    precisions: Any,
+    config: PolicyOptConfig | None = None,
+    seed: int | None = None,
+    weights: Any = None,
+) -> PolicyOptDiagnostics:
+    """Fit ``policy`` in place; returns diagnostics.
+
+    obs (..., dO) robot configurations; images (..., H, W, 3) uint8 or None (MLP); target_actions
+    (..., dU) the local controllers' mean actions; precisions (..., dU, dU) or diagonal (..., dU);
+    weights (...,) optional per-sample weights (e.g. BADMM's rho_t). The leading shape ``...`` is
+    typically (N, T) and must agree across arguments. ``seed`` overrides ``config.seed``.
+    """
+    cfg = config or PolicyOptConfig()
+    seed = cfg.seed if seed is None else int(seed)
+    t_start = time.perf_counter()
+    d_o, d_u = policy.obs_dim, policy.action_dim
+
+    o = np.asarray(obs, dtype=np.float64)
+    if o.ndim < 2 or o.shape[-1] != d_o:
+        raise ValueError(f"obs must be (..., {d_o}), got {o.shape}")
+    lead = o.shape[:-1]
+    o = o.reshape(-1, d_o)
+    u = _flatten("target_actions", np.asarray(target_actions, dtype=np.float64), 1, lead)
+    if u.shape[1] != d_u:
+        raise ValueError(f"target_actions must be (..., {d_u}), got trailing size {u.shape[1]}")
+    prec = _precision_matrices(precisions, lead, d_u)
+    m = o.shape[0]
+    if m == 0:
+        raise ValueError("no samples to train on")
+    for name, arr in (("obs", o), ("target_actions", u), ("precisions", prec)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or Inf")
+    img = None
+    if policy.uses_images:
+        if images is None:
+            raise ValueError("a visuomotor policy needs images")
+        img = np.asarray(images)
+        if img.dtype != np.uint8 or img.shape != (*lead, *policy.image_shape):
+            raise ValueError(f"images must be uint8 {(*lead, *policy.image_shape)}, got {img.dtype} {img.shape}")
+        img = img.reshape(m, *policy.image_shape)
+    w = np.ones(m)
+    if weights is not None:
+        w = normalize_sample_weights(np.asarray(weights).reshape(-1), cfg.max_sample_weight)
+        if w.shape[0] != m:
+            raise ValueError(f"weights must have {m} entries, got {w.shape[0]}")
+
+    # Covariance update (closed form) from the unweighted precisions.
+    pol_var = covariance_update(prec, cfg.ent_reg, w if weights is not None else None)
+
+    device = resolve_device(cfg.device)
+    policy.to(device)
+    updated_norm = cfg.normalize_obs == "always" or (
+        cfg.normalize_obs == "first" and int(policy.norm_initialized) == 0)
+    if updated_norm:
+        policy.fit_normalization(o, min_std=cfg.min_obs_std)
+
+    o_t = torch.as_tensor(o, dtype=torch.float32, device=device)
+    u_t = torch.as_tensor(u, dtype=torch.float32, device=device)
+    p_t = torch.as_tensor(prec * w[:, None, None], dtype=torch.float32, device=device)
+    img_t = None if img is None else torch.as_tensor(img, device=device)  # uint8, converted per batch
+
+    gen = torch.Generator().manual_seed(seed)
+    bs = min(cfg.batch_size, m)
+
+    def batches(n_steps: int):
+        perm = torch.randperm(m, generator=gen)
+        pos = 0
+        for _ in range(n_steps):
+            if pos + bs > m:
+                perm = torch.randperm(m, generator=gen)
+                pos = 0
+            yield perm[pos:pos + bs].to(device)
+            pos += bs
+
+    def full_loss() -> float:
+        total = 0.0
+        with torch.no_grad():
+            for s in range(0, m, cfg.eval_batch_size):
+                sl = slice(s, s + cfg.eval_batch_size)
+                im = None if img_t is None else images_to_tensor(img_t[sl], device)
+                mean, _ = policy(o_t[sl], im)
+                total += float(_weighted_loss(mean, u_t[sl], p_t[sl])) * (min(s + cfg.eval_batch_size, m) - s)
+        return total / m
+
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    policy.train()
+    loss_before = full_loss() if cfg.evaluate_full_loss else None
+
+    fc_history: list[tuple[int, float]] = []
+    if cfg.fc_only_iterations > 0 and policy.uses_images:
+        # Feature points of every sample with the conv layers fixed, then train the head on them.
+        with torch.no_grad():
+            pts = torch.cat([policy.net.feature_points(images_to_tensor(img_t[s:s + cfg.eval_batch_size], device))
+                             for s in range(0, m, cfg.eval_batch_size)])
+            o_norm = policy.normalize(o_t)
+        fc_history = _run_steps(
+            cfg.fc_only_iterations, batches, optimizer, cfg.log_every,
+            lambda idx: _weighted_loss(policy.net.head(pts[idx], o_norm[idx]), u_t[idx], p_t[idx]))
+
+    def step_loss(idx: torch.Tensor) -> torch.Tensor:
+        im = None if img_t is None else images_to_tensor(img_t[idx], device)
+        mean, _ = policy(o_t[idx], im)
+        return _weighted_loss(mean, u_t[idx], p_t[idx])
+
+    history = _run_steps(cfg.iterations, batches, optimizer, cfg.log_every, step_loss)
+    policy.eval()
+    loss_after = full_loss() if cfg.evaluate_full_loss else None
+
+    with torch.no_grad():
+        policy.pol_var.copy_(torch.as_tensor(pol_var, dtype=policy.pol_var.dtype))
+    wall = time.perf_counter() - t_start
+    steps = cfg.iterations + (cfg.fc_only_iterations if policy.uses_images else 0)
+    return PolicyOptDiagnostics(
+        num_samples=m, iterations=cfg.iterations,
+        fc_only_iterations=cfg.fc_only_iterations if policy.uses_images else 0,
+        loss_before=loss_before, loss_after=loss_after, loss_history=history,
+        fc_only_loss_history=fc_history, pol_var=[float(v) for v in pol_var],
+        normalization_updated=updated_norm, wall_time_s=wall,
+        samples_per_s=steps * bs / wall if wall > 0 else math.inf, device=str(device),
+    )
+
+
+def _run_steps(n_steps, batches, optimizer, log_every, loss_fn) -> list[tuple[int, float]]:
+    history: list[tuple[int, float]] = []
+    running, count = 0.0, 0
+    for step, idx in enumerate(batches(n_steps), start=1):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(idx)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"policy optimization diverged at step {step} (loss {float(loss)})")
+        loss.backward()
+        optimizer.step()
+        running += float(loss.detach())
+        count += 1
+        if step % log_every == 0 or step == n_steps:
+            history.append((step, running / count))
+            running, count = 0.0, 0
+    return history

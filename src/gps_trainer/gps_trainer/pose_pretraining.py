@@ -1,0 +1,315 @@
+"""Phase 1 of the paper's training procedure: pretrain the vision layers by pose regression.
+
+The convolutional layers and the spatial softmax of the visuomotor CNN (the same modules, and the
+same tensor names, as ``VisuomotorCNN``) plus a small head (feature points -> linear -> 3D position)
+are trained to predict the target object's position from camera images collected in the simulator
+with the target placed at random positions (and the arm at perturbed configurations, so the features
+learn to ignore it). The held-out error is reported in cm against the baseline of always predicting
+the training mean. The weights are saved as safetensors; ``load_pretrained_vision`` copies the
+vision tensors into a policy before end-to-end GPS.
+
+Reproducibility: image collection draws from ``numpy.random.default_rng(seed)`` (never the global
+numpy RNG); network initialization and minibatch order from ``seed`` via ``torch.random.fork_rng`` /
+``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from gps_controller.policies.neural import GaussianPolicy, VisuomotorCNN, VisuomotorConfig, images_to_tensor
+from gps_controller.policies.serialization import PolicyFormatError, read_safetensors_metadata, sha256_hex
+from gps_trainer.policy_opt import _dataclass_from_dict, load_yaml_section, resolve_device
+
+VISION_PREFIX = "net."  # vision tensors are stored under the policy's names: net.convs.*, net.softmax.*
+
+
+@dataclass
+class PosePretrainConfig:
+    """Pose pretraining settings (defaults: config/policy/pose_pretrain.yaml)."""
+
+    task: str = "reach"
+    image_size: int = 64
+    num_train: int = 400
+    num_test: int = 100
+    condition_set: str = "train"           # conditions whose arm poses / target heights are used
+    target_margin: float = 0.05            # m added around the conditions' targets (x, y)
+    target_box: list[list[float]] | None = None  # explicit [[x,y,z]_low, [x,y,z]_high] instead
+    joint_noise: float = 0.15              # rad, std of the arm-pose perturbation
+    iterations: int = 2000
+    batch_size: int = 25
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 100
+    output: str = "runs/pose_pretrain/vision.safetensors"
+    net: dict[str, Any] = field(default_factory=dict)  # VisuomotorConfig overrides (conv sizes, ...)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PosePretrainConfig:
+        return _dataclass_from_dict(cls, data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, section: str | None = "pose_pretrain") -> PosePretrainConfig:
+        return cls.from_dict(load_yaml_section(path, section))
+
+    def vision_config(self) -> VisuomotorConfig:
+        # config_dim / action_dim do not affect the vision layers; the head is not used here.
+        net = {"config_dim": 1, "action_dim": 1, **self.net,
+               "image_height": self.image_size, "image_width": self.image_size}
+        return VisuomotorConfig(**net)
+
+
+class PoseRegressor(nn.Module):
+    """Vision layers of the visuomotor CNN + linear head: image -> (feature points, 3D position)."""
+
+    def __init__(self, vision_config: VisuomotorConfig):
+        super().__init__()
+        self.net = VisuomotorCNN(vision_config)
+        del self.net.fc  # only the vision part is trained here
+        self.head = nn.Linear(2 * vision_config.num_feature_points, 3)
+        self.register_buffer("pose_mean", torch.zeros(3))
+        self.register_buffer("pose_std", torch.ones(3))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        points = self.net.feature_points(image)
+        return self.head(points.reshape(points.shape[0], -1)) * self.pose_std + self.pose_mean, points
+
+
+def target_box_for(task: Any, condition_set: str, margin: float) -> np.ndarray:
+    """[[low], [high]] around the condition set's target positions, widened by ``margin`` in x and y."""
+    pos = np.array([c.target_pose[:3] for c in task.condition_list(condition_set)])
+    if pos.size == 0:
+        raise ValueError(f"task {task.name!r} has no {condition_set!r} conditions")
+    low, high = pos.min(0), pos.max(0)
+    pad = np.array([margin, margin, 0.0])
+    return np.stack([low - pad, high + pad])
+
+
+def collect_pose_images(sim: Any, num: int, rng: np.random.Generator, target_box: np.ndarray,
+                        condition_set: str = "train", joint_noise: float = 0.15
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``num`` images with the target at uniform positions in ``target_box``.
+
+    Each image starts from a random condition of ``condition_set`` (its arm pose, colours and target
+    orientation), perturbs the arm by N(0, joint_noise^2) per joint (clipped to the joint limits) and
+    moves the target. Returns images (num, H, W, 3) uint8 and target positions (num, 3).
+    """
+    box = np.asarray(target_box, dtype=float)
+    n_cond = sim.num_conditions(condition_set)
+    if n_cond == 0:
+        raise ValueError(f"no {condition_set!r} conditions to collect from")
+    images, positions = [], []
+    for _ in range(num):
+        cond = int(rng.integers(n_cond))
+        sim.reset(cond, seed=int(rng.integers(2**31)), condition_set=condition_set)
+        q = sim.joint_positions() + rng.normal(0.0, joint_noise, size=7)
+        limited = np.asarray(sim.joint_limited, bool)
+        lim = np.asarray(sim.joint_limits)[:7]
+        q[limited[:7]] = np.clip(q[limited[:7]], lim[limited[:7], 0], lim[limited[:7], 1])
+        sim.set_joint_state(q)
+        pose = sim.target_pose()
+        pose[:3] = rng.uniform(box[0], box[1])
+        sim.set_target_pose(pose)
+        img = sim.render()
+        images.append(np.asarray(img, dtype=np.uint8))
+        positions.append(np.asarray(sim.target_pose()[:3], dtype=float))
+    return np.stack(images), np.stack(positions)
+
+
+def _mean_error_cm(model: PoseRegressor, images: torch.Tensor, positions: np.ndarray, device) -> float:
+    preds = []
+    with torch.no_grad():
+        for s in range(0, images.shape[0], 128):
+            preds.append(model(images_to_tensor(images[s:s + 128], device))[0].double().cpu().numpy())
+    return float(np.mean(np.linalg.norm(np.concatenate(preds) - positions, axis=1)) * 100.0)
+
+
+def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np.ndarray,
+                         cfg: PosePretrainConfig, test_images: np.ndarray | None = None,
+                         test_positions: np.ndarray | None = None) -> dict[str, Any]:
+    """Adam on the mean squared error of normalized positions; returns a history in cm."""
+    device = resolve_device(cfg.device)
+    model.to(device)
+    pos = np.asarray(positions, dtype=float)
+    with torch.no_grad():
+        model.pose_mean.copy_(torch.as_tensor(pos.mean(0), dtype=torch.float32))
+        model.pose_std.copy_(torch.as_tensor(np.maximum(pos.std(0), 1e-2), dtype=torch.float32))
+    img_t = torch.as_tensor(images, device=device)
+    pos_t = torch.as_tensor(pos, dtype=torch.float32, device=device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    m = img_t.shape[0]
+    bs = min(cfg.batch_size, m)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    history: list[dict[str, float]] = []
+    perm, pos_i, running = torch.randperm(m, generator=gen), 0, 0.0
+    model.train()
+    for step in range(1, cfg.iterations + 1):
+        if pos_i + bs > m:
+            perm, pos_i = torch.randperm(m, generator=gen), 0
+        idx = perm[pos_i:pos_i + bs].to(device)
+        pos_i += bs
+        pred, _ = model(images_to_tensor(img_t[idx], device))
+        loss = (((pred - pos_t[idx]) / model.pose_std) ** 2).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += float(loss.detach())
+        if step % cfg.log_every == 0 or step == cfg.iterations:
+            entry = {"step": step, "train_loss": running / (cfg.log_every if step % cfg.log_every == 0
+                                                            else step % cfg.log_every)}
+            if test_images is not None:
+                model.eval()
+                entry["test_error_cm"] = _mean_error_cm(model, torch.as_tensor(test_images, device=device),
+                                                        np.asarray(test_positions), device)
+                model.train()
+            history.append(entry)
+            running = 0.0
+    model.eval()
+    return {"history": history}
+
+
+def save_pose_weights(model: PoseRegressor, path: str | Path, extra: dict[str, Any] | None = None) -> str:
+    """safetensors file: vision tensors under the policy's names + head + pose normalization."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"kind": "gps-ros2-pose-pretrain", "vision_config": json.dumps(model.net.config.to_dict()),
+            "extra": json.dumps(extra or {})}
+    data = st_save(tensors, metadata=meta)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    sha = sha256_hex(data)
+    Path(str(path) + ".sha256").write_text(sha + "\n")
+    return sha
+
+
+def load_pose_regressor(path: str | Path, device: str | torch.device = "cpu") -> PoseRegressor:
+    data = Path(path).read_bytes()
+    side = Path(str(path) + ".sha256")
+    if side.exists() and side.read_text().strip() != sha256_hex(data):
+        raise PolicyFormatError(f"SHA-256 mismatch for {path}")
+    meta = read_safetensors_metadata(data)
+    if meta.get("kind") != "gps-ros2-pose-pretrain":
+        raise PolicyFormatError(f"{path} is not a pose-pretraining weights file")
+    try:
+        model = PoseRegressor(VisuomotorConfig(**json.loads(meta["vision_config"])))
+        model.load_state_dict(st_load(data), strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise PolicyFormatError(f"{path}: cannot rebuild the pose regressor: {exc}") from exc
+    return model.to(device).eval()
+
+
+def load_pretrained_vision(policy: GaussianPolicy, path: str | Path) -> list[str]:
+    """Copy the conv + spatial-softmax tensors of a pose-pretraining file into ``policy``.
+
+    Checks that every vision tensor exists with the same shape; returns the copied tensor names.
+    """
+    if not policy.uses_images:
+        raise ValueError("only a visuomotor policy has vision layers")
+    src = load_pose_regressor(path).state_dict()
+    dst = policy.state_dict()
+    names = [k for k in dst if k.startswith("net.convs.") or k.startswith("net.softmax.")]
+    for k in names:
+        if k not in src:
+            raise PolicyFormatError(f"pretrained file lacks {k!r}")
+        if tuple(src[k].shape) != tuple(dst[k].shape):
+            raise PolicyFormatError(f"shape mismatch for {k!r}: file {list(src[k].shape)}, "
+                                    f"policy {list(dst[k].shape)}")
+    with torch.no_grad():
+        for k in names:
+            dst[k].copy_(src[k])
+    return names
+
+
+def pretrain_pose(config: PosePretrainConfig | dict[str, Any], sim: Any = None) -> dict[str, Any]:
+    """Collect images, train, evaluate on held-out images, save weights + metrics; return the metrics.
+
+    ``sim`` defaults to ``gps_sim.ArmSim(config.task, image_size, render_images=True)``; any object
+    with the same methods (reset, num_conditions, joint_positions, joint_limits, joint_limited,
+    set_joint_state, target_pose, set_target_pose, render, task) works.
+    """
+    cfg = config if isinstance(config, PosePretrainConfig) else PosePretrainConfig.from_dict(config)
+    t0 = time.perf_counter()
+    own_sim = sim is None
+    if own_sim:
+        from gps_sim import ArmSim
+
+        sim = ArmSim(cfg.task, image_size=cfg.image_size, render_images=True)
+    try:
+        box = (np.asarray(cfg.target_box, dtype=float) if cfg.target_box is not None
+               else target_box_for(sim.task, cfg.condition_set, cfg.target_margin))
+        rng = np.random.default_rng(cfg.seed)
+        images, positions = collect_pose_images(sim, cfg.num_train + cfg.num_test, rng, box,
+                                                cfg.condition_set, cfg.joint_noise)
+    finally:
+        if own_sim:
+            sim.close()
+    t_collect = time.perf_counter() - t0
+    tr_img, te_img = images[:cfg.num_train], images[cfg.num_train:]
+    tr_pos, te_pos = positions[:cfg.num_train], positions[cfg.num_train:]
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = PoseRegressor(cfg.vision_config())
+    result = train_pose_regressor(model, tr_img, tr_pos, cfg,
+                                  te_img if cfg.num_test else None, te_pos if cfg.num_test else None)
+    device = resolve_device(cfg.device)
+    train_err = _mean_error_cm(model, torch.as_tensor(tr_img, device=device), tr_pos, device)
+    test_err = (_mean_error_cm(model, torch.as_tensor(te_img, device=device), te_pos, device)
+                if cfg.num_test else math.nan)
+    baseline = float(np.mean(np.linalg.norm(te_pos - tr_pos.mean(0), axis=1)) * 100.0) if cfg.num_test else math.nan
+    metrics = {
+        "task": cfg.task, "image_size": cfg.image_size, "num_train": cfg.num_train, "num_test": cfg.num_test,
+        "iterations": cfg.iterations, "seed": cfg.seed,
+        "train_error_cm": train_err, "test_error_cm": test_err, "baseline_mean_error_cm": baseline,
+        "target_box": box.tolist(), "history": result["history"],
+        "collect_time_s": t_collect, "wall_time_s": time.perf_counter() - t0,
+        "config": dataclasses.asdict(cfg),
+    }
+    if cfg.output:
+        metrics["weights"] = str(cfg.output)
+        metrics["sha256"] = save_pose_weights(model.cpu(), cfg.output,
+                                              {k: metrics[k] for k in ("test_error_cm", "baseline_mean_error_cm")})
+        Path(cfg.output).with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gps_trainer.pose_pretraining --config config/policy/pose_pretrain.yaml [key=value ...]``."""
+    import argparse
+
+    import yaml
+
+    ap = argparse.ArgumentParser(description="Pose pretraining of the visuomotor CNN's vision layers")
+    ap.add_argument("--config", default=None, help="YAML file with a pose_pretrain section")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides (values parsed as YAML)")
+    args = ap.parse_args(argv)
+    data = load_yaml_section(args.config, "pose_pretrain") if args.config else {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"override {item!r} is not key=value")
+        data[key] = yaml.safe_load(value)
+    metrics = pretrain_pose(PosePretrainConfig.from_dict(data))
+    summary = {k: metrics[k] for k in ("test_error_cm", "baseline_mean_error_cm", "train_error_cm",
+                                       "num_train", "num_test", "wall_time_s")}
+    summary["weights"] = metrics.get("weights")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

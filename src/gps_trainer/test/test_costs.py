@@ -1,0 +1,124 @@
+"""Costs: analytic gradients/Hessians against finite differences; ramps; sums; quadratic model."""
+
+import numpy as np
+import pytest
+
+from gps_trainer.costs import (
+    ActionCost,
+    CostSum,
+    EEPointCost,
+    StateCost,
+    cost_from_config,
+    quadratic_cost_model,
+    ramp_multiplier,
+)
+
+T, dX, dU, H = 6, 32, 7, 1e-5
+
+
+def _traj(rng, N=2):
+    X = rng.standard_normal((N, T, dX)) * 0.3
+    U = rng.standard_normal((N, T, dU))
+    J = rng.standard_normal((N, T, 9, 7))
+    return X, U, J
+
+
+def _fd_check(cost, X, U, J):
+    """Central differences of l (gradient) and of the analytic gradient (Hessian), per coordinate."""
+    e = cost.eval(X, U, J)
+    for i in range(dX):
+        d = np.zeros(dX)
+        d[i] = H
+        ep, em = cost.eval(X + d, U, J), cost.eval(X - d, U, J)
+        np.testing.assert_allclose((ep.l - em.l) / (2 * H), e.lx[..., i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose((ep.lx - em.lx) / (2 * H), e.lxx[..., :, i], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose((ep.lu - em.lu) / (2 * H), e.lux[..., :, i], rtol=1e-4, atol=1e-5)
+    for i in range(dU):
+        d = np.zeros(dU)
+        d[i] = H
+        ep, em = cost.eval(X, U + d, J), cost.eval(X, U - d, J)
+        np.testing.assert_allclose((ep.l - em.l) / (2 * H), e.lu[..., i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose((ep.lu - em.lu) / (2 * H), e.luu[..., :, i], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(e.lxx, e.lxx.swapaxes(-1, -2), atol=1e-12)
+    return e
+
+
+def test_action_cost_matches_finite_differences():
+    X, U, J = _traj(np.random.default_rng(0))
+    e = _fd_check(ActionCost(np.linspace(0.1, 1.0, dU), ramp="linear"), X, U, J)
+    assert np.all(e.l >= 0) and np.any(e.luu != 0)
+
+
+@pytest.mark.parametrize("ramp", ["constant", "quadratic", "final_only"])
+def test_state_cost_matches_finite_differences(ramp):
+    rng = np.random.default_rng(1)
+    X, U, J = _traj(rng)
+    cost = StateCost(target=rng.standard_normal(7), idx=slice(0, 7), wp=np.linspace(0.5, 2, 7), l1=0.3, l2=2.0,
+                     l_log=0.5, alpha=1e-2, ramp=ramp, final_multiplier=3.0)
+    e = _fd_check(cost, X, U, J)
+    assert np.all(e.lx[..., 7:] == 0)
+
+
+def test_ee_point_cost_on_state_matches_finite_differences():
+    X, U, J = _traj(np.random.default_rng(2))
+    cost = EEPointCost(wp=np.linspace(0.5, 1.5, 9), l1=0.1, l2=10.0, l_log=1.0, alpha=1e-5, map_to_joints=False)
+    _fd_check(cost, X, U, J)
+
+
+def test_ee_point_cost_maps_to_joints_through_jacobian():
+    """With ee = J q + c (linear kinematics, so J^T p'' J is the exact Hessian) derivatives w.r.t. q
+    match finite differences of l(q)."""
+    rng = np.random.default_rng(3)
+    X, U, J = _traj(rng)
+    c = rng.standard_normal((2, T, 9)) * 0.2
+    q0 = rng.standard_normal((2, T, 7)) * 0.1
+    cost = EEPointCost(wp=1.0, l1=0.1, l2=10.0, l_log=1.0, alpha=1e-5, ramp="constant", final_multiplier=10.0)
+
+    def state(q):
+        Y = X.copy()
+        Y[..., :7] = q
+        Y[..., 14:23] = np.einsum("ntej,ntj->nte", J, q) + c
+        return Y
+
+    e = cost.eval(state(q0), U, J)
+    assert np.all(e.lx[..., 7:] == 0)
+    for i in range(7):
+        d = np.zeros(7)
+        d[i] = H
+        ep, em = cost.eval(state(q0 + d), U, J), cost.eval(state(q0 - d), U, J)
+        np.testing.assert_allclose((ep.l - em.l) / (2 * H), e.lx[..., i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose((ep.lx[..., :7] - em.lx[..., :7]) / (2 * H), e.lxx[..., :7, i], rtol=1e-4,
+                                   atol=1e-4)
+    with pytest.raises(ValueError, match="ee_jacobians"):
+        cost.eval(X, U, None)
+
+
+def test_ramps():
+    np.testing.assert_allclose(ramp_multiplier("constant", 4, 2.0), [1, 1, 1, 2])
+    np.testing.assert_allclose(ramp_multiplier("linear", 4), [0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(ramp_multiplier("quadratic", 2, 3.0), [0.25, 3.0])
+    np.testing.assert_allclose(ramp_multiplier("final_only", 3, 10.0), [0, 0, 10.0])
+    with pytest.raises(ValueError, match="unknown ramp"):
+        ramp_multiplier("cubic", 3)
+
+
+def test_cost_sum_and_config_and_quadratic_model():
+    rng = np.random.default_rng(4)
+    X, U, J = _traj(rng)
+    spec = [{"type": "action", "wu": 0.1, "weight": 2.0},
+            {"type": "ee_points", "l1": 0.1, "l2": 10.0, "alpha": 1e-5, "map_to_joints": False},
+            {"type": "ee_points", "l1": 1.0, "l2": 0.0, "ramp": "final_only", "final_multiplier": 10.0,
+             "map_to_joints": False}]
+    cost = cost_from_config(spec)
+    assert isinstance(cost, CostSum)
+    e = _fd_check(cost, X, U, J)
+    a = ActionCost(0.1).eval(X, U)
+    np.testing.assert_allclose(e.luu, 2 * a.luu)
+    # For a purely quadratic cost the absolute-coordinate model reproduces l exactly at any z.
+    q = CostSum([ActionCost(0.3), StateCost(np.ones(7), idx=slice(0, 7), l2=2.0)])
+    cc, cv, cm = quadratic_cost_model(q.eval(X, U), X, U)
+    Z = rng.standard_normal((T, dX + dU))
+    model = cc + np.einsum("ti,ti->t", cv, Z) + 0.5 * np.einsum("ti,tij,tj->t", Z, cm, Z)
+    np.testing.assert_allclose(model, q.eval(Z[None, :, :dX], Z[None, :, dX:]).l[0], rtol=1e-10)
+    with pytest.raises(ValueError, match="unknown"):
+        cost_from_config({"type": "torque"})

@@ -1,0 +1,165 @@
+"""S-step: precision-weighted regression, covariance update, normalization, determinism."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gps_controller.policies import (
+    MLPConfig,
+    VisuomotorConfig,
+    make_mlp_policy,
+    make_policy,
+    make_visuomotor_policy,
+)
+from gps_trainer.policy_opt import PolicyOptConfig, covariance_update, train_policy
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _cfg(**kw):
+    base = {"device": "cpu", "weight_decay": 0.0, "log_every": 100, "learning_rate": 0.02, "iterations": 600}
+    base.update(kw)
+    return PolicyOptConfig(**base)
+
+
+def _linear_data(seed=0, m=400):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(m, 3)) * np.array([2.0, 0.5, 1.0]) + np.array([1.0, -1.0, 0.0])
+    return rng, obs
+
+
+def test_recovers_known_linear_controller():
+    rng, obs = _linear_data()
+    K = np.array([[1.0, -2.0, 0.5], [0.3, 0.0, -1.5]])
+    k = np.array([0.2, -0.4])
+    u = obs @ K.T + k
+    pol = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=()), seed=0)
+    prec = np.tile(np.eye(2) * 4.0, (400, 1, 1))
+    diag = train_policy(pol, obs.reshape(20, 20, 3), None, u.reshape(20, 20, 2), prec.reshape(20, 20, 2, 2),
+                        _cfg(iterations=800, batch_size=100))
+    test = rng.normal(size=(50, 3))
+    pred, _ = pol.predict(test)
+    np.testing.assert_allclose(pred, test @ K.T + k, atol=2e-2)
+    assert diag.loss_after < 1e-3 * diag.loss_before
+    np.testing.assert_allclose(diag.pol_var, [0.25, 0.25])
+    np.testing.assert_allclose(pol.variance(), [0.25, 0.25], rtol=1e-6)
+    assert diag.normalization_updated and diag.num_samples == 400
+
+
+def test_precision_weighting_matters():
+    # Two controllers disagree; each is confident in a different action dimension. The weighted fit
+    # follows each controller where it is confident; an unweighted fit averages them.
+    rng, obs = _linear_data(1, 600)
+    K1 = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    K2 = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    half = 300
+    u = np.concatenate([obs[:half] @ K1.T, obs[half:] @ K2.T])
+    obs_all = np.concatenate([obs[:half], obs[half:]])
+    # the same observations for both controllers, so only the precisions can break the tie
+    obs_all[half:] = obs_all[:half]
+    u[half:] = obs_all[half:] @ K2.T
+    p1 = np.diag([100.0, 0.01])
+    p2 = np.diag([0.01, 100.0])
+    prec = np.concatenate([np.tile(p1, (half, 1, 1)), np.tile(p2, (half, 1, 1))])
+    pol = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=()), seed=0)
+    conf = _cfg(iterations=800, batch_size=100)
+    train_policy(pol, obs_all, None, u, prec, conf)
+    test = rng.normal(size=(50, 3))
+    pred, _ = pol.predict(test)
+    want = np.stack([(test @ K1.T)[:, 0], (test @ K2.T)[:, 1]], axis=1)
+    np.testing.assert_allclose(pred, want, atol=0.1)
+
+    flat = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=()), seed=0)
+    train_policy(flat, obs_all, None, u, np.ones((2 * half, 2)), conf)  # diagonal form
+    pred_flat, _ = flat.predict(test)
+    avg = 0.5 * (test @ K1.T + test @ K2.T)
+    np.testing.assert_allclose(pred_flat, avg, atol=0.1)
+    assert np.abs(pred_flat - want).max() > 1.0
+
+
+def test_full_precision_and_diagonal_agree_and_covariance():
+    prec = np.array([[[2.0, 0.5], [0.5, 1.0]], [[4.0, -0.5], [-0.5, 3.0]]])
+    np.testing.assert_allclose(covariance_update(prec), [1 / 3.0, 1 / 2.0])
+    np.testing.assert_allclose(covariance_update(prec, ent_reg=0.5), [1 / 4.0, 1 / 3.0])
+
+
+def _small_visual(seed=0):
+    cfg = VisuomotorConfig(config_dim=4, action_dim=2, image_height=16, image_width=16,
+                           conv_filters=(8, 4, 4), fc_hidden=(16, 16))
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 256, size=(4, 10, 16, 16, 3), dtype=np.uint8)
+    obs = rng.normal(size=(4, 10, 4))
+    u = rng.normal(size=(4, 10, 2))
+    prec = np.tile(np.eye(2), (4, 10, 1, 1))
+    return cfg, imgs, obs, u, prec
+
+
+def test_train_policy_is_deterministic_with_seed():
+    cfg, imgs, obs, u, prec = _small_visual()
+    conf = _cfg(iterations=12, fc_only_iterations=5, log_every=4, learning_rate=1e-3, weight_decay=0.005)
+    runs = []
+    for s in (3, 3, 4):
+        pol = make_visuomotor_policy(cfg, seed=0)
+        d = train_policy(pol, obs, imgs, u, prec, conf, seed=s)
+        runs.append((pol.state_dict(), d))
+    (a, da), (b, db), (c, _) = runs
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert da.loss_history == db.loss_history and da.loss_after == db.loss_after
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert len(da.fc_only_loss_history) == 2 and da.fc_only_iterations == 5
+
+
+def test_fc_only_phase_freezes_conv():
+    cfg, imgs, obs, u, prec = _small_visual()
+    pol = make_visuomotor_policy(cfg, seed=0)
+    before = {k: v.clone() for k, v in pol.state_dict().items()}
+    train_policy(pol, obs, imgs, u, prec, _cfg(iterations=0, fc_only_iterations=10, learning_rate=1e-2))
+    after = pol.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("net.convs") or "softmax" in k)
+    assert not torch.equal(before["net.fc.0.weight"], after["net.fc.0.weight"])
+
+
+def test_normalization_first_only_and_validation():
+    _, obs = _linear_data(2, 50)
+    pol = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=(4,)))
+    u, prec = np.zeros((50, 2)), np.ones((50, 2))
+    d1 = train_policy(pol, obs, None, u, prec, _cfg(iterations=2))
+    np.testing.assert_allclose(pol.obs_scale.numpy(), 1 / obs.std(0), rtol=1e-5)
+    scale = pol.obs_scale.clone()
+    d2 = train_policy(pol, obs * 10, None, u, prec, _cfg(iterations=2))
+    assert d1.normalization_updated and not d2.normalization_updated
+    assert torch.equal(scale, pol.obs_scale)
+    train_policy(pol, obs * 10, None, u, prec, _cfg(iterations=2, normalize_obs="always"))
+    np.testing.assert_allclose(pol.obs_scale.numpy(), 0.1 / obs.std(0), rtol=1e-5)
+    with pytest.raises(ValueError, match="leading shape"):
+        train_policy(pol, obs, None, u[:10], prec, _cfg(iterations=1))
+    with pytest.raises(ValueError, match="NaN"):
+        train_policy(pol, obs, None, np.full((50, 2), np.nan), prec, _cfg(iterations=1))
+    with pytest.raises(ValueError, match="needs images"):
+        cfg, _, o, uu, p = _small_visual()
+        train_policy(make_visuomotor_policy(cfg), o, None, uu, p, _cfg(iterations=1))
+
+
+def test_sample_weights_emphasize_samples():
+    _, obs = _linear_data(3, 200)
+    u = np.where(np.arange(200)[:, None] < 100, 1.0, -1.0) * np.ones((200, 2))
+    pol = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=()), seed=0)
+    w = np.where(np.arange(200) < 100, 1.0, 0.0)
+    train_policy(pol, np.zeros_like(obs), None, u, np.ones((200, 2)), _cfg(iterations=800), weights=w)
+    np.testing.assert_allclose(pol.predict(np.zeros((1, 3)))[0], [[1.0, 1.0]], atol=0.05)
+
+
+def test_config_yaml_files_load():
+    cfg = PolicyOptConfig.from_yaml(ROOT / "config/policy/policy_opt.yaml")
+    assert cfg.batch_size == 25 and cfg.learning_rate == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="unknown keys"):
+        PolicyOptConfig.from_dict({"lr": 1.0})
+    import yaml
+
+    for name, kind in (("visuomotor_cnn", "visuomotor_cnn"), ("mlp", "mlp")):
+        spec = yaml.safe_load((ROOT / f"config/policy/{name}.yaml").read_text())["policy"]
+        pol = make_policy(spec, obs_dim=32, action_dim=7, seed=0)
+        assert pol.kind == kind and pol.obs_dim == 32 and pol.action_dim == 7
