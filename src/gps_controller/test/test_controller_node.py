@@ -231,4 +231,5 @@ def test_timer_mode_runs_at_the_control_rate_and_releases_the_arm(rig, tmp_path)
     assert 0.04 < period < 0.06, period  # 20 Hz although joint states arrive at 50 Hz
     commands = json.loads(out.read_text())["commands"]
     assert commands[-1] == [0.0] * 7  # released after the trial
-    assert sum(abs(c[4] - 2.0) < 1.5 for c in commands) >= 20
+    assert len(commands) == 31  # 30 steps, then the release
+    assert abs(commands[0][4] - 2.0) < 0.5  # the bias pushed joint 4 (the robot starts at the PD set-point)
