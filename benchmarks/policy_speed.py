@@ -63,12 +63,36 @@ def throughput(size: int, steps: int, device: torch.device) -> dict[str, float]:
     return {"samples_per_s": steps * 25 / wall, "step_ms": wall / steps * 1e3, "steps": steps}
 
 
+def mdgps_iteration(s_step_iterations: int, samples: int, iterations: int = 2) -> dict[str, float]:
+    """Wall time of visuomotor MDGPS iterations on reach (64x64 CNN, 4 conditions), split into sampling
+    (rollouts with rendering), dynamics (GMM prior + fit), C-step (policy linearization + LQR eta search)
+    and S-step (train_policy). The last iteration is reported (the first also runs the catch-up S-step)."""
+    from gps_trainer.gps_config import load_gps_experiment
+    from gps_trainer.procedure import run_gps
+
+    cfg = load_gps_experiment("config/experiments/reach_mdgps_visual.yaml", {
+        "iterations": iterations, "samples_per_condition": samples,
+        "algorithm.policy_opt.iterations": s_step_iterations, "algorithm.policy_opt.device": "cpu"})
+    _, rows = run_gps(cfg, None, evaluate=False)
+    r = rows[-1]
+    out = {"sampling_s": r["sampling_s"], "dynamics_s": r["dynamics_s"],
+           "c_step_s": r["policy_fit_s"] + r["c_step_s"], "s_step_s": r["s_step_s"],
+           "policy_fit_s": r["policy_fit_s"], "samples_per_condition": samples, "conditions": cfg.conditions,
+           "s_step_iterations": s_step_iterations}
+    out["total_s"] = out["sampling_s"] + out["dynamics_s"] + out["c_step_s"] + out["s_step_s"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (0 = torch default; 1 avoids oversubscription on a shared CPU)")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--mdgps", action="store_true", help="also time one visuomotor MDGPS iteration on reach")
+    ap.add_argument("--mdgps-s-iterations", type=int, default=1000, help="Adam steps per S-step")
+    ap.add_argument("--mdgps-samples", type=int, default=5, help="samples per condition")
+    ap.add_argument("--skip-cnn", action="store_true", help="skip the inference/throughput part")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,13 +110,18 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'size':>8} {'act p50 ms':>11} {'act p99 ms':>11} {'act max ms':>11} {'train samples/s':>16} "
           f"{'step ms (b=25)':>15}")
-    for size, n in sizes.items():
+    for size, n in ({} if args.skip_cnn else sizes).items():
         lat = latency(size, n["lat"], device)
         thr = throughput(size, n["steps"], device)
         result["inference"][f"{size}x{size}"] = lat
         result["training"][f"{size}x{size}"] = thr
         print(f"{size:>5}x{size:<3}{lat['p50_ms']:>11.2f} {lat['p99_ms']:>11.2f} {lat['max_ms']:>11.2f} "
               f"{thr['samples_per_s']:>16.1f} {thr['step_ms']:>15.1f}")
+    if args.mdgps:
+        it = mdgps_iteration(args.mdgps_s_iterations, args.mdgps_samples)
+        result["mdgps_iteration_64x64"] = it
+        print("visuomotor MDGPS iteration on reach (64x64): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in it.items() if k.endswith("_s")))
     print(json.dumps(result))
 
 

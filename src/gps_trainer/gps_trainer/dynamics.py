@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 from gps_trainer.samples import SampleBatch
 
@@ -172,7 +173,8 @@ class GMMPrior:
         if self._gmm is None or self._gmm.n_components != K:
             self._gmm = GaussianMixture(n_components=K, covariance_type="full", reg_covar=1e-6,
                                         max_iter=self.max_iterations, random_state=self.seed, warm_start=True)
-        with warnings.catch_warnings():
+        # EM on a few thousand points in ~70 dimensions: BLAS threads only add contention.
+        with warnings.catch_warnings(), threadpool_limits(limits=1):
             warnings.simplefilter("ignore", ConvergenceWarning)
             self._gmm.fit(data)
         self._num_points = P
@@ -183,7 +185,8 @@ class GMMPrior:
             raise RuntimeError("GMMPrior.eval called before update")
         pts = np.concatenate([inputs, outputs], axis=2)
         N, T, D = pts.shape
-        resp = self._gmm.predict_proba(pts.reshape(-1, D)).reshape(N, T, -1)
+        with threadpool_limits(limits=1):
+            resp = self._gmm.predict_proba(pts.reshape(-1, D)).reshape(N, T, -1)
         w = resp.mean(axis=0)  # (T, K)
         means, covs = self._gmm.means_, self._gmm.covariances_
         mu0 = w @ means

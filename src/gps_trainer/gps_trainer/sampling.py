@@ -9,7 +9,7 @@ import numpy as np
 from gps_controller.policies.linear_gaussian import LinearGaussianPolicy, smooth_noise
 from gps_trainer.samples import SampleBatch
 
-__all__ = ["collect_samples", "SimLike"]
+__all__ = ["collect_samples", "evaluate_policies", "SimLike"]
 
 
 class SimLike(Protocol):
@@ -61,3 +61,18 @@ def collect_samples(
         if success is not None:
             success.append(bool(sim.is_success()))  # type: ignore[attr-defined]
     return SampleBatch(X=X, U=U, noise=N, ee_jacobians=J, condition=condition)
+
+
+def evaluate_policies(
+    sim: SimLike, policies: list[LinearGaussianPolicy], T: int, condition_set: str = "train"
+) -> tuple[list[bool], list[float]]:
+    """Run each condition's mean controller once (no noise); return success flags and final mean
+    EE-point distances, condition by condition."""
+    successes, distances = [], []
+    rng = np.random.default_rng(0)  # unused by a noise-free rollout except for the reset seed
+    for m, policy in enumerate(policies):
+        flags: list[bool] = []
+        collect_samples(sim, policy, m, 1, T, rng, noise=False, condition_set=condition_set, success=flags)
+        successes.append(flags[0])
+        distances.append(float(sim.mean_distance()))  # type: ignore[attr-defined]
+    return successes, distances

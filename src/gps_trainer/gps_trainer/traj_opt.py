@@ -93,6 +93,7 @@ def backward_pass(
     cm: np.ndarray,
     cv: np.ndarray,
     eta: np.ndarray,
+    prev_terms: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Max-entropy LQG backward pass for the surrogate cost l/eta - log p̄, batched over M conditions.
 
@@ -100,52 +101,70 @@ def backward_pass(
         Q_zz = cm_t/eta + Pm_t + F_t^T V_xx F_t,   q_z = cv_t/eta + pv_t + F_t^T (v_x + V_xx f_t)
         Sigma_t = Q_uu^-1,  K_t = -Q_uu^-1 Q_ux,  k_t = -Q_uu^-1 q_u
         V_xx = Q_xx + Q_xu K_t,  v_x = q_x + Q_xu k_t
-    (Pm, pv: :func:`_prev_log_terms`). Shapes: prev_* (M, T, ...), Fm (M, T-1, dX, D), cm (M, T, D, D),
-    eta (M,). Returns K, k, Sigma, and the index of the first time step whose Q_uu was not positive
-    definite per condition (-1 if none; that condition's outputs are then meaningless).
+    (Pm, pv: :func:`_prev_log_terms`, which may be passed precomputed as ``prev_terms``).
+    Shapes: prev_* (M, T, ...), Fm (M, T-1, dX, D), cm (M, T, D, D), eta (M,).
+    Returns K, k, Sigma, and per condition the (latest) time step whose Q_uu was not positive definite,
+    -1 if none; a failed condition's outputs are meaningless.
     """
     M, T, dU, dX = prev_K.shape
-    inv_eta = (1.0 / eta)[:, None, None, None]
-    Pm, pv = _prev_log_terms(prev_K, prev_k, prev_inv_covar)
-    Cm = cm * inv_eta + Pm
-    Cv = cv * inv_eta[..., 0] + pv
-    K = np.zeros((M, T, dU, dX))
-    k = np.zeros((M, T, dU))
-    covar = np.zeros((M, T, dU, dU))
-    failed_at = np.full(M, -1)
-    Vxx = np.zeros((M, dX, dX))
-    vx = np.zeros((M, dX))
-    eye_u = np.broadcast_to(np.eye(dU), (M, dU, dU))
-    Ft = Fm.swapaxes(-1, -2)
-    for t in range(T - 1, -1, -1):
-        Qtt = Cm[:, t]
-        Qt = Cv[:, t]
-        if t < T - 1:
-            FtV = Ft[:, t] @ Vxx
-            Qtt = Qtt + FtV @ Fm[:, t]
-            Qt = Qt + np.einsum("mdx,mx->md", Ft[:, t], vx) + np.einsum("mdx,mx->md", FtV, fv[:, t])
-        Qtt = 0.5 * (Qtt + Qtt.swapaxes(-1, -2))
-        Quu = Qtt[:, dX:, dX:]
-        try:
-            np.linalg.cholesky(Quu)
-        except np.linalg.LinAlgError:
-            bad = np.linalg.eigvalsh(Quu).min(axis=-1) <= 0
-            failed_at[(failed_at < 0) & bad] = t
-            Quu = np.where(bad[:, None, None], eye_u, Quu)
-        rhs = np.concatenate([Qtt[:, dX:, :dX], Qt[:, dX:, None], eye_u], axis=-1)
-        sol = np.linalg.solve(Quu, rhs)
-        K[:, t] = -sol[:, :, :dX]
-        k[:, t] = -sol[:, :, dX]
-        covar[:, t] = sol[:, :, dX + 1:]
-        Qxu = Qtt[:, :dX, dX:]
-        Vxx = Qtt[:, :dX, :dX] + Qxu @ K[:, t]
-        Vxx = 0.5 * (Vxx + Vxx.swapaxes(-1, -2))
-        vx = Qt[:, :dX] + np.einsum("mxu,mu->mx", Qxu, k[:, t])
-        if failed_at.max() >= 0:  # stop propagating a failed condition's value function
-            Vxx[failed_at >= 0] = 0.0
-            vx[failed_at >= 0] = 0.0
+    n = dX + 1  # homogeneous state [x; 1]: V = [[V_xx, v_x], [v_x^T, .]] carries value and gradient at once
+    inv_eta = (1.0 / np.asarray(eta, dtype=np.float64))[:, None, None]
+    Pm, pv = prev_terms if prev_terms is not None else _prev_log_terms(prev_K, prev_k, prev_inv_covar)
+    # Surrogate cost in z~ = [x; 1; u]: [[C_xx, c_x, C_xu], [c_x^T, 0, c_u^T], [C_ux, c_u, C_uu]].
+    Cm = cm * inv_eta[..., None] + Pm
+    Cv = cv * inv_eta + pv
+    C = np.zeros((M, T, n + dU, n + dU))
+    C[..., :dX, :dX], C[..., :dX, n:], C[..., n:, :dX], C[..., n:, n:] = (
+        Cm[..., :dX, :dX], Cm[..., :dX, dX:], Cm[..., dX:, :dX], Cm[..., dX:, dX:])
+    C[..., :dX, dX], C[..., n:, dX] = Cv[..., :dX], Cv[..., dX:]
+    C[..., dX, :dX], C[..., dX, n:] = Cv[..., :dX], Cv[..., dX:]
+    # Dynamics in homogeneous form: [x'; 1] = [[F_x, f, F_u], [0, 1, 0]] z~.
+    F = np.zeros((M, T - 1, n, n + dU))
+    F[..., :dX, :dX], F[..., :dX, dX], F[..., :dX, n:], F[..., dX, dX] = Fm[..., :dX], fv, Fm[..., dX:], 1.0
+    Ft = F.swapaxes(-1, -2)
+    G = np.empty((M, T, dU, n))  # [K_t, k_t]
+    Quu_all = np.empty((M, T, dU, dU))
+    V = np.zeros((M, n, n))
+    failed = np.zeros(M, dtype=bool)
+    eye_u = np.eye(dU)
+    with np.errstate(all="ignore"):  # a failed condition may overflow; it is detected below
+        for t in range(T - 1, -1, -1):
+            Q = C[:, t] + Ft[:, t] @ V @ F[:, t] if t < T - 1 else C[:, t]
+            Quu = Q[:, n:, n:]
+            Quu_all[:, t] = Quu
+            try:
+                Gt = -np.linalg.solve(Quu, Q[:, n:, :n])
+            except np.linalg.LinAlgError:  # exactly singular somewhere: fail those, continue the others
+                sing = ~(np.isfinite(np.linalg.cond(Quu)) & np.isfinite(Quu).all(axis=(-1, -2)))
+                failed |= sing
+                Gt = -np.linalg.solve(np.where(sing[:, None, None], eye_u, Quu), Q[:, n:, :n])
+            G[:, t] = Gt
+            V = Q[:, :n, :n] + Q[:, :n, n:] @ Gt
+    failed_at = _first_non_pd(Quu_all, failed)
+    ok = failed_at < 0
+    covar = np.empty((M, T, dU, dU))
+    covar[ok] = np.linalg.inv(Quu_all[ok])
+    covar[~ok] = np.eye(dU)
     covar = 0.5 * (covar + covar.swapaxes(-1, -2))
-    return K, k, covar, failed_at
+    return G[..., :dX], G[..., dX], covar, failed_at
+
+
+def _first_non_pd(Quu: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """Per condition, the largest t (first in backward order) with Q_uu not PD or not finite, else -1."""
+    out = np.full(Quu.shape[0], -1)
+    try:
+        if not failed.any():
+            np.linalg.cholesky(Quu)  # fast path: everything PD
+            return out
+    except np.linalg.LinAlgError:
+        pass
+    finite = np.isfinite(Quu).all(axis=(-1, -2))
+    safe = np.where(finite[..., None, None], Quu, np.eye(Quu.shape[-1]))
+    bad = ~finite | (np.linalg.eigvalsh(safe).min(axis=-1) <= 0)  # (M, T)
+    for m in np.flatnonzero(bad.any(axis=1) | failed):
+        ts = np.flatnonzero(bad[m])
+        out[m] = ts.max() if ts.size else Quu.shape[1] - 1
+    return out
 
 
 def forward_pass(
@@ -158,55 +177,56 @@ def forward_pass(
         S_t[ux] = K_t S_t[xx],  S_t[uu] = K_t S_t[xx] K_t^T + Sigma_t,
         mu_{t+1}[x] = F_t mu_t + f_t,  S_{t+1}[xx] = F_t S_t F_t^T + Sigma^dyn_t.
 
-    Batched over the leading axis M. Returns mu (M, T, D), sigma (M, T, D, D).
+    The recursion runs on the closed loop A_t = Fx_t + Fu_t K_t (noise Fu Sigma Fu^T + Sigma^dyn), the
+    action blocks are filled in afterwards for all t at once. Batched over the leading axis M.
+    Returns mu (M, T, D), sigma (M, T, D, D).
     """
     M, T, dU, dX = K.shape
-    D = dX + dU
-    mu = np.zeros((M, T, D))
-    sigma = np.zeros((M, T, D, D))
-    mx = x0mu
-    sxx = x0sigma
-    Ft = Fm.swapaxes(-1, -2)
-    for t in range(T):
-        Kt = K[:, t]
-        KS = Kt @ sxx
-        mu[:, t, :dX] = mx
-        mu[:, t, dX:] = np.einsum("mux,mx->mu", Kt, mx) + k[:, t]
-        sigma[:, t, :dX, :dX] = sxx
-        sigma[:, t, dX:, :dX] = KS
-        sigma[:, t, :dX, dX:] = KS.swapaxes(-1, -2)
-        sigma[:, t, dX:, dX:] = KS @ Kt.swapaxes(-1, -2) + covar[:, t]
-        if t < T - 1:
-            mx = np.einsum("mxd,md->mx", Fm[:, t], mu[:, t]) + fv[:, t]
-            sxx = Fm[:, t] @ sigma[:, t] @ Ft[:, t] + dyn_covar[:, t]
-            sxx = 0.5 * (sxx + sxx.swapaxes(-1, -2))
+    Fx, Fu = Fm[..., :dX], Fm[..., dX:]
+    A = Fx + Fu @ K[:, :-1]  # (M, T-1, dX, dX)
+    a = (Fu @ k[:, :-1, :, None])[..., 0] + fv
+    W = Fu @ covar[:, :-1] @ Fu.swapaxes(-1, -2) + dyn_covar
+    At = A.swapaxes(-1, -2)
+    mx = np.empty((M, T, dX))
+    sxx = np.empty((M, T, dX, dX))
+    mx[:, 0], sxx[:, 0] = x0mu, x0sigma
+    m, s = x0mu[..., None], x0sigma
+    for t in range(T - 1):
+        m = A[:, t] @ m + a[:, t, :, None]
+        s = A[:, t] @ s @ At[:, t] + W[:, t]
+        mx[:, t + 1], sxx[:, t + 1] = m[..., 0], s
+    sxx = 0.5 * (sxx + sxx.swapaxes(-1, -2))
+    KS = K @ sxx
+    mu = np.concatenate([mx, (K @ mx[..., None])[..., 0] + k], axis=-1)
+    sigma = np.concatenate([np.concatenate([sxx, KS.swapaxes(-1, -2)], axis=-1),
+                            np.concatenate([KS, KS @ K.swapaxes(-1, -2) + covar], axis=-1)], axis=-2)
     return mu, sigma
 
 
 def kl_divergence(
     mu: np.ndarray, sigma: np.ndarray, K: np.ndarray, k: np.ndarray, covar: np.ndarray,
     prev_K: np.ndarray, prev_k: np.ndarray, prev_covar: np.ndarray, prev_inv_covar: np.ndarray,
+    prev_logdet: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-step KL(p(u_t|x_t) || p̄(u_t|x_t)) averaged over the new state marginal N(mu_t[x], S_t[xx]):
 
-        0.5 [log|Sigmā| - log|Sigma| - dU + tr(Sigmā^-1 Sigma)
-             + (dK mu + dk)^T Sigmā^-1 (dK mu + dk) + tr(dK^T Sigmā^-1 dK S_xx)],
+        0.5 [log|Sigmā| - log|Sigma| - dU + tr(Sigmā^-1 Sigma)
+             + (dK mu + dk)^T Sigmā^-1 (dK mu + dk) + tr(dK^T Sigmā^-1 dK S_xx)],
     dK = K̄ - K, dk = k̄ - k. Works on any leading axes (..., T); clipped at 0 against round-off.
     """
     dX = K.shape[-1]
-    mx = mu[..., :dX]
+    mx = mu[..., :dX, None]
     sxx = sigma[..., :dX, :dX]
     dK = prev_K - K
-    dk = prev_k - k
     P = prev_inv_covar
-    logdet_prev = np.linalg.slogdet(prev_covar)[1]
+    if prev_logdet is None:
+        prev_logdet = np.linalg.slogdet(prev_covar)[1]
     logdet_new = np.linalg.slogdet(covar)[1]
-    r = np.einsum("...ux,...x->...u", dK, mx) + dk
-    Pr = np.einsum("...uv,...v->...u", P, r)
-    PdK = P @ dK
-    tr_cov = np.einsum("...uv,...vu->...", P, covar)
-    tr_state = np.einsum("...ux,...uy,...yx->...", dK, PdK, sxx)
-    kl = 0.5 * (logdet_prev - logdet_new - K.shape[-2] + tr_cov + np.sum(r * Pr, axis=-1) + tr_state)
+    r = dK @ mx + (prev_k - k)[..., None]
+    quad = np.sum(r * (P @ r), axis=(-1, -2))
+    tr_cov = np.sum(P * covar, axis=(-1, -2))  # both symmetric
+    tr_state = np.sum((P @ dK @ sxx) * dK, axis=(-1, -2))
+    kl = 0.5 * (prev_logdet - logdet_new - K.shape[-2] + tr_cov + quad + tr_state)
     return np.maximum(kl, 0.0)
 
 
@@ -218,13 +238,13 @@ def estimate_cost(mu: np.ndarray, sigma: np.ndarray, cost: CostModel) -> np.ndar
     return np.sum(cost.cc + np.einsum("...ti,ti->...t", mu, cost.cv) + 0.5 * quad + 0.5 * tr, axis=-1)
 
 
-def _backward_robust(prev, Fm, fv, cm, cv, eta, del0, max_eta):
+def _backward_robust(prev, terms, Fm, fv, cm, cv, eta, del0, max_eta):
     """backward_pass; conditions whose Q_uu is not PD retry with eta <- eta0 + del, del <- 2 del."""
     eta = eta.astype(np.float64).copy()
     eta0 = eta.copy()
     delta = np.full_like(eta, del0)
     while True:
-        K, k, covar, failed_at = backward_pass(prev[0], prev[1], prev[3], Fm, fv, cm, cv, eta)
+        K, k, covar, failed_at = backward_pass(prev[0], prev[1], prev[3], Fm, fv, cm, cv, eta, terms)
         bad = failed_at >= 0
         if not bad.any():
             return K, k, covar, eta
@@ -259,9 +279,7 @@ def kl_constrained_update(
     """C-step for M conditions at once: find eta_m with |KL_m(eta) - eps_m| < tolerance eps_m.
 
     eps_m = kl_step_m * T (a per-step budget summed over the horizon, as the reference). Search per
-    condition as the reference: start at eta_m; if KL > eps the step was too large, so min_eta <- eta and
-    eta <- min(sqrt(min_eta max_eta), 10 eta); else max_eta <- eta and eta <- max(sqrt(min_eta max_eta),
-    eta / 10). Returns one :class:`CStepResult` per condition; a condition that does not converge keeps
+    condition from eta_m over a bracket in log-space (:func:`_next_eta`). Returns one :class:`CStepResult` per condition; a condition that does not converge keeps
     its last controller and logs a warning (``converged`` False).
     """
     M = len(prev)
@@ -281,11 +299,14 @@ def kl_constrained_update(
     for name, a in (("Fm", Fm), ("fv", fv), ("dyn_covar", dyn_covar), ("cost cm", cm), ("cost cv", cv)):
         if not np.all(np.isfinite(a)):
             raise TrajOptError(f"trajectory optimization: {name} contains NaN/Inf")
+    Pm, pv = _prev_log_terms(P[0], P[1], P[3])  # -log p̄ does not depend on eta: once per C-step
+    prev_logdet = np.linalg.slogdet(P[2])[1]
     target = np.broadcast_to(np.asarray(kl_step, dtype=np.float64), (M,)) * T
-    eta = np.broadcast_to(np.asarray(eta, dtype=np.float64), (M,)).copy()
-    eta = np.clip(eta, min_eta, max_eta)
-    lo = np.full(M, min_eta)
-    hi = np.full(M, max_eta)
+    eta = np.clip(np.broadcast_to(np.asarray(eta, dtype=np.float64), (M,)).copy(), min_eta, max_eta)
+    # Bracket [lo, hi]: KL(lo) > target > KL(hi); log KL at the ends once evaluated (nan before).
+    lo, hi = np.full(M, min_eta), np.full(M, max_eta)
+    ylo, yhi = np.full(M, np.nan), np.full(M, np.nan)
+    last_side = np.zeros(M, dtype=int)  # +1: lo moved last, -1: hi moved last
     done = np.zeros(M, dtype=bool)
     out_K, out_k, out_cov = np.zeros((M, T, dU, dX)), np.zeros((M, T, dU)), np.zeros((M, T, dU, dU))
     kl_tot = np.full(M, np.nan)
@@ -294,24 +315,20 @@ def kl_constrained_update(
     for _ in range(max_iterations):
         a = np.flatnonzero(~done)
         sub = tuple(x[a] for x in P)
-        K, k, covar, eta_used = _backward_robust(sub, Fm[a], fv[a], cm[a], cv[a], eta[a], del0, max_eta)
+        terms = (Pm[a], pv[a])
+        K, k, covar, eta_used = _backward_robust(sub, terms, Fm[a], fv[a], cm[a], cv[a], eta[a], del0, max_eta)
         mu, sigma = forward_pass(K, k, covar, Fm[a], fv[a], dyn_covar[a], x0mu[a], x0sigma[a])
-        kl = kl_divergence(mu, sigma, K, k, covar, sub[0], sub[1], sub[2], sub[3]).sum(axis=-1)
+        kl = kl_divergence(mu, sigma, K, k, covar, *sub, prev_logdet=prev_logdet[a]).sum(axis=-1)
         if not np.all(np.isfinite(kl)):
             raise TrajOptError("trajectory optimization: KL divergence is NaN/Inf (ill-conditioned controller)")
-        out_K[a], out_k[a], out_cov[a], kl_tot[a], eta[a], eta_res[a] = K, k, covar, kl, eta_used, eta_used
+        out_K[a], out_k[a], out_cov[a], kl_tot[a], eta_res[a] = K, k, covar, kl, eta_used
         iters[a] += 1
-        con = kl - target[a]
-        ok = np.abs(con) < tolerance * target[a]
-        done[a[ok]] = True
-        too_big = (con > 0) & ~ok  # KL too large: eta too small
-        too_small = (con < 0) & ~ok
-        i = a[too_big]
-        lo[i] = eta[i]
-        eta[i] = np.minimum(np.sqrt(lo[i] * hi[i]), 10.0 * lo[i])
-        i = a[too_small]
-        hi[i] = eta[i]
-        eta[i] = np.maximum(np.sqrt(lo[i] * hi[i]), 0.1 * hi[i])
+        for j, m in enumerate(a):
+            e, c = float(eta_used[j]), float(kl[j])
+            if abs(c - target[m]) < tolerance * target[m]:
+                done[m] = True
+                continue
+            eta[m] = _next_eta(m, e, c, target[m], lo, hi, ylo, yhi, last_side)
         if done.all():
             break
     results = []
@@ -323,6 +340,35 @@ def kl_constrained_update(
         results.append(CStepResult(policy, float(eta_res[m]), float(kl_tot[m]),
                                    float(target[m]), int(iters[m]), bool(done[m])))
     return results
+
+
+def _next_eta(m: int, eta: float, kl: float, target: float, lo: np.ndarray, hi: np.ndarray, ylo: np.ndarray,
+              yhi: np.ndarray, last_side: np.ndarray) -> float:
+    """Next dual variable for condition m after KL(eta) = kl missed the target (updates the bracket).
+
+    KL falls with eta. Update the bracket: KL > target -> lo = eta, else hi = eta. Until both ends are
+    evaluated, jump as the reference does but at most 10x: eta <- min(sqrt(lo hi), 10 lo) or
+    max(sqrt(lo hi), hi / 10). Once bracketed, interpolate log KL linearly in log eta (secant), kept
+    inside the inner 90 % of the log-bracket and replaced by bisection when the same end moved twice
+    (Illinois-style safeguard), so the search never does worse than log-space bisection.
+    """
+    y = np.log(max(kl, 1e-300))
+    side = 1 if kl > target else -1
+    if side > 0:
+        lo[m], ylo[m] = eta, y
+    else:
+        hi[m], yhi[m] = eta, y
+    repeated = last_side[m] == side
+    last_side[m] = side
+    xl, xh = np.log(lo[m]), np.log(hi[m])
+    if np.isnan(ylo[m]) or np.isnan(yhi[m]):
+        geom = np.sqrt(lo[m] * hi[m])
+        return float(min(geom, 10.0 * lo[m]) if side > 0 else max(geom, 0.1 * hi[m]))
+    w = xh - xl
+    x = xl + (np.log(target) - ylo[m]) * w / (yhi[m] - ylo[m]) if yhi[m] != ylo[m] else np.nan
+    if repeated or not np.isfinite(x) or not (xl + 0.05 * w <= x <= xh - 0.05 * w):
+        x = 0.5 * (xl + xh)
+    return float(np.exp(x))
 
 
 def new_step_mult(

@@ -1,0 +1,105 @@
+"""Algorithm "trajectory optimization only": config loading, one iteration on a toy linear system, and
+the learning test on the simulator's reach task."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gps_controller.policies.linear_gaussian import LinearGaussianPolicy, smooth_noise
+from gps_trainer.algorithms.traj_opt_only import TrajOptOnly, initial_controllers
+from gps_trainer.config import ExperimentConfig, TrajOptOnlyConfig, load_experiment_config
+from gps_trainer.costs import ActionCost, CostSum, StateCost
+from gps_trainer.samples import SampleBatch
+
+ROOT = Path(__file__).resolve().parents[3]
+REACH = ROOT / "config" / "experiments" / "reach_traj_opt.yaml"
+
+
+def test_reach_config_loads_with_reference_defaults(tmp_path):
+    cfg = load_experiment_config(REACH)
+    assert isinstance(cfg, ExperimentConfig)
+    assert (cfg.conditions, cfg.samples_per_condition, cfg.task) == (4, 5, "reach")
+    t, d = cfg.algorithm.traj_opt, cfg.algorithm.dynamics
+    assert (t.kl_step, t.min_step_mult, t.max_step_mult, t.init_eta) == (0.2, 0.01, 10.0, 1.0)
+    assert (d.prior.max_clusters, d.prior.min_samples_per_cluster, d.prior.max_samples) == (20, 40, 20)
+    assert d.regularization == 1e-6
+    assert len(cfg.algorithm.init_controller.gains) == 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algorithm:\n  traj_opt:\n    kl_stepp: 0.1\n")
+    with pytest.raises(ValueError, match=r"algorithm.traj_opt: unknown keys \['kl_stepp'\]"):
+        load_experiment_config(bad)
+
+
+def _point_mass_batch(policy, rng, n=5, T=30, condition=0):
+    """Two 1-D point masses (x = [p1, p2, v1, v2], u = forces), dt = 0.1, small process noise."""
+    dt = 0.1
+    X, U = np.zeros((n, T, 4)), np.zeros((n, T, 2))
+    noise = np.stack([smooth_noise(rng, T, 2, 1.0) for _ in range(n)])
+    X[:, 0] = [1.0, -1.0, 0.0, 0.0]
+    for t in range(T):
+        U[:, t] = X[:, t] @ policy.K[t].T + policy.k[t] + noise[:, t] @ policy.chol_pol_covar[t]
+        if t < T - 1:
+            X[:, t + 1, 2:] = X[:, t, 2:] + dt * U[:, t] + 0.001 * rng.standard_normal((n, 2))
+            X[:, t + 1, :2] = X[:, t, :2] + dt * X[:, t + 1, 2:]
+    return SampleBatch(X, U, noise=noise, condition=condition)
+
+
+def test_iterations_reduce_cost_on_toy_system_within_kl_budget():
+    rng = np.random.default_rng(0)
+    T = 30
+    cfg = TrajOptOnlyConfig()
+    cfg.dynamics.prior.min_samples_per_cluster = 20
+    cost = CostSum([ActionCost(0.01), StateCost(np.zeros(2), idx=slice(0, 2), l2=1.0)])
+    init = LinearGaussianPolicy(np.zeros((T, 2, 4)), np.zeros((T, 2)), np.tile(0.5 * np.eye(2), (T, 1, 1)))
+    alg = TrajOptOnly(cfg, [init, init.copy()], cost=cost, seed=0)
+    costs = []
+    for it in range(4):
+        diags = alg.iteration([_point_mass_batch(alg.policies[m], rng, condition=m) for m in range(2)])
+        costs.append(np.mean([d.cost for d in diags]))
+        for d in diags:
+            assert d.converged and abs(d.kl - d.kl_target) < 0.1 * d.kl_target
+            assert d.kl_target == pytest.approx(0.2 * d.step_mult * T)
+            assert np.isnan(d.predicted_improvement) == (it == 0)
+    assert costs[-1] < 0.5 * costs[0], costs
+    assert set(alg.timings) == {"dynamics", "cost", "c_step"}
+    assert alg.iteration_count == 4
+    with pytest.raises(ValueError, match="2 conditions"):
+        alg.iteration([_point_mass_batch(alg.policies[0], rng)])
+
+
+@pytest.mark.slow
+def test_reach_learning_traj_opt_only():
+    """4 conditions x 5 samples, from the initial LQR: every training condition succeeds within 10 iterations."""
+    gps_sim = pytest.importorskip("gps_sim")
+    from gps_trainer.sampling import collect_samples, evaluate_policies
+
+    cfg = load_experiment_config(REACH)
+    task = gps_sim.load_task(cfg.task)
+    sim = gps_sim.ArmSim(task, render_images=False)
+    T, M = task.horizon, cfg.conditions
+    x0s = []
+    for m in range(M):
+        sim.reset(m, seed=0)
+        x0s.append(sim.state())
+    alg = TrajOptOnly(cfg.algorithm, initial_controllers(cfg.algorithm, x0s, sim.dU, T, sim.control_dt),
+                      seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    success0, dist0 = evaluate_policies(sim, alg.policies, T)
+    assert not any(success0), "the initial controllers should not already solve the task"
+    first_success = [None] * M
+    history = []
+    for it in range(1, cfg.iterations + 1):
+        batches = [collect_samples(sim, alg.policies[m], m, cfg.samples_per_condition, T, rng,
+                                   smoothing_std=cfg.algorithm.sampling.smooth_noise_std) for m in range(M)]
+        diags = alg.iteration(batches)
+        success, dist = evaluate_policies(sim, alg.policies, T)
+        history.append((it, [round(d, 3) for d in dist], [round(d.cost, 1) for d in diags]))
+        for m in range(M):
+            if success[m] and first_success[m] is None:
+                first_success[m] = it
+        if all(success):
+            break
+    print("first success per condition:", first_success, "history:", history)
+    assert all(success), f"not all conditions succeed after {it} iterations: {history}"
+    assert max(dist) < min(dist0)
