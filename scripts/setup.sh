@@ -21,8 +21,8 @@ fi
 req_hash=$(hash_of "$ROOT/requirements.txt")
 if [ "$(cat "$VENV/.gps-requirements" 2>/dev/null)" != "$req_hash" ]; then
   echo "[setup] installing pinned requirements (first run: about 2-3 minutes)"
-  pip install -q --upgrade pip
-  pip install -q -r "$ROOT/requirements.txt"
+  # pip warns once per missing local index folder of this machine's pip config; that is noise.
+  pip install -q -r "$ROOT/requirements.txt" 2>&1 | { grep -v "^WARNING: Location" || true; }
   # The ROS wheels' CMake exports name include dirs of the machine they were built on.
   PYINC=$(python -c "import sysconfig; print(sysconfig.get_paths()['include'])")
   NPINC=$(python -c "import numpy; print(numpy.get_include())")
