@@ -1,9 +1,10 @@
 """Rollouts for guided policy search on the simulator's Python API (no ROS).
 
-:func:`gps_trainer.sampling.collect_samples` runs a local controller and records what trajectory
-optimization needs (x, u, noise, EE Jacobians). GPS also needs what the *policy* sees at those same
-time steps (instrumented training, paper Sec. III): the robot configuration o and, for a visuomotor
-policy, the camera image. :func:`collect_rollouts` records both, for either kind of actor:
+:func:`collect_rollouts` is the one rollout loop on the simulator (trajectory optimization's
+:func:`gps_trainer.sampling.collect_samples` wraps it). It records what trajectory optimization
+needs (x, u, noise, EE Jacobians) and what GPS needs as well: what the *policy* sees at the same
+time steps (instrumented training, paper Sec. III), the robot configuration o and, for a
+visuomotor policy, the camera image. It runs either kind of actor:
 
 - a :class:`LinearGaussianPolicy` (local controller) acts on the full state x,
 - a :class:`GaussianPolicy` (the global policy) acts on its observation only.

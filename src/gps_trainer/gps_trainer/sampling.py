@@ -6,7 +6,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy, smooth_noise
+from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
+from gps_trainer.rollouts import collect_rollouts
 from gps_trainer.samples import SampleBatch
 
 __all__ = ["collect_samples", "evaluate_policies", "SimLike"]
@@ -37,30 +38,14 @@ def collect_samples(
     condition_set: str = "train",
     success: list[bool] | None = None,
 ) -> SampleBatch:
-    """Run ``n`` rollouts of ``policy`` from ``condition``: u_t = K_t x_t + k_t + C_t^T n_t, clipped to the
-    effort limits (the clipped torque is recorded, as it is what the arm received). Noise n (T, dU) per
-    rollout is temporally smoothed (:func:`smooth_noise`); ``noise=False`` runs the mean controller.
+    """Run ``n`` rollouts of the local controller ``policy`` from ``condition``:
+    u_t = K_t x_t + k_t + C_t^T n_t, clipped to the effort limits (the clipped torque is recorded, as it
+    is what the arm received), with temporally smoothed noise n (``noise=False``: the mean controller).
+    The rollout loop itself is :func:`gps_trainer.rollouts.collect_rollouts`, shared with GPS.
     If ``success`` is a list, each rollout's final ``sim.is_success()`` is appended to it.
     """
-    dX, dU = sim.dX, sim.dU
-    if policy.T < T or policy.dX != dX or policy.dU != dU:
-        raise ValueError(f"collect_samples: policy {policy} does not fit T={T}, dX={dX}, dU={dU}")
-    X = np.zeros((n, T, dX))
-    U = np.zeros((n, T, dU))
-    J = np.zeros((n, T, 9, 7))
-    N = np.zeros((n, T, dU))
-    lim = np.asarray(sim.effort_limits, dtype=np.float64)
-    for i in range(n):
-        N[i] = smooth_noise(rng, T, dU, smoothing_std) if noise else 0.0
-        sim.reset(condition, seed=int(rng.integers(2**31)), condition_set=condition_set)
-        for t in range(T):
-            x = sim.state()
-            u = np.clip(policy.act(x, t, N[i, t]), -lim, lim)
-            X[i, t], U[i, t], J[i, t] = x, u, sim.ee_point_jacobians()
-            sim.step(u)
-        if success is not None:
-            success.append(bool(sim.is_success()))  # type: ignore[attr-defined]
-    return SampleBatch(X=X, U=U, noise=N, ee_jacobians=J, condition=condition)
+    return collect_rollouts(sim, policy, condition, n, T, rng, noise=noise, smoothing_std=smoothing_std,
+                            condition_set=condition_set, success=success)
 
 
 def evaluate_policies(

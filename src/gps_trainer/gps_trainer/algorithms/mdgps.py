@@ -1,0 +1,330 @@
+"""Mirror-descent guided policy search (MDGPS; Montgomery & Levine, NIPS 2016), as the reference GPS
+code's AlgorithmMDGPS with the 'traj_opt' policy linearization.
+
+Local linear-Gaussian controllers p_m(u|x) (one per condition, acting on the full state x) generate
+the samples; a global policy pi_theta(u|o) (an MLP or the visuomotor CNN, seeing only o) is trained to
+imitate them. Each iteration is one step of mirror descent on E_pi[cost]:
+
+    C-step:  p_m <- argmin_p E_p[l]  s.t.  sum_t KL(p(u_t|x_t) || pi_lin(u_t|x_t)) <= eps   (per m)
+    S-step:  theta <- argmin_theta sum_{m,i,t} (mu_theta(o_it) - mu_p(x_it))^T Sigma_p^-1 (...)
+
+where pi_lin is the global policy linearized around the samples. One iteration, for M conditions
+(read :meth:`MDGPS.iteration` top to bottom):
+
+1. dynamics       p(x_t+1 | x_t, u_t) per condition from its N rollouts, under the condition's GMM prior
+2. cost           quadratic model of l(x, u) around the rollouts; the rollouts' actual cost
+3. catch-up       (first iteration only) S-step onto the initial controllers, so pi is linearizable
+4. linearize pi   pi(u|x) ~ N(pol_K_t x + pol_k_t, pol_S_t): the policy's mean actions at the samples'
+                  observations regressed on x under a GMM prior over recent (x, mu_pi) points,
+                  plus the policy's own covariance
+5. step size      one multiplier shared by all conditions, from the predicted vs. actual improvement
+                  of the linearized policy's expected cost (reference 'laplace' rule)
+6. C-step         KL-constrained LQR against pi_lin (not the previous controller), all conditions at once
+7. S-step         precision-weighted regression of pi onto the new controllers' mean actions at the
+                  samples (train_policy), inputs o only (instrumented training)
+8. advance        the new controllers sample the next iteration; the updated pi is the output
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
+from gps_controller.policies.neural import GaussianPolicy
+from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics
+from gps_trainer.config import GMMPriorConfig
+from gps_trainer.costs import Cost, cost_from_config, quadratic_cost_model
+from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
+from gps_trainer.gps_config import MDGPSConfig
+from gps_trainer.policy_opt import PolicyOptDiagnostics, train_policy
+from gps_trainer.rollouts import policy_inputs
+from gps_trainer.samples import SampleBatch
+from gps_trainer.traj_opt import CostModel, estimate_cost, forward_pass, kl_constrained_update, new_step_mult
+
+__all__ = [
+    "MDGPS",
+    "GPSIteration",
+    "PolicyPriorBuffer",
+    "expected_cost",
+    "controller_targets",
+    "fit_policy_linearization",
+]
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def expected_cost(controller: LinearGaussianPolicy, dyn: LinearGaussianDynamics, cost: CostModel) -> float:
+    """Laplace estimate of E[sum_t l(x_t, u_t)] of a linear-Gaussian controller under linear-Gaussian
+    dynamics: forward pass to the Gaussian state-action marginals, then the quadratic cost model's
+    expectation (traj_opt.estimate_cost)."""
+    b = [a[None] for a in (controller.K, controller.k, controller.pol_covar, dyn.Fm, dyn.fv, dyn.dyn_covar,
+                           dyn.x0mu, dyn.x0sigma)]
+    mu, sigma = forward_pass(*b)
+    return float(estimate_cost(mu[0], sigma[0], cost))
+
+
+def controller_targets(controller: LinearGaussianPolicy, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """S-step targets at sampled states X (N, T, dX): mean actions K_t x + k_t (N, T, dU) and the
+    controller's precisions Sigma_t^-1 tiled over the samples (N, T, dU, dU)."""
+    mu = controller.act_batch(X)
+    prec = np.broadcast_to(controller.inv_pol_covar, (X.shape[0], *controller.inv_pol_covar.shape)).copy()
+    return mu, prec
+
+
+class PolicyPriorBuffer:
+    """The GMM prior of the policy linearization, over points (x_t, mu_pi(o_t)) of the most recent
+    ``max_samples`` rollouts of one condition (reference PolicyPriorGMM, 'add' mode).
+
+    The rollouts (x, o, images) are kept, not the points: the policy changes every S-step, so its
+    actions are recomputed on all buffered rollouts before the mixture is refitted."""
+
+    def __init__(self, config: GMMPriorConfig, seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+        self.X: np.ndarray | None = None
+        self.obs: np.ndarray | None = None
+        self.images: np.ndarray | None = None
+
+    def add(self, X: np.ndarray, obs: np.ndarray, images: np.ndarray | None) -> None:
+        keep = self.config.max_samples
+
+        def cat(old, new):
+            return new if old is None else np.concatenate([old, new], axis=0)[-keep:]
+
+        self.X, self.obs = cat(self.X, X)[-keep:], cat(self.obs, obs)[-keep:]
+        self.images = None if images is None else cat(self.images, images)[-keep:]
+
+    def prior(self, policy: GaussianPolicy) -> GMMPrior:
+        """A mixture fitted to (x, mu_pi(o)) of the buffered rollouts under the current policy."""
+        if self.X is None:
+            raise RuntimeError("PolicyPriorBuffer.prior called before add")
+        c = self.config
+        mu, _ = policy.predict(self.obs, self.images)
+        gmm = GMMPrior(c.max_clusters, c.min_samples_per_cluster, c.max_samples, c.strength, seed=self.seed)
+        gmm.update(self.X, mu)
+        return gmm
+
+
+def fit_policy_linearization(
+    X: np.ndarray,
+    pol_mu: np.ndarray,
+    pol_var: np.ndarray,
+    prior: GMMPrior | None = None,
+    regularization: float = 1e-6,
+) -> LinearGaussianPolicy:
+    """pi(u_t | x_t) ~ N(pol_K_t x_t + pol_k_t, pol_S_t) around the samples (reference
+    AlgorithmMDGPS._update_policy_fit / PolicyPriorGMM.fit):
+
+        (pol_K_t, pol_k_t, S_t) = conditional Gaussian of mu_pi given x from the N points (x_it, mu_pi(o_it))
+                                  under the mixture's NIW prior (dynamics.fit_linear_gaussian),
+        pol_S_t = S_t + diag(pol_var)   (the policy's own covariance, state independent).
+
+    X (N, T, dX), pol_mu (N, T, dU), pol_var (dU,). Returns the linearization as a controller object.
+    """
+    niw = prior.eval(X, pol_mu) if prior is not None else None
+    K, k, S = fit_linear_gaussian(X, pol_mu, niw, regularization)
+    S = S + np.diag(np.asarray(pol_var, dtype=np.float64))[None]
+    S = 0.5 * (S + S.transpose(0, 2, 1))
+    return LinearGaussianPolicy(K, k, S)
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+@dataclass
+class GPSIteration:
+    """What one GPS iteration did."""
+
+    iteration: int
+    conditions: list[ConditionDiagnostics]
+    policy_opt: list[PolicyOptDiagnostics]  # S-steps run in this iteration (catch-up / inner iterations)
+    step_mult: float
+    timings: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_metrics(self) -> dict[str, Any]:
+        """Flat JSON-ready metrics (same keys as the trajectory-only adapter, plus policy terms)."""
+        last = self.policy_opt[-1] if self.policy_opt else None
+        out: dict[str, Any] = {
+            "iteration": self.iteration,
+            "cost_per_condition": [d.cost for d in self.conditions],
+            "kl_per_condition": [d.kl for d in self.conditions],
+            "eta_per_condition": [d.eta for d in self.conditions],
+            "step_mult": self.step_mult,
+            "predicted_improvement": self.conditions[0].predicted_improvement if self.conditions else float("nan"),
+            "actual_improvement": self.conditions[0].actual_improvement if self.conditions else float("nan"),
+            "policy_loss_before": None if last is None else last.loss_before,
+            "policy_loss_after": None if last is None else last.loss_after,
+            **{f"{k}_s": v for k, v in self.timings.items()},
+        }
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class _MDGPSIterate:
+    """What the step-size rule needs from the previous iteration of one condition."""
+
+    pol_lin: LinearGaussianPolicy  # the policy linearization the C-step was bounded against
+    new_controller: LinearGaussianPolicy  # the C-step's output
+    dynamics: LinearGaussianDynamics
+    cost: CostModel
+    sample_cost: float
+
+
+# --------------------------------------------------------------------------- the algorithm
+
+
+class MDGPS:
+    """MDGPS over M conditions. ``controllers[m]`` is the local controller to sample next from
+    condition m (``policies`` is the same list, named as in :class:`TrajOptOnly`); ``policy`` is the
+    global policy, updated in place by every S-step."""
+
+    def __init__(self, config: MDGPSConfig, controllers: list[LinearGaussianPolicy], policy: GaussianPolicy,
+                 cost: Cost | None = None, seed: int = 0) -> None:
+        self.config = config
+        self.cost = cost if cost is not None else cost_from_config(config.cost)
+        self.controllers = list(controllers)
+        self.policy = policy
+        M = len(controllers)
+        self.eta = np.full(M, config.traj_opt.init_eta)
+        self.step_mult = 1.0  # shared by all conditions (reference MDGPS)
+        p = config.dynamics.prior
+        self.dynamics_priors: list[GMMPrior | None] = [
+            GMMPrior(p.max_clusters, p.min_samples_per_cluster, p.max_samples, p.strength, seed=seed + m)
+            if p is not None else None for m in range(M)]
+        self.policy_priors = [PolicyPriorBuffer(config.policy_prior, seed=seed + 100 + m) for m in range(M)]
+        self.policy_opt_config = config.policy_opt_config()
+        self.pol_lin: list[LinearGaussianPolicy | None] = [None] * M
+        self._prev: list[_MDGPSIterate | None] = [None] * M
+        self.iteration_count = 0
+        self.s_step_count = 0
+        self.timings: dict[str, float] = {}
+
+    @property
+    def policies(self) -> list[LinearGaussianPolicy]:
+        return self.controllers
+
+    @property
+    def num_conditions(self) -> int:
+        return len(self.controllers)
+
+    def iteration(self, batches: list[SampleBatch]) -> GPSIteration:
+        """One MDGPS iteration from the rollouts of every condition (``batches[m]`` ran ``controllers[m]``
+        and carries the observations the policy sees)."""
+        M = self.num_conditions
+        if len(batches) != M:
+            raise ValueError(f"MDGPS.iteration: {len(batches)} sample batches for {M} conditions")
+        cfg, dcfg, tcfg = self.config, self.config.dynamics, self.config.traj_opt
+        s_steps: list[PolicyOptDiagnostics] = []
+        t0 = time.perf_counter()
+
+        # 1. Dynamics: x_t+1 ~ N(F_t [x_t; u_t] + f_t, Sigma_t) per condition, under its mixture prior.
+        dynamics = [fit_dynamics(b, self.dynamics_priors[m], dcfg.regularization, dcfg.initial_state_var)
+                    for m, b in enumerate(batches)]
+        t1 = time.perf_counter()
+
+        # 2. Cost: l ~ cc + cv^T z + 0.5 z^T cm z around the rollouts; the rollouts' actual mean cost.
+        costs, sample_costs = [], []
+        for b in batches:
+            exp = self.cost.eval(b.X, b.U, b.ee_jacobians)
+            costs.append(CostModel(*quadratic_cost_model(exp, b.X, b.U)))
+            sample_costs.append(float(exp.l.sum(axis=1).mean()))
+
+        # 3. First iteration: the policy has learned nothing yet; train it on the initial controllers
+        #    so that its linearization (the C-step's trust region) is meaningful.
+        if self.iteration_count == 0:
+            s_steps.append(self._s_step(batches, self.controllers))
+        t2 = time.perf_counter()
+
+        # 4. Linearize the policy around each condition's samples: pi(u|x) ~ N(pol_K x + pol_k, pol_S).
+        pol_var = self.policy.variance()
+        for m, b in enumerate(batches):
+            obs, images = policy_inputs(b, cfg.policy_obs)
+            buf = self.policy_priors[m]
+            buf.add(b.X, obs, images)
+            pol_mu, _ = self.policy.predict(obs, images)
+            self.pol_lin[m] = fit_policy_linearization(b.X, pol_mu, pol_var, buf.prior(self.policy),
+                                                       cfg.policy_regularization)
+        t3 = time.perf_counter()
+
+        # 5. Step size, shared: did the last iteration lower the linearized policy's expected cost as much
+        #    as the C-step's model predicted? (Laplace estimates; 'mc' uses the samples' mean cost.)
+        #    predicted = E_prev[c | pi_lin_prev] - E_prev[c | p_new_prev],  actual = E_prev[c | pi_lin_prev]
+        #    - E_cur[c | pi_lin_cur]   (E_prev / E_cur: models fitted last iteration / now; means over m)
+        predicted = actual = float("nan")
+        if all(p is not None for p in self._prev):
+            prev = [p for p in self._prev if p is not None]
+            prev_predicted = np.mean([expected_cost(p.new_controller, p.dynamics, p.cost) for p in prev])
+            if cfg.step_rule == "laplace":
+                prev_base = np.mean([expected_cost(p.pol_lin, p.dynamics, p.cost) for p in prev])
+                cur = np.mean([expected_cost(self.pol_lin[m], dynamics[m], costs[m]) for m in range(M)])
+            else:
+                prev_base = np.mean([p.sample_cost for p in prev])
+                cur = float(np.mean(sample_costs))
+            predicted, actual = float(prev_base - prev_predicted), float(prev_base - cur)
+            self.step_mult = new_step_mult(predicted, actual, self.step_mult, tcfg.min_step_mult,
+                                           tcfg.max_step_mult)
+
+        # 6. C-step for all conditions at once, bounded against the policy linearization:
+        #    eta search so that sum_t KL(p_new || pi_lin) ~ kl_step * step_mult * T.
+        results = kl_constrained_update(
+            list(self.pol_lin), dynamics, costs, kl_step=tcfg.kl_step * self.step_mult, eta=self.eta,
+            min_eta=tcfg.min_eta, max_eta=tcfg.max_eta, del0=tcfg.del0,
+            max_iterations=tcfg.max_eta_iterations, tolerance=tcfg.kl_tolerance)
+        new_controllers = [r.policy for r in results]
+        t4 = time.perf_counter()
+
+        # 7. S-step: pi_theta(o) <- the new controllers' actions at the sampled states, precision weighted.
+        s_steps.append(self._s_step(batches, new_controllers))
+        t5 = time.perf_counter()
+
+        # 8. Advance: remember this iteration for the step-size rule; sample the new controllers next.
+        diagnostics = []
+        for m, r in enumerate(results):
+            self._prev[m] = _MDGPSIterate(self.pol_lin[m], r.policy, dynamics[m], costs[m], sample_costs[m])
+            diagnostics.append(ConditionDiagnostics(
+                condition=batches[m].condition, cost=sample_costs[m], kl=r.kl, kl_target=r.kl_target, eta=r.eta,
+                step_mult=self.step_mult, eta_iterations=r.iterations, converged=r.converged,
+                predicted_improvement=predicted, actual_improvement=actual))
+            self.eta[m] = r.eta
+        self.controllers = new_controllers
+        self.timings = {"dynamics": t1 - t0, "policy_fit": t3 - t2, "c_step": t4 - t3,
+                        "s_step": (t5 - t4) + (t2 - t1)}
+        out = GPSIteration(self.iteration_count, diagnostics, s_steps, self.step_mult, dict(self.timings))
+        self.iteration_count += 1
+        return out
+
+    def _s_step(self, batches: list[SampleBatch], controllers: list[LinearGaussianPolicy],
+                weights: list[np.ndarray] | None = None, target_shift: list[np.ndarray] | None = None,
+                ent_reg: float | None = None) -> PolicyOptDiagnostics:
+        """train_policy on all conditions' samples: inputs what the policy sees (o, or x for a state
+        policy), targets K_t x + k_t (+ ``target_shift``, BADMM's multiplier term) with precisions
+        Sigma_t^-1 of ``controllers``; optional per-(sample, step) weights (BADMM's nu_t)."""
+        obs, imgs, tgt, prc, wts = [], [], [], [], []
+        for m, b in enumerate(batches):
+            o, im = policy_inputs(b, self.config.policy_obs)
+            mu, prec = controller_targets(controllers[m], b.X)
+            if target_shift is not None:
+                mu = mu + target_shift[m]
+            obs.append(o)
+            imgs.append(im)
+            tgt.append(mu)
+            prc.append(prec)
+            if weights is not None:
+                wts.append(np.broadcast_to(weights[m], b.X.shape[:2]))
+        images = None if any(i is None for i in imgs) else np.concatenate(imgs)
+        cfg = self.policy_opt_config
+        if ent_reg is not None:
+            cfg = dataclasses.replace(cfg, ent_reg=float(ent_reg))
+        # A new minibatch order every S-step, reproducible from the seed.
+        seed = cfg.seed + self.s_step_count
+        self.s_step_count += 1
+        return train_policy(self.policy, np.concatenate(obs), images, np.concatenate(tgt), np.concatenate(prc),
+                            cfg, seed=seed, weights=None if weights is None else np.concatenate(wts))
