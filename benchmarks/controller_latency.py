@@ -15,6 +15,7 @@ reports:
 - deadline misses reported in the Rollout (a command more than one period after its observation).
 
 Usage:  python benchmarks/controller_latency.py [--ticks 2000] [--only lg,cnn64,cnn240]
+        [--executor single|multi] [--torch-threads N]   (node parameters; default: the node's defaults)
 The last line printed is one JSON object. Targets: p99 <= 5 ms (LG), <= 25 ms (CNN 240x240).
 """
 
@@ -40,7 +41,7 @@ CONFIGS = {"lg": ("linear_gaussian", 64), "cnn64": ("neural", 64), "cnn240": ("n
 TARGET_P99_MS = {"lg": 5.0, "cnn240": 25.0}
 
 
-def run_one(name: str, ticks: int, env: dict, workdir: Path) -> dict:
+def run_one(name: str, ticks: int, env: dict, workdir: Path, node_params: dict | None = None) -> dict:
     import rclpy
     from controller_rig import Peers, Trainer, _write_params, lg_request, pd_controller
 
@@ -49,7 +50,7 @@ def run_one(name: str, ticks: int, env: dict, workdir: Path) -> dict:
 
     policy_type, size = CONFIGS[name]
     params = _write_params(workdir / f"{name}.yaml", image_size=size, horizon=ticks, stale_timeout=0.5,
-                           publish_overlay=False)
+                           publish_overlay=False, **(node_params or {}))
     robot_out = workdir / f"{name}_robot.json"
     peers = Peers(env, params, robot_args=["--rate", "20", "--image-size", str(size), "--out", str(robot_out)])
     rclpy.init()
@@ -98,7 +99,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=2000)
     parser.add_argument("--only", default="lg,cnn64,cnn240")
+    parser.add_argument("--executor", choices=["single", "multi"], help="controller node's executor parameter")
+    parser.add_argument("--torch-threads", type=int, help="controller node's torch_threads parameter")
     args = parser.parse_args()
+    node_params = {k: v for k, v in (("executor", args.executor), ("torch_threads", args.torch_threads))
+                   if v is not None}
     from controller_rig import subprocess_env
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 60))
@@ -107,7 +112,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
-            r = run_one(name, args.ticks, env, Path(tmp))
+            r = run_one(name, args.ticks, env, Path(tmp), node_params)
             target = TARGET_P99_MS.get(name)
             r["target_p99_ms"] = target
             r["meets_target"] = None if target is None else bool(r["e2e_p99_ms"] <= target)
@@ -116,7 +121,7 @@ def main() -> None:
                   f" | in-node p50 {r['node_p50_ms']} ms p99 {r['node_p99_ms']} ms"
                   f" | robot-side p50 {r['robot_side_p50_ms']} ms | deadline misses {r['deadline_misses']}"
                   f" | load {os.getloadavg()[0]:.1f}", flush=True)
-    print(json.dumps({"benchmark": "controller_latency", "rate_hz": 20, "cpus": os.cpu_count(),
+    print(json.dumps({"benchmark": "controller_latency", "rate_hz": 20, "cpus": os.cpu_count(), **node_params,
                       "load_avg_1min_at_end": round(os.getloadavg()[0], 2), "results": results}))
 
 

@@ -3,6 +3,8 @@ ros2_control block), the camera bridged to ROS, plus gps_controller and gps_trai
 
     ros2 launch launch/gazebo.launch.py experiment:=config/experiments/reach_traj_opt.yaml
 
+The URDF is src/gps_sim/gps_sim/models/pr2_arm.urdf (generated from the MuJoCo model by
+`python -m gps_sim.urdf`); controllers: config/gazebo_controllers.yaml.
 Needs the docker/ image (ros_gz_sim, ros_gz_bridge, gz_ros2_control, controller_manager).
 """
 
@@ -17,12 +19,20 @@ from launch_ros.substitutions import FindPackageShare
 from launch import LaunchDescription
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-URDF = os.path.join(ROOT, "src", "gps_sim", "gps_sim", "models", "pr2_arm.urdf")
+URDF = os.path.join(ROOT, "src", "gps_sim", "gps_sim", "models", "pr2_arm.urdf")  # python -m gps_sim.urdf
+# The URDF names the gz_ros2_control parameters by their repository-relative path; Gazebo needs it absolute.
+CONTROLLERS_YAML = "config/gazebo_controllers.yaml"
+# The controller node against Gazebo: ticks on a sim-time timer, resets by a joint-space PD move (there is
+# no gps_sim/reset), and the target pose from the task's condition (nothing publishes gps/target_pose here).
+CONTROLLER_OVERRIDES = {"trigger_mode": "timer", "reset_mode": "pd", "target_source": "task",
+                        "stale_timeout": 0.0}
 
 
 def generate_launch_description():
     use_sim_time = {"use_sim_time": True}
-    robot_description = open(URDF).read() if os.path.exists(URDF) else ""
+    with open(URDF) as f:
+        robot_description = f.read().replace(f"<parameters>{CONTROLLERS_YAML}</parameters>",
+                                             f"<parameters>{os.path.join(ROOT, CONTROLLERS_YAML)}</parameters>")
     gz = IncludeLaunchDescription(
         PythonLaunchDescriptionSource([FindPackageShare("ros_gz_sim"), "/launch/gz_sim.launch.py"]),
         launch_arguments={"gz_args": "-r empty.sdf"}.items())
@@ -41,7 +51,7 @@ def generate_launch_description():
                         "/camera/camera_info@sensor_msgs/msg/CameraInfo[gz.msgs.CameraInfo",
                         "/clock@rosgraph_msgs/msg/Clock[gz.msgs.Clock"]),
         Node(package="gps_controller", executable="gps_controller", name="gps_controller", output="screen",
-             parameters=[os.path.join(ROOT, "config", "controller.yaml"), use_sim_time]),
+             parameters=[os.path.join(ROOT, "config", "controller.yaml"), CONTROLLER_OVERRIDES, use_sim_time]),
         Node(package="gps_trainer", executable="gps_trainer", name="gps_trainer", output="screen",
              parameters=[os.path.join(ROOT, "config", "trainer.yaml"), use_sim_time,
                          {"experiment": LaunchConfiguration("experiment"),

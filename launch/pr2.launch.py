@@ -13,6 +13,10 @@ from launch_ros.actions import Node
 from launch import LaunchDescription
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A real robot: ticks on a timer, resets by a joint-space PD move (no gps_sim/reset), stale data after
+# two periods; the PR2 publishes every joint's state.
+CONTROLLER_OVERRIDES = {"trigger_mode": "timer", "reset_mode": "pd", "stale_timeout": 0.0,
+                        "strict_joint_names": False}
 
 
 def generate_launch_description():
@@ -24,8 +28,8 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="false"),
         Node(package="gps_controller", executable="gps_controller", name="gps_controller", namespace=ns,
              output="screen", parameters=[os.path.join(ROOT, "config", "controller.yaml"),
-                                          {"use_sim_time": LaunchConfiguration("use_sim_time"),
-                                           "strict_joint_names": False}]),
+                                          CONTROLLER_OVERRIDES,
+                                          {"use_sim_time": LaunchConfiguration("use_sim_time")}]),
         Node(package="gps_trainer", executable="gps_trainer", name="gps_trainer", output="screen",
              parameters=[os.path.join(ROOT, "config", "trainer.yaml"),
                          {"experiment": LaunchConfiguration("experiment"),

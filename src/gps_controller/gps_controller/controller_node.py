@@ -25,10 +25,14 @@ command: the lockstep simulation advances one period per command and then publis
 Safety (``gps_controller.safety``) is always on: effort clamp, NaN/Inf -> zero torque + abort,
 joint-limit guard, stale joint states/camera -> zero torque + abort, deadline misses counted.
 
-Threading: a MultiThreadedExecutor. Sensor callbacks, the control timer and the watchdog share one
-mutually exclusive group (so each tick sees consistent data); run_trial blocks in its own group
-waiting for the ticks to finish the trial; the gps_sim/reset client has its own group so its
-response is processed while run_trial waits; set_* services have another.
+Threading (parameter ``executor``): ``single`` (default) spins the control path (sensor callbacks,
+the control timer, the watchdog, the gps_sim/reset client) in a SingleThreadedExecutor on the main
+thread, and the services (run_trial, which blocks until the ticks finish the trial, and set_*) on a
+companion node ``<name>_services`` (same namespace, same service names) in a MultiThreadedExecutor on
+a worker thread: the 20 Hz path never waits behind a thread pool, and a blocked run_trial never
+holds up its executor (docs/benchmarks.md has the measurements). ``multi`` (the earlier layout) spins everything in one MultiThreadedExecutor; the sensor
+callbacks, the timer and the watchdog share one mutually exclusive group (each tick sees consistent
+data), run_trial, the reset client and the set_* services each have their own.
 
 Parameters: see config/controller.yaml (every parameter is documented there).
 """
@@ -44,7 +48,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
@@ -71,6 +75,7 @@ PR2_RIGHT_ARM = [
 ]
 TRIGGER_MODES = ("timer", "observation")
 RESET_MODES = ("sim_service", "pd", "none")
+EXECUTORS = ("single", "multi")
 TARGET_SOURCES = ("topic", "task")
 
 
@@ -165,11 +170,21 @@ class ControllerNode(Node):
                                  callback_group=self.sensor_group)
         self.create_subscription(PoseStamped, p["target_pose_topic"], self._on_target_pose, SENSOR_QOS,
                                  callback_group=self.sensor_group)
-        self.create_service(RunTrial, "gps_controller/run_trial", self._on_run_trial,
+        # The services live on a companion node with executor: single (see the module docstring). It
+        # takes no command-line arguments (a __node remap would name it like this node); its namespace
+        # is this node's, so the service names resolve exactly as they would here.
+        if p["executor"] == "single":
+            self.service_node = rclpy.create_node(
+                f"{self.get_name()}_services", namespace=self.get_namespace(), context=self.context,
+                use_global_arguments=False, start_parameter_services=False)
+        else:
+            self.service_node = None
+        host = self.service_node or self
+        host.create_service(RunTrial, "gps_controller/run_trial", self._on_run_trial,
                             callback_group=self.trial_group)
-        self.create_service(SetLinearGaussian, "gps_controller/set_linear_gaussian", self._on_set_linear_gaussian,
+        host.create_service(SetLinearGaussian, "gps_controller/set_linear_gaussian", self._on_set_linear_gaussian,
                             callback_group=self.config_group)
-        self.create_service(SetPolicyWeights, "gps_controller/set_policy_weights", self._on_set_policy_weights,
+        host.create_service(SetPolicyWeights, "gps_controller/set_policy_weights", self._on_set_policy_weights,
                             callback_group=self.config_group)
         self.reset_client = self.create_client(ResetCondition, "gps_sim/reset", callback_group=self.client_group)
         if p["trigger_mode"] == "timer":
@@ -198,7 +213,7 @@ class ControllerNode(Node):
             "rollout_topic": "/gps/rollouts",
             "overlay_topic": "gps/feature_points/image",
             "feature_points_topic": "gps/feature_points",
-            "camera_frame": "head_camera_optical_frame",
+            "camera_frame": "head_mount_kinect_rgb_optical_frame",
             "camera_hfov_deg": 57.0,
             "image_size": 64,
             "trigger_mode": "timer",
@@ -219,7 +234,8 @@ class ControllerNode(Node):
             "pd_reset_tolerance": 0.02,
             "pd_reset_max_time": 10.0,
             "publish_overlay": True,
-            "torch_threads": 2,
+            "torch_threads": 1,
+            "executor": "single",
         }
         p = {}
         for name, value in defaults.items():
@@ -233,6 +249,8 @@ class ControllerNode(Node):
             raise ValueError(f"trigger_mode must be one of {TRIGGER_MODES}, got {p['trigger_mode']!r}")
         if p["reset_mode"] not in RESET_MODES:
             raise ValueError(f"reset_mode must be one of {RESET_MODES}, got {p['reset_mode']!r}")
+        if p["executor"] not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {p['executor']!r}")
         if p["target_source"] not in TARGET_SOURCES:
             raise ValueError(f"target_source must be one of {TARGET_SOURCES}, got {p['target_source']!r}")
         if not p["control_rate_hz"] > 0:
@@ -457,6 +475,10 @@ class ControllerNode(Node):
         mode = self._p["reset_mode"]
         self._reset_image_seq = self._image_seq
         if mode == "none":
+            # Right after start-up the joint-state subscription may not have matched the robot yet.
+            deadline = time.monotonic() + self._p["reset_timeout"]
+            while self._joint_rx is None and time.monotonic() < deadline and rclpy.ok():
+                time.sleep(0.01)
             return "" if self._joint_rx is not None else "no joint state received"
         q0 = np.asarray(self.conditions[request.condition].joint_angles, dtype=np.float64)
         if mode == "pd":
@@ -604,19 +626,40 @@ class ControllerNode(Node):
             pass
 
 
+def _spin_quietly(executor) -> None:
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
 def main(args=None) -> None:
     rclpy.init(args=args)
     node = None
+    service_executor = None
     try:
         node = ControllerNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
+        if node.service_node is None:
+            executor = MultiThreadedExecutor(num_threads=4)
+            executor.add_node(node)
+            executor.spin()
+        else:
+            service_executor = MultiThreadedExecutor(num_threads=2)
+            service_executor.add_node(node.service_node)
+            threading.Thread(target=_spin_quietly, args=(service_executor,), name="gps_controller_services",
+                             daemon=True).start()
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:
             node.release()
+            if service_executor is not None:
+                service_executor.shutdown(timeout_sec=1.0)
+            if node.service_node is not None:
+                node.service_node.destroy_node()
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

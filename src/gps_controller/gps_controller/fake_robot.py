@@ -72,7 +72,7 @@ class FakeRobot(Node):
         self.q += self.dt * self.qd
         stamp = self.get_clock().now().to_msg()
         if self.args.camera_frames < 0 or self.frames < self.args.camera_frames:
-            self.img_pub.publish(image_to_msg(self.image, stamp, "head_camera_optical_frame"))
+            self.img_pub.publish(image_to_msg(self.image, stamp, "head_mount_kinect_rgb_optical_frame"))
             self.frames += int(bool(self.commands))
         pose = PoseStamped()
         pose.header.stamp = stamp

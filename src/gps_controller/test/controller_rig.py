@@ -16,14 +16,17 @@ from gps_msgs.msg import Rollout
 from gps_msgs.srv import RunTrial, SetLinearGaussian, SetPolicyWeights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+if ROOT not in sys.path:  # testing_helpers lives at the repository root (peers and benchmarks import this file)
+    sys.path.insert(0, ROOT)
+from testing_helpers import wait_for_output  # noqa: E402
 
 
 def subprocess_env(domain_offset: int = 0) -> dict:
     """This test session's environment with the source tree on PYTHONPATH (as conftest's ros_env),
     optionally on a neighbouring ROS domain so a rig can run isolated from the others."""
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-    src = [os.path.join(root, "src", p) for p in ("gps_sim", "gps_trainer", "gps_controller")]
+    src = [os.path.join(ROOT, "src", p) for p in ("gps_sim", "gps_trainer", "gps_controller")]
     env["PYTHONPATH"] = os.pathsep.join(src + [env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     if domain_offset:
@@ -32,17 +35,6 @@ def subprocess_env(domain_offset: int = 0) -> dict:
 LIMITS = np.array([30.0, 30.0, 30.0, 30.0, 30.0, 10.0, 10.0])
 Q0 = np.array([-0.72, -0.44, -1.32, -1.83, -1.43, -1.54, -1.94])
 DX, DU = 32, 7
-
-
-def _wait_line(proc, word, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if word in line:
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}: {proc.stdout.read()}")
-    raise TimeoutError(f"never printed {word!r}")
 
 
 def _write_params(path, **overrides):
@@ -59,10 +51,10 @@ class Peers:
     def __init__(self, env, params_file, robot_args=()):
         self.procs = []
         self.robot = self._start(env, [sys.executable, "-m", "gps_controller.fake_robot", *robot_args])
-        _wait_line(self.robot, "ready")
+        wait_for_output(self.robot, "ready")
         self.controller = self._start(env, [sys.executable, "-m", "gps_controller.controller_node",
                                             "--ros-args", "--params-file", str(params_file)])
-        _wait_line(self.controller, "ready:")
+        wait_for_output(self.controller, "ready:")
         self.logs = {id(p): [] for p in self.procs}
         for proc in self.procs:  # keep draining so a chatty peer never blocks on a full pipe
             threading.Thread(target=self._drain, args=(proc,), daemon=True).start()

@@ -9,10 +9,11 @@ import pytest
 import rclpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from controller_rig import LIMITS, Trainer, _wait_line, _write_params, lg_request, subprocess_env  # noqa: E402
+from controller_rig import LIMITS, Trainer, _write_params, lg_request, subprocess_env  # noqa: E402
 
 from gps_controller import conversions as conv  # noqa: E402
 from gps_msgs.srv import RunTrial  # noqa: E402
+from testing_helpers import wait_for_output  # noqa: E402
 
 pytest.importorskip("gps_sim.sim_node")
 
@@ -32,7 +33,7 @@ def sim_rig(tmp_path_factory):
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             procs.append(proc)
             if word:
-                _wait_line(proc, word)
+                wait_for_output(proc, word)
         os.environ["ROS_DOMAIN_ID"], saved = env["ROS_DOMAIN_ID"], os.environ.get("ROS_DOMAIN_ID", "0")
         rclpy.init()
         trainer = Trainer()

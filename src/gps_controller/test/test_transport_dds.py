@@ -4,7 +4,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,20 +12,10 @@ from safetensors.numpy import save as save_safetensors
 
 from gps_controller import conversions as conv
 from gps_msgs.srv import SetPolicyWeights
+from testing_helpers import wait_for_output
 
 pytestmark = pytest.mark.ros
 PROBE = [sys.executable, "-m", "gps_controller.transport_probe"]
-
-
-def _wait_ready(proc, word="ready", timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if word in line:
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"peer exited with {proc.returncode}: {proc.stderr.read()}")
-    raise TimeoutError("peer never became ready")
 
 
 @pytest.mark.parametrize("image_size,count", [(64, 5), (240, 3)])
@@ -35,7 +24,7 @@ def test_rollout_crosses_processes_intact(tmp_path, ros_env, image_size, count):
     sub = subprocess.Popen([*PROBE, "sub", "--count", str(count), "--out", str(out), "--timeout", "90"],
                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_ready(sub)
+        wait_for_output(sub, "ready", timeout=30.0)
         pub = subprocess.run([*PROBE, "pub", "--count", str(count), "--horizon", "100",
                               "--image-size", str(image_size), "--timeout", "90"],
                              env=ros_env, capture_output=True, text=True, timeout=150)
@@ -67,7 +56,7 @@ def test_weights_service_across_processes(ros_env):
     rclpy.init()
     node = rclpy.create_node("weights_client")
     try:
-        _wait_ready(server)
+        wait_for_output(server, "ready", timeout=30.0)
         client = node.create_client(SetPolicyWeights, "gps_controller/set_policy_weights")
         assert client.wait_for_service(timeout_sec=30.0)
         blob = _cnn_like_weights(np.random.default_rng(0))

@@ -4,7 +4,11 @@
     gps train --iterations 5          # start_iteration + live progress from /gps/status
     gps status                        # get_status as JSON
     gps down                          # stop what `gps up` started (pids in <output-dir>/pids.json)
-    gps demo --iterations 5           # up -> train -> success rate + image paths -> down
+    gps demo                          # local controllers, then the visuomotor policy from them; success
+                                      # rate + image paths (each phase: up -> train -> down)
+    gps eval --policy runs/p3/policy.safetensors --task reach --trials 20 --seed 0
+                                      # success per condition set (train / spatial / visual test), JSON
+    gps report --results runs/results --out docs/results.md   # tables, plots, GIF, how to reproduce
 
 With a ROS distro, ``ros2 launch launch/sim.launch.py`` + ``ros2 service call`` do the same.
 """
@@ -51,6 +55,9 @@ def cmd_up(a) -> int:
     trainer_over = {"output_dir": str(out), "controller_namespaces": ns_list}
     if a.experiment:
         trainer_over["experiment"] = str(Path(a.experiment).resolve())
+    for key in ("init_controllers", "pretrained_vision"):  # start a GPS run from earlier phases' outputs
+        if getattr(a, key, ""):
+            trainer_over[key] = str(Path(getattr(a, key)).resolve())
     procs.append(("trainer", "", [sys.executable, "-m", "gps_trainer.trainer_node",
                                   *_ros_args(ROOT / a.trainer_params, "", trainer_over)]))
     started = []
@@ -184,22 +191,101 @@ def cmd_train(a) -> int:
     return 0
 
 
-def cmd_demo(a) -> int:
-    if cmd_up(a) != 0:
-        return 1
+DEMO_GPS_EXPERIMENT = "config/experiments/reach_mdgps_visual_demo.yaml"
+
+
+def _demo_phase(a, name: str, experiment: str, iterations: int, **trainer_params) -> dict:
+    """One demo phase in its own output directory: up -> train -> down (always down)."""
+    phase = argparse.Namespace(**{**vars(a), "output_dir": str(Path(a.output_dir) / name),
+                                  "experiment": experiment, **trainer_params})
+    print(f"== {name}: {iterations} iterations of {experiment} -> {phase.output_dir}", flush=True)
+    t0 = time.monotonic()
+    if cmd_up(phase) != 0:
+        raise RuntimeError(f"{name}: could not start the nodes")
     try:
-        st = train(a.iterations, a.timeout)
-        out = Path(a.output_dir).resolve()
-        images = sorted(str(p) for p in out.glob("*.png"))
-        print(f"success rate: {100 * st['success_rate']:.0f}%")
-        for p in images:
-            print(f"image: {p}")
-        return 0
+        st = train(iterations, a.timeout)
+    finally:
+        cmd_down(phase)
+    st["wall_s"] = time.monotonic() - t0
+    return st
+
+
+def _demo_vision(a, out: Path) -> str:
+    """Phase 0 (paper Sec. V): pose-pretrain the CNN's conv layers on rendered images (Python API, no
+    nodes; the conv sizes are the GPS experiment's). Reuses <out>/vision/vision.safetensors if present."""
+    weights = out / "vision" / "vision.safetensors"
+    if weights.exists():
+        print(f"== vision: reusing {weights}")
+        return str(weights)
+    import torch
+
+    from gps_trainer.gps_config import load_gps_experiment
+    from gps_trainer.procedure import pretrain_vision
+
+    torch.set_num_threads(1)  # measured 5-10x faster than 2 threads on 2 cores
+    cfg = load_gps_experiment(ROOT / a.gps_experiment)
+    net = {k: v for k, v in cfg.algorithm.policy.get("net", {}).items() if k.startswith(("image_", "conv_"))}
+    print(f"== vision: pose pretraining of the conv layers ({a.vision_iterations} steps) -> {weights}", flush=True)
+    t0 = time.monotonic()
+    m = pretrain_vision(None, weights.parent, {"image_size": cfg.image_size, "num_train": 200, "num_test": 40,
+                                               "iterations": a.vision_iterations, "device": "cpu", "net": net})
+    print(f"vision: target position test error {m.get('test_error_cm', float('nan')):.1f} cm "
+          f"(mean-guess baseline {m.get('baseline_mean_error_cm', float('nan')):.1f} cm), "
+          f"{time.monotonic() - t0:.0f} s")
+    return str(weights)
+
+
+def cmd_demo(a) -> int:
+    """The README's main job: (0) pose-pretrained conv layers, (1) trajectory-only local controllers on
+    the full state, (2) the visuomotor CNN by MDGPS starting from both, (1) and (2) through the ROS nodes;
+    then the policy's success rate (policy alone, no noise, through the nodes) and the images written."""
+    out = Path(a.output_dir).resolve()
+    t0 = time.monotonic()
+    try:
+        vision = a.pretrained_vision or (_demo_vision(a, out) if a.vision_iterations > 0 else "")
+        p1 = _demo_phase(a, "controllers", a.experiment or "config/experiments/reach_traj_opt.yaml", a.iterations,
+                         pretrained_vision="")
+        print(f"controllers: success {100 * p1['success_rate']:.0f}% (noisy samples), {p1['wall_s']:.0f} s")
+        p2 = _demo_phase(a, "visuomotor", a.gps_experiment, a.gps_iterations,
+                         init_controllers=str(out / "controllers"), pretrained_vision=vision)
     except (RuntimeError, TimeoutError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
-    finally:
-        cmd_down(a)
+    sr = p2["success_rate"]
+    print(f"visuomotor policy: success rate {100 * sr:.0f}% (policy alone, no noise, through the nodes), "
+          f"policy cost {p2['policy_cost']:.4g}, {p2['wall_s']:.0f} s")
+    print(f"success rate: {100 * sr:.0f}%" if math.isfinite(sr) else "success rate: -")
+    for p in sorted(out.glob("*/*.png")):
+        print(f"image: {p}")
+    print(f"demo wall time: {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    """Success rates of a saved policy per condition set (gps_trainer.evaluation), table + JSON."""
+    import shlex
+
+    import torch
+
+    from gps_trainer.evaluation import evaluate_policy, format_table
+
+    torch.set_num_threads(max(1, a.threads))
+    res = evaluate_policy(a.policy, a.task, tuple(a.sets), a.trials, a.seed, a.image_size, policy_obs=a.policy_obs)
+    print(format_table(res))
+    out = Path(a.out) if a.out else Path(a.policy).parent / "eval.json"
+    command = "gps " + " ".join(shlex.quote(x) for x in a.argv)
+    res.write_json(out, {"method": a.method, "command": command} if a.method else {"command": command})
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    """docs/results.md from the result files (gps_trainer.report)."""
+    from gps_trainer.report import generate_report
+
+    path = generate_report(a.results, a.out, a.images, gps_runs=a.gps_run, gif=not a.no_gif)
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -215,13 +301,40 @@ def main(argv=None) -> int:
         p.add_argument("--sim-params", default="config/sim.yaml")
         p.add_argument("--controller-params", default="config/controller.yaml")
         p.add_argument("--trainer-params", default="config/trainer.yaml")
-    demo.add_argument("--iterations", type=int, default=5)
+        p.add_argument("--pretrained-vision", default="", help="pose-pretraining vision.safetensors (GPS)")
+    up.add_argument("--init-controllers", default="",
+                    help="GPS: start from these local controllers (.npz, checkpoint or trajectory-only output dir)")
+    demo.add_argument("--iterations", type=int, default=5, help="trajectory-only iterations (phase 1)")
+    demo.add_argument("--gps-experiment", default=DEMO_GPS_EXPERIMENT, help="phase 2 experiment")
+    demo.add_argument("--gps-iterations", type=int, default=5, help="MDGPS iterations (phase 2)")
+    demo.add_argument("--vision-iterations", type=int, default=600,
+                      help="pose-pretraining steps of the conv layers (phase 0; 0 = none)")
     tr = sub.add_parser("train", help="run iterations with a live progress bar")
     tr.add_argument("--iterations", type=int, default=1)
     sub.add_parser("status", help="print the trainer status")
     sub.add_parser("down", help="stop the processes `gps up` started")
+    ev = sub.add_parser("eval", help="success rates of a policy on the training / spatial / visual test conditions")
+    ev.add_argument("--policy", required=True, help="policy.safetensors")
+    ev.add_argument("--task", default="reach")
+    ev.add_argument("--trials", type=int, default=10, help="trials per condition set")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--sets", nargs="+", default=["train", "spatial_test", "visual_test"])
+    ev.add_argument("--image-size", type=int, default=None, help="default: the policy's input size")
+    ev.add_argument("--policy-obs", default="auto", choices=["auto", "state", "observation"])
+    ev.add_argument("--method", default="", help="label for the report (end_to_end, pose_features, ...)")
+    ev.add_argument("--out", default="", help="JSON path (default: eval.json next to the policy)")
+    ev.add_argument("--threads", type=int, default=1)
+    rep = sub.add_parser("report", help="write docs/results.md (tables, plots, GIF, reproduction)")
+    rep.add_argument("--results", default="runs/results", help="folder with the result files")
+    rep.add_argument("--out", default="docs/results.md")
+    rep.add_argument("--images", default=None, help="image folder (default: <out dir>/images/results)")
+    rep.add_argument("--gps-run", nargs="*", default=[], help="extra GPS run folders (metrics.json)")
+    rep.add_argument("--no-gif", action="store_true")
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
-    return {"up": cmd_up, "down": cmd_down, "train": cmd_train, "status": cmd_status, "demo": cmd_demo}[a.command](a)
+    a.argv = argv
+    return {"up": cmd_up, "down": cmd_down, "train": cmd_train, "status": cmd_status, "demo": cmd_demo,
+            "eval": cmd_eval, "report": cmd_report}[a.command](a)
 
 
 if __name__ == "__main__":

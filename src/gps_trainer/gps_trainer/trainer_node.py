@@ -10,6 +10,12 @@ set_linear_gaussian,set_policy_weights}``.
 
 Restart with the same ``output_dir`` resumes: the latest complete checkpoint is loaded and the
 rollouts already recorded for the interrupted iteration are reused (only missing trials run).
+
+With MDGPS / BADMM each iteration also pushes the policy weights to every controller and then evaluates
+the policy alone through the nodes (``run_trial`` policy_type "neural", no noise, one trial per
+condition; those rollouts are stored too): ``policy_cost`` and ``success_rate`` in the status are the
+policy's. Parameters ``init_controllers`` (controllers .npz, checkpoint or output directory of a
+trajectory-only run) and ``pretrained_vision`` (pose-pretraining safetensors) start from earlier phases.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ class TrainerNode(Node):
         self.base_seed = int(p("seed", 0).value)
         self.fsync = bool(p("fsync", True).value)
         algorithm_override = p("algorithm", "").value
+        init_controllers = str(p("init_controllers", "").value)
+        pretrained_vision = str(p("pretrained_vision", "").value)
 
         self.info = training.load_experiment_info(self.experiment_path)
         if algorithm_override:
@@ -70,7 +78,11 @@ class TrainerNode(Node):
         self.checkpoints = CheckpointStore(self.output_dir)
         self.checkpoints.cleanup_temporaries()
         self.metrics = training.MetricsLogger(self.output_dir)
-        self.algorithm = training.make_algorithm(self.info)
+        self.algorithm = training.make_algorithm(self.info, init_controllers, pretrained_vision)
+        # A visuomotor policy trains on the images the controllers saw: ask for them.
+        self.uses_images = bool(getattr(self.algorithm, "uses_images", False))
+        self.record_images = self.record_images or self.uses_images
+        self.evaluates_policy = hasattr(self.algorithm, "evaluate")
         self._jacobians = None if self.info.algorithm == "record_only" else training.EEJacobians(self.info.task)
 
         self._lock = threading.Lock()
@@ -81,7 +93,7 @@ class TrainerNode(Node):
         self.rejected_rollouts = 0
         self.status = dict(phase="idle", algorithm=self.info.algorithm, experiment=self.info.name, iteration=0,
                            iterations_completed=0, iterations_remaining=0, rollouts_received=0,
-                           rollouts_expected=self.info.num_conditions * self.info.samples_per_condition,
+                           rollouts_expected=self._expected_rollouts(),
                            cost_per_condition=[], kl_per_condition=[], eta_per_condition=[],
                            step_mult_per_condition=[], policy_loss=math.nan, policy_cost=math.nan,
                            success_rate=math.nan, message="")
@@ -117,12 +129,19 @@ class TrainerNode(Node):
 
     # ------------------------------------------------------------------ state
 
+    def _expected_rollouts(self) -> int:
+        """Rollouts per iteration: the samples, plus one policy-alone trial per condition for GPS."""
+        M = self.info.num_conditions
+        return M * self.info.samples_per_condition + (M if self.evaluates_policy else 0)
+
     def _resume(self) -> None:
         ckpt = self.checkpoints.latest()
         if ckpt is None:
             self.next_iteration = 0
             return
         self.algorithm.load_state(ckpt.algorithm)
+        if ckpt.policy_weights is not None and hasattr(self.algorithm, "load_policy"):
+            self.algorithm.load_policy(ckpt.policy_architecture, ckpt.policy_weights)
         self.next_iteration = ckpt.iteration + 1
         metrics = ckpt.metadata.get("metrics", {})
         self._set_status(iterations_completed=self.next_iteration, iteration=self.next_iteration,
@@ -209,7 +228,7 @@ class TrainerNode(Node):
             if self._stop.is_set():
                 return
             try:
-                self._one_iteration(self.next_iteration)
+                self._one_iteration(self.next_iteration, first=n == 0)
             except Exception as exc:
                 self.get_logger().error(f"iteration {self.next_iteration} failed: {exc}")
                 self._set_status(phase="error", message=str(exc), iterations_remaining=0, publish=True)
@@ -219,14 +238,18 @@ class TrainerNode(Node):
             self._set_status(iterations_remaining=count - n - 1, publish=True)
         self._set_status(phase="idle", message=f"done: {self.next_iteration} iterations completed", publish=True)
 
-    def _one_iteration(self, it: int) -> None:
+    def _one_iteration(self, it: int, first: bool = True) -> None:
         info = self.info
         with self._lock:
             self._current_iteration = it
         self._require_controllers()
-        if it == 0 and not self.rollouts.slots(0):
+        if first:
+            # The controllers may have (re)started since the last push: give them the current local
+            # controllers (the ones that sample iteration ``it``) and, for GPS, the current policy.
             self._push_controllers(self.algorithm.initial_controllers())
-        expected = info.num_conditions * info.samples_per_condition
+            if hasattr(self.algorithm, "serialized_policy"):
+                self._push_policy(self.algorithm.serialized_policy(), max(it - 1, 0))
+        expected = self._expected_rollouts()
         done = self.rollouts.slots(it)
         self._set_status(phase="sampling", iteration=it, rollouts_expected=expected,
                          rollouts_received=len(done), message=f"iteration {it}: {len(done)} rollouts reused",
@@ -246,8 +269,14 @@ class TrainerNode(Node):
         if out.policy is not None:
             self._push_policy(out.policy, it)
         timing["push_s"] = time.perf_counter() - t0
+        metrics = {**out.metrics}
+        if self.evaluates_policy:
+            self._set_status(phase="evaluating", publish=True)
+            t0 = time.perf_counter()
+            metrics.update(self._evaluate_policy(it))
+            timing["evaluation_s"] = time.perf_counter() - t0
         self._set_status(phase="checkpointing", publish=True)
-        metrics = {**out.metrics, **{k: v for k, v in timing.items()}}
+        metrics.update(timing)
         controllers = {}
         for m, c in out.controllers.items():
             controllers[f"cond{m}/gains"], controllers[f"cond{m}/bias"] = c.gains, c.bias
@@ -264,6 +293,21 @@ class TrainerNode(Node):
                          message=f"iteration {it} done", publish=True, **_status_metrics(metrics))
         self.get_logger().info(f"iteration {it} done: {training.summary(metrics)}")
 
+    def _evaluate_policy(self, it: int) -> dict:
+        """The pushed policy alone from every condition (mean actions), through the controllers."""
+        info = self.info
+        self._sample(it, policy_type="neural", samples=1, use_noise=False, record_images=self.uses_images)
+        rollouts = self.rollouts.load(it, "neural")
+        batches = training.batches_from_rollouts(rollouts, info.num_conditions, self._jacobians, "neural")
+        metrics = self.algorithm.evaluate(batches)
+        if self.uses_images and hasattr(self.algorithm, "write_overlay"):
+            try:
+                metrics["overlay_image"] = str(self.algorithm.write_overlay(batches, self.output_dir
+                                                                            / "feature_points.png"))
+            except Exception as exc:  # a missing image must not fail the iteration
+                self.get_logger().warning(f"feature-point overlay not written: {exc}")
+        return metrics
+
     def _require_controllers(self) -> None:
         missing = [ns for ns, c in self.clients_by_ns.items()
                    if not c["run_trial"].wait_for_service(timeout_sec=self.service_wait)]
@@ -272,12 +316,15 @@ class TrainerNode(Node):
                 f"no controller answers in namespace(s) {missing}: {_ns_prefix(missing[0])}/gps_controller/run_trial "
                 f"not available after {self.service_wait:.0f} s (check controller_namespaces)")
 
-    def _sample(self, it: int) -> float:
+    def _sample(self, it: int, policy_type: str = "linear_gaussian", samples: int | None = None,
+                use_noise: bool = True, record_images: bool | None = None) -> float:
         """Run every missing trial of iteration ``it``; each namespace runs one trial at a time."""
         t_start = time.perf_counter()
         info = self.info
-        pending = deque(training.plan_trials(it, info.num_conditions, info.samples_per_condition,
-                                             self.rollouts.slots(it)))
+        samples = info.samples_per_condition if samples is None else samples
+        record_images = self.record_images if record_images is None else record_images
+        pending = deque(training.plan_trials(it, info.num_conditions, samples, self.rollouts.slots(it),
+                                             policy_type=policy_type))
         attempts: dict[tuple, int] = {}
         running: dict[str, tuple[training.Trial, object, float]] = {}
         while pending or running:
@@ -289,8 +336,8 @@ class TrainerNode(Node):
                     attempts[trial.key] = attempts.get(trial.key, 0) + 1
                     req = RunTrial.Request(condition=trial.condition, iteration=trial.iteration,
                                            sample_index=trial.sample_index, policy_type=trial.policy_type,
-                                           horizon=info.horizon, use_noise=True,
-                                           seed=trial.seed(self.base_seed), record_images=self.record_images)
+                                           horizon=info.horizon, use_noise=use_noise,
+                                           seed=trial.seed(self.base_seed), record_images=record_images)
                     future = self.clients_by_ns[ns]["run_trial"].call_async(req)
                     running[ns] = (trial, future, time.monotonic())
             with self._rollout_event:

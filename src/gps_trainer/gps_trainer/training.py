@@ -185,12 +185,15 @@ class RecordOnlyAlgorithm:
         self.iterations_seen = int(arrays["iterations_seen"][0])
 
 
-def make_algorithm(info: ExperimentInfo) -> Algorithm:
-    """The algorithm of the experiment, behind the :class:`Algorithm` protocol."""
+def make_algorithm(info: ExperimentInfo, init_controllers: str = "", pretrained_vision: str = "") -> Algorithm:
+    """The algorithm of the experiment, behind the :class:`Algorithm` protocol. ``init_controllers`` and
+    ``pretrained_vision`` (GPS only) start from a previous phase's output."""
     if info.algorithm == "record_only":
         return RecordOnlyAlgorithm(info)
     from gps_trainer import algorithm_adapter  # the learning algorithms (imported lazily: torch etc.)
 
+    if init_controllers or pretrained_vision:
+        return algorithm_adapter.make(info, init_controllers, pretrained_vision)
     return algorithm_adapter.make(info)
 
 

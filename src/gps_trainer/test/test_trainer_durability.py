@@ -20,21 +20,11 @@ from mcap.stream_reader import StreamReader
 from mcap_ros2.decoder import DecoderFactory
 
 from gps_msgs.srv import GetStatus, StartIteration
+from testing_helpers import wait_for_output
 
 pytestmark = pytest.mark.ros
 HERE = Path(__file__).parent
 M, N, T = 2, 4, 10
-
-
-def _wait_line(proc, word, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if word in line:
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-    raise TimeoutError(f"never printed {word!r}")
 
 
 def _start_trainer(tmp_path, ros_env, experiment):
@@ -105,7 +95,7 @@ def test_kill_mid_iteration_resume_and_every_rollout_exactly_once(tmp_path, ros_
     node = rclpy.create_node("durability_client")
     try:
         for p in peers:
-            _wait_line(p, "ready")
+            wait_for_output(p, "ready")
         start = node.create_client(StartIteration, "gps_trainer/start_iteration")
         get = node.create_client(GetStatus, "gps_trainer/get_status")
 

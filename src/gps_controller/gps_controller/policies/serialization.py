@@ -90,6 +90,11 @@ def serialize_policy(policy: GaussianPolicy) -> tuple[str, bytes, str]:
 
 
 def _looks_pickled(data: bytes) -> str | None:
+    # A safetensors file starts with its header length (u64 little endian) and then the JSON header; a
+    # length such as 0x0580 begins with the bytes 0x80 0x05, so check for that layout before the
+    # pickle-opcode heuristic.
+    if len(data) >= 9 and data[8:9] == b"{" and 8 + int.from_bytes(data[:8], "little") <= len(data):
+        return None
     if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
         return f"pickle protocol {data[1]} header"
     if data[:4] == b"PK\x03\x04":

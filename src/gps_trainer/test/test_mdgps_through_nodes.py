@@ -1,0 +1,166 @@
+"""MDGPS (and BADMM) through the real nodes: gps_sim (lockstep) + gps_controller + gps_trainer as separate
+processes over real DDS, started by `gps up`. One iteration with a small MLP policy on the robot configuration o:
+the trainer samples the local controllers, runs the C- and S-steps, pushes the controllers and the
+policy weights (the controller accepts them), evaluates the policy alone through the controller
+(run_trial policy_type "neural", no noise) and checkpoints the policy as safetensors.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+
+from gps_msgs.srv import GetStatus, StartIteration
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[3]
+SAMPLES = 2
+CONDITIONS = 4
+
+
+def _experiment(tmp_path: Path, algorithm: str) -> Path:
+    """reach_<algorithm>.yaml with an MLP on o (what the controller feeds a neural policy), a tiny S-step."""
+    raw = yaml.safe_load((ROOT / "config" / "experiments" / f"reach_{algorithm}.yaml").read_text())
+    alg = raw["algorithm"]
+    if algorithm == "badmm":
+        alg["inner_iterations"] = 2
+    alg["policy_obs"] = "observation"
+    alg["policy"]["net"] = {"hidden": [32]}
+    alg["dynamics"]["prior"]["max_clusters"] = 2
+    alg["policy_prior"].update(max_clusters=2, max_samples=4)
+    alg["policy_opt"].update(iterations=60, device="cpu")
+    path = tmp_path / f"{algorithm}_mlp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _trainer_params(tmp_path: Path) -> Path:
+    params = yaml.safe_load((ROOT / "config" / "trainer.yaml").read_text())["gps_trainer"]["ros__parameters"]
+    params.update(samples_per_condition=SAMPLES, fsync=False, trial_timeout_s=60.0, service_wait_s=30.0)
+    path = tmp_path / "trainer.yaml"
+    path.write_text(yaml.safe_dump({"/**/gps_trainer": {"ros__parameters": params}}))
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of this process counts as dead
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def _stop_all(ros_env: dict, out: Path, pids: list[int]) -> None:
+    """`gps down`, then SIGKILL the process group of anything left (every node leads its own session)."""
+    try:
+        subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "down"], cwd=ROOT,
+                       env=ros_env, capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 10.0
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _call(node, client, request, timeout=30.0):
+    assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name} not available"
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+    assert future.done(), f"no answer from {client.srv_name}"
+    return future.result()
+
+
+@pytest.mark.parametrize("algorithm", ["mdgps", "badmm"])
+def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_path, ros_env, algorithm):
+    from gps_controller.conversions import status_to_dict
+    from gps_controller.policies.serialization import deserialize_policy, sha256_hex
+    from gps_trainer.storage import CheckpointStore, RolloutStore
+
+    out = tmp_path / "out"
+    pids: list[int] = []
+    rclpy.init()
+    node = rclpy.create_node("mdgps_test_client")
+    try:
+        up = subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "up",
+                             "--experiment", str(_experiment(tmp_path, algorithm)),
+                             "--trainer-params", str(_trainer_params(tmp_path))],
+                            cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=60)
+        if (out / "pids.json").exists():
+            pids = [e["pid"] for e in json.loads((out / "pids.json").read_text())]
+        assert up.returncode == 0, up.stderr
+        assert len(pids) == 3
+        get_status = node.create_client(GetStatus, "/gps_trainer/get_status")
+        start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
+        res = _call(node, start, StartIteration.Request(iterations=1), timeout=90.0)
+        assert res.accepted, res.message
+
+        deadline = time.monotonic() + 180.0
+        while True:
+            st = status_to_dict(_call(node, get_status, GetStatus.Request()).status)
+            assert st["phase"] != "error", st["message"]
+            if st["iterations_completed"] >= 1 and st["iterations_remaining"] == 0:
+                break
+            assert time.monotonic() < deadline, f"the {algorithm} iteration did not finish in time: {st}"
+            for pid in pids:
+                assert _alive(pid), f"process {pid} died; logs in {out / 'logs'}"
+            time.sleep(1.0)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        _stop_all(ros_env, out, pids)
+    assert not any(_alive(p) for p in pids)
+
+    # Status: the algorithm's; the policy's own cost and success come from the evaluation.
+    assert st["algorithm"] == algorithm
+    assert np.isfinite(st["policy_cost"]) and st["policy_cost"] > 0
+    assert 0.0 <= st["success_rate"] <= 1.0
+    assert np.isfinite(st["policy_loss"])
+    assert st["rollouts_expected"] == CONDITIONS * SAMPLES + CONDITIONS
+
+    # The controller accepted the pushed weights (it logs nothing on success; a rejection fails the
+    # trainer's iteration), and ran the policy alone: one noiseless neural rollout per condition.
+    with RolloutStore(out, fsync=False) as store:
+        neural = store.load(0, "neural")
+        samples = store.load(0, "linear_gaussian")
+    assert len(samples) == CONDITIONS * SAMPLES
+    assert sorted(r.condition for r in neural) == list(range(CONDITIONS))
+    assert all(np.all(r.noise == 0) for r in neural)
+    assert all(r.states.shape == (100, 32) and np.all(np.isfinite(r.actions)) for r in neural)
+    ctrl_log = (out / "logs" / "controller.log").read_text()
+    assert "set_policy_weights rejected" not in ctrl_log
+    assert ctrl_log.count(", neural,") >= CONDITIONS
+
+    # The checkpoint holds the policy (safetensors, valid SHA) and the metrics row the policy terms.
+    ckpt = CheckpointStore(out).latest()
+    assert ckpt is not None and ckpt.iteration == 0
+    assert (ckpt.path / "policy.safetensors").exists()
+    policy = deserialize_policy(ckpt.policy_architecture, ckpt.policy_weights, sha256_hex(ckpt.policy_weights))
+    assert policy.obs_dim == 32 and policy.action_dim == 7 and not policy.uses_images
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["policy_cost"] == pytest.approx(st["policy_cost"])
+    assert len(row["policy_cost_per_condition"]) == CONDITIONS
+    assert row["evaluation_s"] > 0 and row["s_step_s"] > 0
+    # The neural rollouts' torques are the pushed policy's mean actions at their observations, clamped
+    # to the effort limits, except components the joint-limit guard zeroed (a joint at its limit).
+    lim = np.array([30.0, 30.0, 30.0, 30.0, 30.0, 10.0, 10.0])
+    for r in neural:
+        mean, _ = policy.predict(r.observations)
+        same = np.isclose(r.actions, np.clip(mean, -lim, lim), atol=1e-4)
+        assert np.all(r.actions[~same] == 0.0), "torques differ from the policy's beyond the joint-limit guard"
+        assert same.mean() > 0.9, f"only {same.mean():.0%} of the torques are the policy's"
