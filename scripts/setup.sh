@@ -50,3 +50,6 @@ export PYTHONPATH="$ROOT/src/gps_sim:$ROOT/src/gps_trainer:$ROOT/src/gps_control
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 export GPS_ROOT="$ROOT"
+# ament_python installs console scripts under lib/<package> (where `ros2 run` looks); put the `gps`
+# CLI on PATH, since there is no `ros2` command on a bare machine.
+export PATH="$ROOT/install/gps_trainer/lib/gps_trainer:$PATH"
