@@ -165,3 +165,14 @@ def test_rejects_bad_json_sizes_and_nonfinite(cnn_policy):
         deserialize_policy(arch, hdr, _sha(hdr))
     with pytest.raises(PolicyFormatError, match="must be bytes"):
         deserialize_policy(arch, "text", sha)
+
+
+def test_safetensors_header_length_that_looks_like_a_pickle_opcode_is_not_rejected():
+    """A header of 0x0580 bytes starts the file with 0x80 0x05 (the pickle-5 opcode bytes)."""
+    from gps_controller.policies.serialization import _looks_pickled
+
+    n = 0x0580
+    data = struct.pack("<Q", n) + b"{" + b" " * (n - 2) + b"}"
+    assert data[:2] == b"\x80\x05"
+    assert _looks_pickled(data) is None
+    assert _looks_pickled(pickle.dumps({"a": 1}, protocol=5)) is not None

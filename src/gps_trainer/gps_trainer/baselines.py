@@ -1,0 +1,197 @@
+"""The paper's baselines for Table I (Sec. IV), built from the existing training phases.
+
+- ``pose_prediction`` (modular pipeline): the pose-pretrained CNN (phase 1, ``PoseRegressor``) predicts
+  the target position from the image; the state-based policy trained by MDGPS on the true target
+  (``policy_obs: state``) acts on the state reconstructed from the robot configuration and the
+  *predicted* target: x_hat = [q, qd, ee_points - target_points(predicted), ee_velocities]. The target's
+  orientation follows from its position by the task file's rule (``face_targets_towards``), so only the
+  position has to be seen. :class:`PosePredictionActor`.
+- ``pose_features``: the visuomotor CNN with the pretrained conv layers and spatial softmax *frozen*;
+  only the fully connected control layers are trained by MDGPS. Implemented as an MDGPS experiment whose
+  S-step trains the head only (``policy_opt.iterations: 0``, ``fc_only_iterations: F``).
+- ``end_to_end``: ours; the same run, and after the head steps of each S-step every layer (conv included)
+  is trained too (``policy_opt.iterations: E > 0``).
+
+:func:`baseline_overrides` gives the experiment overrides for the two visuomotor variants (used with
+``python -m gps_trainer.procedure gps --config config/experiments/reach_mdgps_visual.yaml``);
+:func:`evaluate_baselines` evaluates whatever runs exist on the three condition sets and writes one
+JSON per method; ``python -m gps_trainer.baselines`` does both (a finished GPS run is not rerun).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from gps_controller.policies.neural import GaussianPolicy, images_to_tensor
+from gps_controller.policies.serialization import load_policy
+from gps_sim.tasks import TaskConfig, load_task, yaw_quaternion
+from gps_trainer.pose_pretraining import PoseRegressor, load_pose_regressor
+
+__all__ = ["METHODS", "METHOD_LABELS", "PosePredictionActor", "baseline_overrides", "evaluate_baselines"]
+
+METHODS = ("end_to_end", "pose_features", "pose_prediction")
+METHOD_LABELS = {"end_to_end": "end-to-end training", "pose_features": "pose features",
+                 "pose_prediction": "pose prediction",
+                 "state_oracle": "state policy on the true target (reference, not in the paper)"}
+
+
+def _yaw_origin(task: TaskConfig) -> np.ndarray | None:
+    if not task.path:
+        return None
+    raw = yaml.safe_load(Path(task.path).read_text()) or {}
+    v = raw.get("face_targets_towards")
+    return None if v is None else np.asarray(v, dtype=float)
+
+
+def _rotation(quat: np.ndarray) -> np.ndarray:
+    w, x, y, z = quat / np.linalg.norm(quat)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+class PosePredictionActor:
+    """Image -> predicted target position -> reconstructed state -> state policy's mean torques."""
+
+    uses_images = True
+    name = "pose prediction (pretrained CNN -> state policy)"
+
+    def __init__(self, state_policy: GaussianPolicy, regressor: PoseRegressor, task: TaskConfig | str):
+        if state_policy.uses_images or state_policy.obs_dim != 32:
+            raise ValueError("pose prediction needs a state-based (32-d x) policy")
+        self.policy = state_policy.eval()
+        self.regressor = regressor.eval()
+        self.task = task if isinstance(task, TaskConfig) else load_task(task)
+        self.origin = _yaw_origin(self.task)
+        self.last_prediction: np.ndarray | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c = self.regressor.net.config
+        return (c.image_height, c.image_width, c.image_channels)
+
+    def target_points(self, position: np.ndarray) -> np.ndarray:
+        if self.origin is not None:
+            d = position[:2] - self.origin[:2]
+            quat = yaw_quaternion(math.atan2(d[1], d[0]))
+        else:
+            quat = np.array([1.0, 0.0, 0.0, 0.0])
+        return position + self.task.target_points @ _rotation(quat).T
+
+    def act(self, obs_config: np.ndarray, image: np.ndarray, noise: Any = None) -> np.ndarray:
+        with torch.inference_mode():
+            pos = self.regressor(images_to_tensor(np.asarray(image)[None]))[0][0].double().numpy()
+        self.last_prediction = pos
+        c = np.asarray(obs_config, dtype=float)
+        ee = c[14:23].reshape(3, 3)
+        x_hat = np.concatenate([c[:14], (ee - self.target_points(pos)).ravel(), c[23:32]])
+        return self.policy.act(x_hat, None, noise)
+
+
+def baseline_overrides(method: str, fc_steps: int, e2e_steps: int) -> dict[str, Any]:
+    """S-step overrides of the visuomotor MDGPS experiment. Both variants first train the control layers
+    on fixed feature points for ``fc_steps``; ``end_to_end`` then trains every layer for ``e2e_steps``,
+    ``pose_features`` never touches the conv layers or the softmax."""
+    if method == "pose_features":
+        return {"algorithm.policy_opt.iterations": 0, "algorithm.policy_opt.fc_only_iterations": int(fc_steps)}
+    if method == "end_to_end":
+        if e2e_steps < 1:
+            raise ValueError("end_to_end needs e2e_steps >= 1")
+        return {"algorithm.policy_opt.iterations": int(e2e_steps),
+                "algorithm.policy_opt.fc_only_iterations": int(fc_steps)}
+    raise ValueError(f"no visuomotor GPS run for {method!r}")
+
+
+def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | None = None,
+                       state_policy: str | Path | None = None, end_to_end: str | Path | None = None,
+                       pose_features: str | Path | None = None, trials_per_set: int = 10, seed: int = 0,
+                       condition_sets: tuple[str, ...] = ("train", "spatial_test", "visual_test"),
+                       command: str = "") -> dict[str, Any]:
+    """Evaluate the methods whose inputs are given; writes <out_dir>/eval_<method>.json each."""
+    from gps_trainer.evaluation import evaluate_policy, format_table
+
+    out = Path(out_dir)
+    results: dict[str, Any] = {}
+    jobs: list[tuple[str, dict[str, Any]]] = []
+    if vision and state_policy:
+        actor = PosePredictionActor(load_policy(state_policy), load_pose_regressor(vision), task)
+        jobs.append(("pose_prediction", {"policy_or_path": f"{state_policy} + {vision}", "actor": actor,
+                                         "image_size": actor.image_shape[0]}))
+    for method, path in (("pose_features", pose_features), ("end_to_end", end_to_end)):
+        if path:
+            jobs.append((method, {"policy_or_path": str(path)}))
+    for method, kw in jobs:
+        res = evaluate_policy(task=task, condition_sets=condition_sets, trials_per_set=trials_per_set, seed=seed,
+                              **kw)
+        res.write_json(out / f"eval_{method}.json", {"method": method, "command": command})
+        print(f"{METHOD_LABELS[method]}:\n{format_table(res)}", flush=True)
+        results[method] = res
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gps_trainer.baselines --vision V --state-policy P [--controllers C] --out runs/results``"""
+    import argparse
+    import json
+    import shlex
+    import sys
+
+    from gps_trainer.gps_config import load_gps_experiment
+    from gps_trainer.procedure import _overrides, run_gps
+
+    ap = argparse.ArgumentParser(prog="gps_trainer.baselines", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="config/experiments/reach_mdgps_visual.yaml")
+    ap.add_argument("--vision", required=True, help="phase-1 vision.safetensors (pose pretraining)")
+    ap.add_argument("--state-policy", default=None, help="state-based MDGPS policy.safetensors (pose prediction)")
+    ap.add_argument("--controllers", default=None, help="initial local controllers (.npz) for the GPS runs")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    ap.add_argument("--fc-steps", type=int, default=300)
+    ap.add_argument("--e2e-steps", type=int, default=50)
+    ap.add_argument("--trials", type=int, default=10, help="evaluation trials per condition set")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="runs/results")
+    ap.add_argument("overrides", nargs="*", help="experiment key=value overrides (dotted keys)")
+    a = ap.parse_args(argv)
+    a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    if set(a.methods) - set(METHODS):
+        ap.error(f"--methods: unknown {sorted(set(a.methods) - set(METHODS))}")
+    torch.set_num_threads(max(1, a.threads))
+    command = "python -m gps_trainer.baselines " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    out = Path(a.out)
+    policies: dict[str, str] = {}
+    for method in ("pose_features", "end_to_end"):
+        if method not in a.methods:
+            continue
+        over = {**_overrides(a.overrides), **baseline_overrides(method, a.fc_steps, a.e2e_steps),
+                "algorithm.pretrained_vision": str(a.vision), "name": f"reach_mdgps_visual_{method}"}
+        if a.controllers:
+            over["algorithm.init_controllers_file"] = str(a.controllers)
+        cfg = load_gps_experiment(a.config, over)
+        run_dir = out / f"gps_{method}"
+        metrics = run_dir / "metrics.json"
+        done = metrics.exists() and len(json.loads(metrics.read_text()).get("iterations", [])) >= cfg.iterations
+        if not done:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "command.txt").write_text(command + "\n")
+            print(f"== {method}: {cfg.iterations} MDGPS iterations -> {run_dir}", flush=True)
+            run_gps(cfg, run_dir, on_iteration=lambda info, ev, m=method: print(
+                f"[{m}] iteration {info.iteration}: policy success {ev.success_rate if ev else float('nan'):.2f}",
+                flush=True))
+        policies[method] = str(run_dir / "policy.safetensors")
+    evaluate_baselines(load_gps_experiment(a.config).task, out, vision=a.vision,
+                       state_policy=a.state_policy if "pose_prediction" in a.methods else None,
+                       end_to_end=policies.get("end_to_end"), pose_features=policies.get("pose_features"),
+                       trials_per_set=a.trials, seed=a.seed, command=command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""Success rates of a trained policy in the paper's three test conditions (Table I).
+
+The paper evaluates every policy on (1) the training target positions, (2) new target positions in
+the same range ("spatial test") and (3) training positions with visual distractors and colour changes
+("visual test"). :func:`evaluate_policy` does the same on a task's condition sets ``train``,
+``spatial_test`` and ``visual_test``: the policy runs alone (its mean action, no noise, no local
+controllers) for the task horizon; a trial succeeds when ``ArmSim.is_success()`` holds at the end.
+Each rate comes with a Wilson score interval.
+
+Trials: trial ``i`` of a set uses condition ``i mod (number of conditions)`` and a reset seed drawn
+from ``numpy.random.default_rng([seed, set_index, i])`` (the seed moves the visual test's
+distractors), so a result depends only on (policy, task, sets, trials, seed) and is the same on
+every run.
+
+Where it runs: directly on the simulator's Python API (``gps_sim.ArmSim``), in-process. The ROS path
+(controller node + sim node, lockstep) executes the same policy on the same simulator, but ``gps eval``
+does not drive it; evaluation through the nodes is not implemented here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gps_controller.policies.neural import GaussianPolicy
+from gps_controller.policies.serialization import load_policy
+from gps_trainer.rollouts import POLICY_OBS
+
+__all__ = ["CONDITION_SETS", "wilson_interval", "SetResult", "EvalResult", "evaluate_policy",
+           "load_policy_for_eval", "format_table", "run_trial"]
+
+CONDITION_SETS = ("train", "spatial_test", "visual_test")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion: (low, high) in [0, 1]; (0, 1) when n == 0.
+
+    centre = (p + z^2 / 2n) / (1 + z^2 / n),
+    half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2).
+    """
+    n = int(n)
+    k = int(successes)
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class SetResult:
+    """One condition set's trials."""
+
+    condition_set: str
+    trials: int
+    successes: int
+    ci_low: float
+    ci_high: float
+    success: list[bool] = field(default_factory=list)  # per trial
+    conditions: list[int] = field(default_factory=list)  # condition index per trial
+    reset_seeds: list[int] = field(default_factory=list)
+    initial_target_positions: list[list[float]] = field(default_factory=list)  # per trial, m
+    final_distance: list[float] = field(default_factory=list)  # mean EE-point distance at the end, m
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.trials if self.trials else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "rate": self.rate}
+
+
+@dataclass
+class EvalResult:
+    task: str
+    policy: str
+    policy_obs: str
+    seed: int
+    trials_per_set: int
+    horizon: int
+    image_size: int
+    sets: dict[str, SetResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "sets"}
+        d["sets"] = {k: v.to_dict() for k, v in self.sets.items()}
+        return d
+
+    def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**self.to_dict(), **(extra or {})}, indent=1))
+        return path
+
+
+def format_table(result: EvalResult) -> str:
+    """Plain-text table: set, successes/trials, rate, 95% Wilson interval, mean final distance."""
+    lines = [f"{'set':<14}{'success':>10}{'rate':>9}   {'95% CI (Wilson)':<17}{'final dist (cm)':>16}"]
+    for name, s in result.sets.items():
+        dist = 100 * float(np.mean(s.final_distance)) if s.final_distance else float("nan")
+        lines.append(f"{name:<14}{f'{s.successes}/{s.trials}':>10}{100 * s.rate:>8.1f}%   "
+                     f"[{100 * s.ci_low:5.1f}, {100 * s.ci_high:5.1f}]%  {dist:>14.2f}")
+    return "\n".join(lines)
+
+
+def load_policy_for_eval(policy_or_path: GaussianPolicy | str | Path, policy_obs: str = "auto"
+                         ) -> tuple[GaussianPolicy, str, str]:
+    """(policy, what it observes, a name). ``policy_obs="auto"``: a CNN sees observations; an MLP's
+    input is read from the run's metrics.json next to the weights (``algorithm.policy_obs``), else
+    the full state x (the state-based MDGPS default)."""
+    if isinstance(policy_or_path, GaussianPolicy):
+        policy, name, metrics = policy_or_path, "<in-memory policy>", None
+    else:
+        path = Path(policy_or_path)
+        policy, name = load_policy(path), str(path)
+        metrics = path.parent / "metrics.json"
+    if policy_obs == "auto":
+        if policy.uses_images:
+            policy_obs = "observation"
+        else:
+            policy_obs = "state"
+            if metrics is not None and metrics.exists():
+                cfg = json.loads(metrics.read_text()).get("config", {})
+                policy_obs = cfg.get("algorithm", {}).get("policy_obs", "state")
+    if policy_obs not in POLICY_OBS:
+        raise ValueError(f"policy_obs {policy_obs!r} unknown; expected one of {POLICY_OBS} or 'auto'")
+    if policy.uses_images and policy_obs != "observation":
+        raise ValueError("a visuomotor policy sees observations")
+    return policy.eval(), policy_obs, name
+
+
+def run_trial(sim: Any, actor: Any, policy_obs: str, condition: int, condition_set: str, reset_seed: int,
+              T: int, frames: list[tuple[np.ndarray, np.ndarray | None]] | None = None) -> tuple[bool, float]:
+    """One noise-free trial: reset, T steps of ``actor.act`` (torques clipped to the effort limits),
+    success and mean EE-point distance (m) at the end. With ``frames`` (a list), each step's
+    (image, feature points or None) is appended (needs a rendering sim)."""
+    lim = np.asarray(sim.effort_limits, dtype=np.float64)
+    ob = sim.reset(condition, seed=int(reset_seed), condition_set=condition_set)
+    for _ in range(T):
+        o = sim.state() if policy_obs == "state" else ob.config
+        img = ob.image if actor.uses_images else None
+        if frames is not None and isinstance(actor, GaussianPolicy) and actor.uses_images:
+            u, pts = actor.act(o, img, return_features=True)
+            frames.append((img, pts))
+        else:
+            u = actor.act(o, img)
+            if frames is not None:
+                frames.append((ob.image, None))
+        ob = sim.step(np.clip(u, -lim, lim))
+    return bool(sim.is_success()), float(sim.mean_distance())
+
+
+def evaluate_policy(
+    policy_or_path: GaussianPolicy | str | Path,
+    task: str = "reach",
+    condition_sets: tuple[str, ...] | list[str] = CONDITION_SETS,
+    trials_per_set: int = 10,
+    seed: int = 0,
+    image_size: int | None = None,
+    *,
+    policy_obs: str = "auto",
+    horizon: int | None = None,
+    sim: Any = None,
+    actor: Any = None,
+) -> EvalResult:
+    """Run the policy alone ``trials_per_set`` times on each condition set (conditions cycled).
+
+    ``image_size`` defaults to the policy's input size (64 for a state policy). ``sim`` may be given
+    (an ``ArmSim`` of the task, rendering images if the policy needs them). ``actor`` replaces the
+    policy as the thing that acts (anything with ``act(obs, image, noise)`` and ``uses_images``, e.g.
+    the pose-prediction pipeline of :mod:`gps_trainer.baselines`); ``policy_or_path`` then only names it.
+    """
+    from gps_sim import ArmSim
+
+    if actor is None:
+        policy, policy_obs, name = load_policy_for_eval(policy_or_path, policy_obs)
+    else:
+        policy, name = actor, str(getattr(actor, "name", policy_or_path))
+        policy_obs = "observation" if policy_obs == "auto" else policy_obs
+    if trials_per_set < 1:
+        raise ValueError("trials_per_set must be >= 1")
+    if image_size is None:
+        image_size = policy.image_shape[0] if getattr(policy, "image_shape", None) else 64
+    own_sim = sim is None
+    if own_sim:
+        sim = ArmSim(task, image_size=image_size, render_images=bool(policy.uses_images))
+    T = int(horizon or sim.task.horizon)
+    sets: dict[str, SetResult] = {}
+    try:
+        for k, cset in enumerate(condition_sets):
+            n_cond = sim.num_conditions(cset)
+            if n_cond == 0:
+                raise ValueError(f"task {sim.task.name!r} has no {cset!r} conditions")
+            conds = sim.task.condition_list(cset)
+            res = SetResult(cset, trials_per_set, 0, 0.0, 1.0)
+            for i in range(trials_per_set):
+                m = i % n_cond
+                trial_seed = int(np.random.default_rng([int(seed), k, i]).integers(2**31))
+                ok, dist = run_trial(sim, policy, policy_obs, m, cset, trial_seed, T)
+                res.success.append(ok)
+                res.conditions.append(m)
+                res.reset_seeds.append(trial_seed)
+                res.initial_target_positions.append([float(v) for v in conds[m].target_pose[:3]])
+                res.final_distance.append(dist)
+            res.successes = int(sum(res.success))
+            res.ci_low, res.ci_high = wilson_interval(res.successes, res.trials)
+            sets[cset] = res
+    finally:
+        if own_sim:
+            sim.close()
+    return EvalResult(task=str(task), policy=name, policy_obs=policy_obs, seed=int(seed),
+                      trials_per_set=int(trials_per_set), horizon=T, image_size=int(image_size), sets=sets)

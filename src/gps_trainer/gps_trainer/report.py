@@ -1,0 +1,345 @@
+"""``gps report``: docs/results.md from the result files of the evaluation runs.
+
+Reads (all optional; a missing input gives a section that says so and how to produce it):
+
+- ``<results>/eval_<method>.json``  policy evaluations (``gps eval`` / gps_trainer.baselines), method in
+  end_to_end, pose_features, pose_prediction (any other name is listed too)
+- ``<results>/architectures.json``  the architecture comparison (python -m gps_trainer.architectures)
+- ``<results>/model_free/<algo>_seed<s>/progress.json``  SB3 runs (python -m gps_trainer.sample_efficiency)
+- GPS runs: every ``<results>/*/metrics.json`` written by ``python -m gps_trainer.procedure gps``
+
+Writes the markdown file, PNG plots (cost per iteration, success vs environment steps, pose error per
+architecture) and, when a visuomotor policy is available, a GIF of one visual-test rollout with the
+feature points drawn on the camera image, into ``<images>`` (next to the markdown file by default).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gps_trainer.baselines import METHOD_LABELS, METHODS
+from gps_trainer.sample_efficiency import gps_curve, load_model_free_curves, summarize
+
+__all__ = ["PAPER_TABLE_I", "SECTIONS", "generate_report", "rollout_gif"]
+
+# Table I of Levine, Finn, Darrell, Abbeel (seeds/visuomotor-paper.txt): success rates in %, trials in
+# parentheses in the header of each task; None = "n/a" or no row in the paper.
+PAPER_TABLE_I: dict[str, dict[str, Any]] = {
+    "coat hanger": {"trials": (18, 24, 18), "end_to_end": (100, 100, 100), "pose_features": (88.9, 87.5, 83.3),
+                    "pose_prediction": (55.6, 58.3, 66.7)},
+    "shape sorting cube": {"trials": (27, 36, 40), "end_to_end": (96.3, 91.7, 87.5),
+                           "pose_features": (70.4, 83.3, 40.0), "pose_prediction": (0.0, 0.0, None)},
+    "toy claw hammer": {"trials": (45, 60, 60), "end_to_end": (91.1, 86.7, 78.3),
+                        "pose_features": (62.2, 75.0, 53.3), "pose_prediction": (8.9, 18.3, None)},
+    "bottle cap": {"trials": (27, 12, 40), "end_to_end": (88.9, 83.3, 62.5), "pose_features": (55.6, 58.3, 27.5),
+                   "pose_prediction": None},
+}
+SETS = ("train", "spatial_test", "visual_test")
+SECTIONS = ("## Table I: success rates", "## Network architecture vs pose error",
+            "## Sample efficiency: GPS vs model-free RL", "## GPS cost per iteration",
+            "## Rollout with feature points", "## How to reproduce")
+
+
+def _fmt_rate(s: dict[str, Any]) -> str:
+    return (f"{100 * s['rate']:.1f}% ({s['successes']}/{s['trials']}; "
+            f"95% CI {100 * s['ci_low']:.0f}-{100 * s['ci_high']:.0f}%)")
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start).replace(os.sep, "/")
+
+
+def _load_evals(results: Path) -> dict[str, dict[str, Any]]:
+    evals = {}
+    for p in sorted(results.glob("eval_*.json")):
+        d = json.loads(p.read_text())
+        evals[d.get("method", p.stem[5:])] = d | {"_file": str(p)}
+    return evals
+
+
+def _gps_runs(results: Path, extra: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    paths = sorted(results.glob("*/metrics.json")) + [p / "metrics.json" if p.is_dir() else p for p in extra]
+    runs, seen = [], set()
+    for p in paths:
+        if p.exists() and p.resolve() not in seen:
+            seen.add(p.resolve())
+            runs.append((p, json.loads(p.read_text())))
+    return runs
+
+
+def _table_i(evals: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["Success of the policy alone (mean action, no noise) at the end of the episode, per condition set;",
+             "95% Wilson intervals. Paper numbers: Table I of the visuomotor paper (real PR2).", ""]
+    if evals:
+        task = next(iter(evals.values())).get("task", "?")
+        lines += [f"**Ours (simulation, task `{task}`)**", "",
+                  "| method | training | spatial test | visual test |", "|---|---|---|---|"]
+        order = [m for m in METHODS if m in evals] + [m for m in evals if m not in METHODS]
+        for m in order:
+            sets = evals[m]["sets"]
+            cells = [_fmt_rate(sets[s]) if s in sets else "not run" for s in SETS]
+            lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+        missing = [METHOD_LABELS[m] for m in METHODS if m not in evals]
+        if missing:
+            lines += ["", f"Not run: {', '.join(missing)} (see the notes at the end)."]
+    else:
+        lines += ["No policy evaluation found (`gps eval ... --out <results>/eval_end_to_end.json`)."]
+    lines += ["", "**Paper (Table I)**", "", "| task | method | training | spatial test | visual test |",
+              "|---|---|---|---|---|"]
+    for task, row in PAPER_TABLE_I.items():
+        n = row["trials"]
+        for m in METHODS:
+            vals = row.get(m)
+            if vals is None:
+                continue
+            cells = [("n/a" if v is None else f"{v:g}%") + f" ({k})" for v, k in zip(vals, n, strict=True)]
+            lines.append(f"| {task} | {METHOD_LABELS[m]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _plot_architectures(arch: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = arch["architectures"]
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(range(len(names)), [rows[n]["test_error_cm"] for n in names],
+           yerr=[rows[n]["test_error_std_cm"] for n in names], capsize=4, color="#4c72b0")
+    ax.axhline(arch["baseline_mean_error_cm"], ls="--", c="gray", label="predict the mean")
+    ax.set_xticks(range(len(names)), [rows[n]["label"].replace(" + ", "\n+ ").replace(" (ours)", "\n(ours)")
+                                      for n in names], fontsize=7)
+    ax.set_ylabel("held-out pose error (cm)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _architectures(arch: dict[str, Any] | None, img_dir: Path, md_dir: Path) -> list[str]:
+    if arch is None:
+        return ["No architecture comparison found (`python -m gps_trainer.architectures`)."]
+    cfg = arch.get("config", {})
+    lines = [f"Target-position regression from {cfg.get('image_size')}x{cfg.get('image_size')} images of task "
+             f"`{cfg.get('task')}`: {cfg.get('num_train')} training / {cfg.get('num_test')} held-out images, "
+             f"{cfg.get('iterations')} Adam steps (batch {cfg.get('batch_size')}, lr {cfg.get('learning_rate')}), "
+             f"seed {cfg.get('seed')}; the same conv trunk for all.", "",
+             "| network architecture | test error (cm), mean +- std | train error (cm) | parameters |",
+             "|---|---|---|---|"]
+    for row in arch["architectures"].values():
+        lines.append(f"| {row['label']} | {row['test_error_cm']:.2f} +- {row['test_error_std_cm']:.2f} | "
+                     f"{row['train_error_cm']:.2f} | {row['parameters']:,} |")
+    lines += [f"| (always predict the training mean) | {arch['baseline_mean_error_cm']:.2f} | | |", ""]
+    png = img_dir / "pose_error_per_architecture.png"
+    _plot_architectures(arch, png)
+    lines += [f"![pose error per architecture]({_rel(png, md_dir)})",
+              "", "The seeds text does not contain the paper's numbers for this comparison, so none are "
+              "shown next to ours."]
+    return lines
+
+
+def _plot_success(mf: list[dict[str, Any]], gps: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    colors = {"sac": "#dd8452", "ppo": "#55a868"}
+    for r in mf:
+        xs = [e["env_steps"] for e in r["evaluations"]]
+        ys = [100 * e["success_rate"] for e in r["evaluations"]]
+        ax.plot(xs, ys, marker=".", c=colors.get(r["algorithm"], None), alpha=0.8,
+                label=f"{r['algorithm'].upper()} seed {r['seed']}")
+    for g in gps:
+        xs, ys = zip(*g["curve"], strict=True) if g["curve"] else ((), ())
+        ax.plot(xs, [100 * y for y in ys], marker="o", c="#4c72b0", label=f"GPS ({g['algorithm'].upper()})")
+    ax.axhline(90, ls="--", c="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(-3, 103)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _sample_efficiency(mf: list[dict[str, Any]], gps: list[dict[str, Any]], img_dir: Path, md_dir: Path) -> list[str]:
+    if not mf and not gps:
+        return ["No runs found (`python -m gps_trainer.sample_efficiency`, `python -m gps_trainer.procedure gps`)."]
+    lines = ["Environment steps used for learning until the policy's success rate first reaches 90% (evaluation "
+             "episodes not counted). SB3: deterministic policy, success over the listed number of episodes from "
+             "the training conditions (cycled) every 'eval every' steps. GPS: iterations x conditions x samples "
+             "x T; success of the policy alone from each training condition once per iteration.", "",
+             "| method | seed | env steps to 90% | budget used | final success | eval every (episodes) |",
+             "|---|---|---|---|---|---|"]
+    for row in summarize(mf, gps[0] if gps else None):
+        reached = (f"{row['steps_to_threshold']:,}" if row["steps_to_threshold"] is not None
+                   else f"not reached within {row['budget']:,}")
+        note = "" if row["done"] else f" (running; planned {row['planned_budget']:,})"
+        lines.append(f"| {row['method']} | {row['seed']} | {reached} | {row['budget']:,}{note} | "
+                     f"{100 * row['final_success']:.0f}% | {row['eval_every']} ({row['eval_episodes']}) |")
+    png = img_dir / "success_vs_env_steps.png"
+    _plot_success(mf, gps[:1], png)
+    lines += ["", f"![success vs environment steps]({_rel(png, md_dir)})"]
+    return lines
+
+
+def _gps_cost(runs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Path) -> list[str]:
+    if not runs:
+        return ["No GPS run found (`python -m gps_trainer.procedure gps --config ... --out <results>/<name>`)."]
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    lines = ["| run | iterations | sample cost, first -> last | policy cost, first -> last | policy success, last |",
+             "|---|---|---|---|---|"]
+    for path, data in runs:
+        rows = data.get("iterations", [])
+        name = data.get("config", {}).get("name", path.parent.name)
+        cost = [float(np.mean(r["cost_per_condition"])) for r in rows]
+        pcost = [float(r.get("policy_cost", math.nan)) for r in rows]
+        ax.plot(range(len(cost)), cost, marker="o", label=f"{name}: samples")
+        if any(math.isfinite(c) for c in pcost):
+            ax.plot(range(len(pcost)), pcost, marker="x", ls="--", label=f"{name}: policy alone")
+        succ = rows[-1].get("policy_success_rate", math.nan) if rows else math.nan
+        lines.append(f"| {name} (`{path.parent.name}`) | {len(rows)} | "
+                     f"{cost[0]:.1f} -> {cost[-1]:.1f} | {pcost[0]:.1f} -> {pcost[-1]:.1f} | "
+                     f"{100 * succ:.0f}% |" if rows else f"| {name} | 0 | - | - | - |")
+    ax.set_yscale("log")
+    ax.set_xlabel("GPS iteration")
+    ax.set_ylabel("mean cost per episode")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = img_dir / "cost_per_iteration.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return lines + ["", f"![cost per iteration]({_rel(png, md_dir)})"]
+
+
+def rollout_gif(policy_path: str | Path, task: str, path: str | Path, condition_set: str = "visual_test",
+                condition: int = 0, seed: int = 0, frame_every: int = 2, scale: int = 4) -> dict[str, Any]:
+    """Run a visuomotor policy alone once and save a GIF of the camera image with its feature points."""
+    from PIL import Image
+
+    from gps_controller.policies.serialization import load_policy
+    from gps_sim import ArmSim
+    from gps_trainer.evaluation import run_trial
+    from gps_trainer.procedure import feature_point_overlay
+
+    policy = load_policy(policy_path)
+    if not policy.uses_images:
+        raise ValueError("a feature-point GIF needs a visuomotor policy")
+    sim = ArmSim(task, image_size=policy.image_shape[0], render_images=True)
+    frames: list[tuple[np.ndarray, np.ndarray | None]] = []
+    try:
+        ok, dist = run_trial(sim, policy, "observation", condition, condition_set, seed, sim.task.horizon, frames)
+    finally:
+        sim.close()
+    imgs = [Image.fromarray(feature_point_overlay(img, pts, scale=scale)) for img, pts in frames[::frame_every]]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(50 * frame_every), loop=0)
+    return {"success": ok, "final_distance_m": dist, "frames": len(imgs), "condition_set": condition_set,
+            "condition": condition, "seed": seed}
+
+
+def _gif(evals: dict[str, dict[str, Any]], runs: list[tuple[Path, dict[str, Any]]], img_dir: Path,
+         md_dir: Path) -> list[str]:
+    from gps_controller.policies.serialization import load_policy
+
+    candidates = [(m, Path(evals[m]["policy"])) for m in ("end_to_end", "pose_features") if m in evals]
+    candidates += [(p.parent.name, p.parent / "policy.safetensors") for p, _ in runs]
+    for name, pol in candidates:
+        if not pol.exists():
+            continue
+        try:
+            if not load_policy(pol).uses_images:
+                continue
+        except Exception:  # noqa: BLE001  (an unreadable file is skipped, the next one tried)
+            continue
+        task = evals.get(name, {}).get("task") or dict(runs[0][1]).get("config", {}).get("task", "reach")
+        gif = img_dir / "rollout_visual_test.gif"
+        info = rollout_gif(pol, task, gif)
+        return [f"Policy `{pol}` ({name}) alone on visual-test condition 0 (seed 0): "
+                f"{'success' if info['success'] else 'failure'}, final mean EE-point distance "
+                f"{100 * info['final_distance_m']:.1f} cm. Coloured dots: the CNN's feature points.", "",
+                f"![rollout with feature points]({_rel(gif, md_dir)})"]
+    return ["No visuomotor (CNN) policy available, so no rollout GIF (train one with "
+            "`python -m gps_trainer.procedure gps --config config/experiments/reach_mdgps_visual.yaml ...`)."]
+
+
+def _reproduce(evals: dict[str, dict[str, Any]], arch: dict[str, Any] | None, mf: list[dict[str, Any]],
+               runs: list[tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
+    lines = ["Every result file records the command that produced it; all runs are seeded "
+             "(numpy Generators, seeded torch), so the same command gives the same numbers on the same machine.", ""]
+    items: list[tuple[str, str, str]] = []
+    for path, data in runs:
+        cfg = data.get("config", {})
+        cmd_file = path.parent / "command.txt"
+        cmd = (cmd_file.read_text().strip() if cmd_file.exists() else
+               f"python -m gps_trainer.procedure gps --config config/experiments/{cfg.get('name', '?')}.yaml "
+               f"--out {path.parent}")
+        items.append((f"GPS run `{path.parent.name}`", cmd,
+                      f"seed {cfg.get('seed')}; the full resolved config is the `config` entry of {path}"))
+    for vm in sorted(Path(results).glob("*/vision.metrics.json")) if results is not None else []:
+        c = json.loads(vm.read_text()).get("config", {})
+        keys = ("task", "image_size", "num_train", "num_test", "iterations", "seed")
+        items.append((f"pose pretraining `{vm.parent.name}`",
+                      f"python -m gps_trainer.procedure pose --config config/policy/pose_pretrain.yaml --out {vm.parent} "
+                      + " ".join(f"{k}={c[k]}" for k in keys if k in c),
+                      f"seed {c.get('seed')}; full config in {vm}"))
+    if arch is not None:
+        items.append(("architecture comparison", arch.get("command") or "python -m gps_trainer.architectures",
+                      f"seed {arch.get('config', {}).get('seed')}"))
+    cmds = sorted({r.get("command", "") for r in mf if r.get("command")})
+    for c in cmds:
+        seeds = sorted({r["seed"] for r in mf if r.get("command") == c})
+        items.append(("model-free RL (SB3)", c, f"seeds {seeds}; resumable: rerun the same command"))
+    for m, e in evals.items():
+        items.append((f"evaluation: {METHOD_LABELS.get(m, m)}", e.get("command") or
+                      f"gps eval --policy {e['policy']} --task {e['task']} --trials {e['trials_per_set']} "
+                      f"--seed {e['seed']}", f"seed {e['seed']}, {e['trials_per_set']} trials per set"))
+    for what, cmd, note in items:
+        lines += [f"- {what} ({note}):", "", "  ```", f"  {cmd}", "  ```"]
+    lines += ["- this report:", "", "  ```", "  gps report --results runs/results --out docs/results.md", "  ```"]
+    return lines
+
+
+def generate_report(results_dir: str | Path = "runs/results", out: str | Path = "docs/results.md",
+                    images_dir: str | Path | None = None, gps_runs: list[str | Path] | None = None,
+                    gif: bool = True, notes: str = "") -> Path:
+    """Write the markdown report (and its images); returns its path. ``notes`` (markdown; default: the
+    contents of <results>/notes.md) ends the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    results = Path(results_dir)
+    out = Path(out)
+    md_dir = out.parent
+    img_dir = Path(images_dir) if images_dir else md_dir / "images" / "results"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    evals = _load_evals(results)
+    arch_path = results / "architectures.json"
+    arch = json.loads(arch_path.read_text()) if arch_path.exists() else None
+    mf = load_model_free_curves(results / "model_free")
+    runs = _gps_runs(results, [Path(p) for p in (gps_runs or [])])
+    state_runs = [gps_curve(p) for p, d in runs
+                  if d.get("config", {}).get("algorithm", {}).get("policy_obs", "state") == "state"]
+    body = ["# Results", "",
+            "Generated by `gps report` from the result files in "
+            f"`{results}`; regenerate after new runs. Numbers are what these runs measured.", ""]
+    body += [SECTIONS[0], "", *_table_i(evals), "",
+             SECTIONS[1], "", *_architectures(arch, img_dir, md_dir), "",
+             SECTIONS[2], "", *_sample_efficiency(mf, state_runs, img_dir, md_dir), "",
+             SECTIONS[3], "", *_gps_cost(runs, img_dir, md_dir), "",
+             SECTIONS[4], "", *(_gif(evals, runs, img_dir, md_dir) if gif else ["(skipped: --no-gif)"]), "",
+             SECTIONS[5], "", *_reproduce(evals, arch, mf, runs, results), ""]
+    notes_file = results / "notes.md"
+    if not notes and notes_file.exists():
+        notes = notes_file.read_text().strip()
+    body += ["## Notes and what remains", "", notes or "(none)", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(body))
+    return out

@@ -1,0 +1,125 @@
+"""Policy evaluation (Table I style): Wilson intervals, per-set success counting, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gps_controller.policies import make_policy
+from gps_trainer.evaluation import evaluate_policy, format_table, wilson_interval
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+# Closed form, z = 1.96: 0/10 -> [0, z^2/(n+z^2)], 10/10 -> [n/(n+z^2), 1], 5/10 -> 0.5 +- 0.2634104,
+# 1/4 -> 0.372475 +- 0.326889 (worked by hand from the score-interval formula).
+@pytest.mark.parametrize("k, n, low, high", [
+    (0, 10, 0.0, 3.8416 / 13.8416),
+    (10, 10, 10 / 13.8416, 1.0),
+    (5, 10, 0.2365896, 0.7634104),
+    (1, 4, 0.0455861, 0.6993639),
+])
+def test_wilson_interval_known_values(k, n, low, high):
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-6)
+    assert hi == pytest.approx(high, abs=1e-6)
+
+
+def test_wilson_interval_edges_and_errors():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo90, hi90 = wilson_interval(3, 10, z=1.645)
+    lo95, hi95 = wilson_interval(3, 10)
+    assert lo95 < lo90 < 0.3 < hi90 < hi95  # wider for a higher confidence
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+    with pytest.raises(ValueError):
+        wilson_interval(-1, 10)
+
+
+class _ScriptedSim:
+    """Stands in for ArmSim: success decided by (set, condition) to check the bookkeeping."""
+
+    dX = dO = 32
+    effort_limits = np.full(7, 10.0)
+
+    def __init__(self, task):
+        self.task = task
+        self.cur = None
+
+    def num_conditions(self, cset):
+        return self.task.num_conditions(cset)
+
+    def reset(self, m, seed=0, condition_set="train"):
+        self.cur = (condition_set, m)
+        return type("O", (), {"config": np.zeros(32), "image": None})()
+
+    def step(self, u):
+        return type("O", (), {"config": np.zeros(32), "image": None})()
+
+    def state(self):
+        return np.zeros(32)
+
+    def is_success(self):
+        cset, m = self.cur
+        return cset == "train" or (cset == "spatial_test" and m == 0)
+
+    def mean_distance(self):
+        return 0.01
+
+
+def test_success_counting_and_intervals_per_set():
+    from gps_sim.tasks import load_task
+
+    pol = make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0)
+    res = evaluate_policy(pol, "reach", trials_per_set=6, seed=0, horizon=2, sim=_ScriptedSim(load_task("reach")))
+    tr, sp, vi = res.sets["train"], res.sets["spatial_test"], res.sets["visual_test"]
+    assert (tr.successes, sp.successes, vi.successes) == (6, 2, 0)  # spatial: 3 conditions cycled, cond 0 twice
+    assert sp.conditions == [0, 1, 2, 0, 1, 2]
+    assert sp.rate == pytest.approx(2 / 6)
+    assert (sp.ci_low, sp.ci_high) == pytest.approx(wilson_interval(2, 6))
+    assert "2/6" in format_table(res)
+
+
+def test_evaluation_is_deterministic_and_sets_differ(tmp_path):
+    pol = make_policy({"type": "mlp", "init_var": 0.1, "net": {"hidden": [16]}}, 32, 7, seed=3)
+    kw = dict(trials_per_set=3, seed=5, horizon=12)
+    a = evaluate_policy(pol, "reach", **kw).to_dict()
+    b = evaluate_policy(pol, "reach", **kw).to_dict()
+    assert a == b
+    c = evaluate_policy(pol, "reach", trials_per_set=3, seed=6, horizon=12).to_dict()
+    assert c["sets"]["visual_test"]["reset_seeds"] != a["sets"]["visual_test"]["reset_seeds"]
+    tr = np.array(a["sets"]["train"]["initial_target_positions"])
+    sp = np.array(a["sets"]["spatial_test"]["initial_target_positions"])
+    assert np.min(np.linalg.norm(tr[:, None] - sp[None], axis=-1)) > 0.01  # new positions on the spatial test
+    # the policy moved the arm differently from different targets
+    assert len({round(d, 6) for d in a["sets"]["train"]["final_distance"]}) == 3
+    assert all(math.isfinite(d) for s in a["sets"].values() for d in s["final_distance"])
+    from gps_trainer.evaluation import EvalResult  # noqa: F401
+
+    path = evaluate_policy(pol, "reach", condition_sets=("train",), trials_per_set=1, horizon=3).write_json(
+        tmp_path / "e.json", {"method": "x"})
+    d = json.loads(path.read_text())
+    assert d["method"] == "x" and set(d["sets"]) == {"train"} and d["sets"]["train"]["trials"] == 1
+
+
+def test_eval_cli_writes_json(tmp_path, capsys):
+    from gps_controller.policies import save_policy
+    from gps_trainer.cli import main
+
+    pol = make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0)
+    save_policy(pol, tmp_path / "policy.safetensors")
+    rc = main(["eval", "--policy", str(tmp_path / "policy.safetensors"), "--trials", "1", "--sets", "train",
+               "spatial_test", "--out", str(tmp_path / "eval.json"), "--method", "end_to_end"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "spatial_test" in out and "visual_test" not in out
+    d = json.loads((tmp_path / "eval.json").read_text())
+    assert d["method"] == "end_to_end" and d["command"].startswith("gps eval --policy")
+    assert d["policy_obs"] == "state"
