@@ -6,8 +6,15 @@ the root on sys.path itself, for the peer scripts and benchmarks that import it 
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
+
+import yaml
 
 
 def wait_for_output(proc: subprocess.Popen, word: str = "ready", timeout: float = 60.0) -> str:
@@ -28,3 +35,67 @@ def wait_for_output(proc: subprocess.Popen, word: str = "ready", timeout: float 
                 rest += proc.stderr.read()
             raise RuntimeError(f"process exited with {proc.returncode} before printing {word!r}: {rest}")
     raise TimeoutError(f"process never printed {word!r} within {timeout:g} s")
+
+
+# ---------------------------------------------------------------------------------- the `gps up` stack
+ROOT = Path(__file__).resolve().parent
+
+
+def trainer_params_file(tmp_path: Path, **overrides) -> Path:
+    """A copy of config/trainer.yaml with `overrides`, keyed `/**/gps_trainer` so it applies in any namespace."""
+    params = yaml.safe_load((ROOT / "config" / "trainer.yaml").read_text())["gps_trainer"]["ros__parameters"]
+    params.update(overrides)
+    path = tmp_path / "trainer.yaml"
+    path.write_text(yaml.safe_dump({"/**/gps_trainer": {"ros__parameters": params}}))
+    return path
+
+
+def gps_cli(env: dict, out: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run the `gps` CLI (`python -m gps_trainer.cli --output-dir out ...`) from the repository root."""
+    return subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def stack_pids(out: Path) -> list[int]:
+    """The pids `gps up` recorded in its output directory (empty if it wrote none)."""
+    path = out / "pids.json"
+    return [e["pid"] for e in json.loads(path.read_text())] if path.exists() else []
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie child of this process counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def stop_stack(env: dict, out: Path, pids: list[int]) -> None:
+    """`gps down`, then SIGKILL the process group of anything still alive (each node leads its own session)."""
+    try:
+        gps_cli(env, out, "down", timeout=30.0)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 10.0
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)  # SIGKILLed orphans are reaped by init
+
+
+def call_service(node, client, request, timeout: float = 30.0):
+    """Call a ROS service from a test node and return the response; assert it answered in time."""
+    import rclpy
+
+    assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name} not available"
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+    assert future.done(), f"no answer from {client.srv_name}"
+    return future.result()

@@ -6,8 +6,6 @@ policy weights (the controller accepts them), evaluates the policy alone through
 """
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import rclpy
 import yaml
 
 from gps_msgs.srv import GetStatus, StartIteration
+from testing_helpers import call_service, pid_alive, stack_pids, stop_stack, trainer_params_file
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
@@ -42,50 +41,6 @@ def _experiment(tmp_path: Path, algorithm: str) -> Path:
     return path
 
 
-def _trainer_params(tmp_path: Path) -> Path:
-    params = yaml.safe_load((ROOT / "config" / "trainer.yaml").read_text())["gps_trainer"]["ros__parameters"]
-    params.update(samples_per_condition=SAMPLES, fsync=False, trial_timeout_s=60.0, service_wait_s=30.0)
-    path = tmp_path / "trainer.yaml"
-    path.write_text(yaml.safe_dump({"/**/gps_trainer": {"ros__parameters": params}}))
-    return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie child of this process counts as dead
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
-
-
-def _stop_all(ros_env: dict, out: Path, pids: list[int]) -> None:
-    """`gps down`, then SIGKILL the process group of anything left (every node leads its own session)."""
-    try:
-        subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "down"], cwd=ROOT,
-                       env=ros_env, capture_output=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    for pid in pids:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    deadline = time.monotonic() + 10.0
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def _call(node, client, request, timeout=30.0):
-    assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name} not available"
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
-    assert future.done(), f"no answer from {client.srv_name}"
-    return future.result()
-
-
 @pytest.mark.parametrize("algorithm", ["mdgps", "badmm"])
 def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_path, ros_env, algorithm):
     from gps_controller.conversions import status_to_dict
@@ -99,32 +54,32 @@ def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_pat
     try:
         up = subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "up",
                              "--experiment", str(_experiment(tmp_path, algorithm)),
-                             "--trainer-params", str(_trainer_params(tmp_path))],
+                             "--trainer-params", str(trainer_params_file(tmp_path, samples_per_condition=SAMPLES, fsync=False,
+                                                                    trial_timeout_s=60.0, service_wait_s=30.0))],
                             cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=60)
-        if (out / "pids.json").exists():
-            pids = [e["pid"] for e in json.loads((out / "pids.json").read_text())]
+        pids = stack_pids(out)
         assert up.returncode == 0, up.stderr
         assert len(pids) == 3
         get_status = node.create_client(GetStatus, "/gps_trainer/get_status")
         start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
-        res = _call(node, start, StartIteration.Request(iterations=1), timeout=90.0)
+        res = call_service(node, start, StartIteration.Request(iterations=1), timeout=90.0)
         assert res.accepted, res.message
 
         deadline = time.monotonic() + 180.0
         while True:
-            st = status_to_dict(_call(node, get_status, GetStatus.Request()).status)
+            st = status_to_dict(call_service(node, get_status, GetStatus.Request()).status)
             assert st["phase"] != "error", st["message"]
             if st["iterations_completed"] >= 1 and st["iterations_remaining"] == 0:
                 break
             assert time.monotonic() < deadline, f"the {algorithm} iteration did not finish in time: {st}"
             for pid in pids:
-                assert _alive(pid), f"process {pid} died; logs in {out / 'logs'}"
+                assert pid_alive(pid), f"process {pid} died; logs in {out / 'logs'}"
             time.sleep(1.0)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-        _stop_all(ros_env, out, pids)
-    assert not any(_alive(p) for p in pids)
+        stop_stack(ros_env, out, pids)
+    assert not any(pid_alive(p) for p in pids)
 
     # Status: the algorithm's; the policy's own cost and success come from the evaluation.
     assert st["algorithm"] == algorithm

@@ -20,7 +20,7 @@ from mcap.stream_reader import StreamReader
 from mcap_ros2.decoder import DecoderFactory
 
 from gps_msgs.srv import GetStatus, StartIteration
-from testing_helpers import wait_for_output
+from testing_helpers import call_service, wait_for_output
 
 pytestmark = pytest.mark.ros
 HERE = Path(__file__).parent
@@ -60,14 +60,6 @@ def _read_all(directory: Path) -> list:
     return out
 
 
-def _call(node, client, request, timeout=30.0):
-    assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name} not available"
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
-    assert future.done(), f"no answer from {client.srv_name}"
-    return future.result()
-
-
 def _status(node, client, timeout=60.0):
     """get_status, retried: after a SIGKILL the client may first match the dead server's endpoint."""
     deadline = time.monotonic() + timeout
@@ -100,10 +92,10 @@ def test_kill_mid_iteration_resume_and_every_rollout_exactly_once(tmp_path, ros_
         get = node.create_client(GetStatus, "gps_trainer/get_status")
 
         trainer = _start_trainer(tmp_path, ros_env, experiment)
-        assert not _call(node, start, StartIteration.Request(iterations=0)).accepted  # invalid: rejected
-        res = _call(node, start, StartIteration.Request(iterations=3))
+        assert not call_service(node, start, StartIteration.Request(iterations=0)).accepted  # invalid: rejected
+        res = call_service(node, start, StartIteration.Request(iterations=3))
         assert res.accepted and res.first_iteration == 0, res.message
-        assert not _call(node, start, StartIteration.Request(iterations=1)).accepted  # busy
+        assert not call_service(node, start, StartIteration.Request(iterations=1)).accepted  # busy
 
         # Kill (SIGKILL) in the middle of iteration 1, with some but not all of its rollouts stored.
         deadline = time.monotonic() + 90
@@ -122,7 +114,7 @@ def test_kill_mid_iteration_resume_and_every_rollout_exactly_once(tmp_path, ros_
         trainer = _start_trainer(tmp_path, ros_env, experiment)
         st = _status(node, get)
         assert st.iterations_completed == 1 and st.iteration == 1, st
-        res = _call(node, start, StartIteration.Request(iterations=2))
+        res = call_service(node, start, StartIteration.Request(iterations=2))
         assert res.accepted and res.first_iteration == 1, res.message
         deadline = time.monotonic() + 120
         while (st := _status(node, get)).iterations_completed < 3:
