@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gps_trainer.config import GMMPriorConfig, TrajOptOnlyConfig, from_dict
+from gps_trainer.config import ExperimentConfig, GMMPriorConfig, TrajOptOnlyConfig, from_dict
 from gps_trainer.policy_opt import PolicyOptConfig
 from gps_trainer.rollouts import POLICY_OBS
 
@@ -107,16 +107,9 @@ class BADMMConfig(MDGPSConfig):
 
 
 @dataclass
-class GPSExperimentConfig:
-    """An experiment whose algorithm is MDGPS or BADMM (same top-level keys as ExperimentConfig)."""
+class GPSExperimentConfig(ExperimentConfig):
+    """An experiment whose algorithm is MDGPS or BADMM: ExperimentConfig's keys plus the image size."""
 
-    name: str = "experiment"
-    task: str = "reach"
-    conditions: int = 4
-    samples_per_condition: int = 5
-    iterations: int = 10
-    seed: int = 0
-    horizon: int | None = None
     image_size: int = 64  # camera image size for a visuomotor policy
     algorithm: MDGPSConfig = field(default_factory=MDGPSConfig)
 
