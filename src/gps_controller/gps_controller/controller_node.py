@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -90,6 +91,8 @@ class Trial:
     noise: np.ndarray  # (T, dU)
     need_image: bool
     target_pose: np.ndarray | None  # fixed target (target_source: task), else None = from the topic
+    condition_set: str = "train"  # the set request.condition indexes (the parameter when the trial was prepared)
+    joint_angles: np.ndarray | None = None  # the condition's initial joint angles
     joint_seq: int = 0  # last joint-state sequence number used by a tick
     image_seq: int = 0
     step: int = 0
@@ -191,6 +194,9 @@ class ControllerNode(Node):
             self.create_timer(self.period, self._on_control_timer, callback_group=self.sensor_group)
         self.create_timer(min(self.period, self.safety.stale_timeout) / 2.0, self._on_watchdog,
                           callback_group=self.sensor_group)
+        # condition_set may change at run time (e.g. `gps eval --through-nodes` evaluates each set in
+        # turn): validated, refused while a trial runs; a trial keeps the set it was prepared with.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"ready: {self.dU} joints, {p['control_rate_hz']:g} Hz ({p['trigger_mode']}), task {self.task.name!r} "
             f"({len(self.conditions)} conditions), T={self.horizon}, reset {p['reset_mode']}, "
@@ -262,6 +268,34 @@ class ControllerNode(Node):
         except ImportError:  # a controller with only linear-Gaussian policies needs no torch
             pass
         return p
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Accept a new ``condition_set`` (a known set with conditions in this task) when no trial is
+        running. (Every other parameter is read once at start-up; setting one later has no effect.)"""
+        from gps_sim.tasks import CONDITION_SETS
+
+        updates = {}
+        for param in params:
+            if param.name != "condition_set":
+                continue
+            value = param.value
+            if not isinstance(value, str) or value not in CONDITION_SETS:
+                return SetParametersResult(successful=False,
+                                           reason=f"condition_set must be one of {list(CONDITION_SETS)}, got {value!r}")
+            conditions = self.task.condition_list(value)
+            if not conditions:
+                return SetParametersResult(successful=False,
+                                           reason=f"task {self.task.name!r} has no {value!r} conditions")
+            updates[value] = conditions
+        if not updates:
+            return SetParametersResult(successful=True)
+        with self._lock:
+            if self._trial is not None:
+                return SetParametersResult(successful=False, reason="a trial is running; retry when it is done")
+            for value, conditions in updates.items():
+                self._p["condition_set"], self.conditions = value, conditions
+        self.get_logger().info(f"condition_set: {self._p['condition_set']} ({len(self.conditions)} conditions)")
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ sensor callbacks
     def _on_joint_state(self, msg: JointState) -> None:
@@ -401,12 +435,14 @@ class ControllerNode(Node):
             response.success, response.message = False, str(exc)
             self.get_logger().warning(f"run_trial rejected: {exc}")
             return response
-        error = self._reset(request)
+        with self._lock:
+            self._trial = trial  # from here on, condition_set changes are refused
+        error = self._reset(request, trial)
         if error:
+            self._trial = None
             response.success, response.message = False, f"reset failed: {error}"
             self.get_logger().error(response.message)
             return response
-        self._trial = trial
         trial.joint_seq = self._joint_seq - 1  # the post-reset state counts as new
         trial.image_seq = self._image_seq - 1 if self._image_seq > self._reset_image_seq else self._image_seq
         trial.deadline.reset()
@@ -429,7 +465,9 @@ class ControllerNode(Node):
             time.sleep(0.005)
 
     def _prepare_trial(self, request: RunTrial.Request) -> Trial:
-        conv.check_run_trial_request(request, len(self.conditions), self._p["max_horizon"])
+        with self._lock:
+            condition_set, conditions = self._p["condition_set"], self.conditions
+        conv.check_run_trial_request(request, len(conditions), self._p["max_horizon"])
         horizon = request.horizon or self.horizon
         rng = np.random.default_rng(request.seed)
         with self._lock:
@@ -465,13 +503,16 @@ class ControllerNode(Node):
             needs_policy_image = policy.uses_images
         target = None
         if self._p["target_source"] == "task":
-            target = np.asarray(self.conditions[request.condition].target_pose, dtype=np.float64)
+            target = np.asarray(conditions[request.condition].target_pose, dtype=np.float64)
         return Trial(request=request, horizon=horizon, policy_type=request.policy_type, act=act, noise=noise,
                      need_image=needs_policy_image or bool(request.record_images), target_pose=target,
+                     condition_set=condition_set,
+                     joint_angles=np.asarray(conditions[request.condition].joint_angles, dtype=np.float64),
                      deadline=DeadlineCounter(self.period, self._p["deadline_slack"]))
 
-    def _reset(self, request: RunTrial.Request) -> str:
-        """Move to the condition's initial state; '' on success, else the reason."""
+    def _reset(self, request: RunTrial.Request, trial: Trial | None = None) -> str:
+        """Move to the condition's initial state (in the trial's condition set); '' on success, else
+        the reason."""
         mode = self._p["reset_mode"]
         self._reset_image_seq = self._image_seq
         if mode == "none":
@@ -480,13 +521,17 @@ class ControllerNode(Node):
             while self._joint_rx is None and time.monotonic() < deadline and rclpy.ok():
                 time.sleep(0.01)
             return "" if self._joint_rx is not None else "no joint state received"
-        q0 = np.asarray(self.conditions[request.condition].joint_angles, dtype=np.float64)
+        if trial is not None and trial.joint_angles is not None:
+            q0, condition_set = trial.joint_angles, trial.condition_set
+        else:
+            q0 = np.asarray(self.conditions[request.condition].joint_angles, dtype=np.float64)
+            condition_set = self._p["condition_set"]
         if mode == "pd":
             return self._pd_reset(q0)
         if not self.reset_client.wait_for_service(timeout_sec=self._p["reset_timeout"]):
             return "service gps_sim/reset not available"
         seq_before, target_before = self._joint_seq, self._target_seq
-        req = ResetCondition.Request(condition=int(request.condition), condition_set=self._p["condition_set"],
+        req = ResetCondition.Request(condition=int(request.condition), condition_set=condition_set,
                                      seed=int(request.seed))
         done = threading.Event()
         future = self.reset_client.call_async(req)

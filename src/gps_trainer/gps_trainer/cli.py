@@ -8,6 +8,7 @@
                                       # rate + image paths (each phase: up -> train -> down)
     gps eval --policy runs/p3/policy.safetensors --task reach --trials 20 --seed 0
                                       # success per condition set (train / spatial / visual test), JSON
+    gps eval --policy ... --through-nodes   # the same trials run by the stack `gps up` started (same numbers)
     gps report --results runs/results --out docs/results.md   # tables, plots, GIF, how to reproduce
 
 With a ROS distro, ``ros2 launch launch/sim.launch.py`` + ``ros2 service call`` do the same.
@@ -262,7 +263,9 @@ def cmd_demo(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    """Success rates of a saved policy per condition set (gps_trainer.evaluation), table + JSON."""
+    """Success rates of a saved policy per condition set, table + JSON: on the simulation API
+    (gps_trainer.evaluation) or, with --through-nodes, by the running controller + lockstep sim
+    (gps_trainer.node_evaluation; same trials, same numbers)."""
     import shlex
 
     import torch
@@ -270,11 +273,23 @@ def cmd_eval(a) -> int:
     from gps_trainer.evaluation import evaluate_policy, format_table
 
     torch.set_num_threads(max(1, a.threads))
-    res = evaluate_policy(a.policy, a.task, tuple(a.sets), a.trials, a.seed, a.image_size, policy_obs=a.policy_obs)
+    if a.through_nodes:
+        from gps_trainer.node_evaluation import evaluate_policy_through_nodes
+
+        try:
+            res = evaluate_policy_through_nodes(a.policy, a.task, tuple(a.sets), a.trials, a.seed,
+                                                policy_obs=a.policy_obs, namespace=a.namespace, timeout=a.timeout)
+        except (RuntimeError, TimeoutError, ValueError) as exc:
+            print(f"eval through the nodes failed: {exc}", file=sys.stderr)
+            return 1
+    else:
+        res = evaluate_policy(a.policy, a.task, tuple(a.sets), a.trials, a.seed, a.image_size,
+                              policy_obs=a.policy_obs, joint_limit_margin=a.joint_limit_guard)
     print(format_table(res))
     out = Path(a.out) if a.out else Path(a.policy).parent / "eval.json"
     command = "gps " + " ".join(shlex.quote(x) for x in a.argv)
-    res.write_json(out, {"method": a.method, "command": command} if a.method else {"command": command})
+    extra = {"command": command, "through_nodes": bool(a.through_nodes)}
+    res.write_json(out, {"method": a.method, **extra} if a.method else extra)
     print(f"wrote {out}")
     return 0
 
@@ -324,6 +339,12 @@ def main(argv=None) -> int:
     ev.add_argument("--method", default="", help="label for the report (end_to_end, pose_features, ...)")
     ev.add_argument("--out", default="", help="JSON path (default: eval.json next to the policy)")
     ev.add_argument("--threads", type=int, default=1)
+    ev.add_argument("--through-nodes", action="store_true",
+                    help="run the trials through the running stack (`gps up` first): controller + lockstep sim")
+    ev.add_argument("--namespace", default="", help="--through-nodes: the controller's namespace (robot1, ...)")
+    ev.add_argument("--joint-limit-guard", type=float, default=None, metavar="MARGIN",
+                    help="simulation API: also zero torque pushing a joint into its limit within MARGIN rad, as "
+                         "the controller does (0.05 = config/controller.yaml; the same numbers as --through-nodes)")
     rep = sub.add_parser("report", help="write docs/results.md (tables, plots, GIF, reproduction)")
     rep.add_argument("--results", default="runs/results", help="folder with the result files")
     rep.add_argument("--out", default="docs/results.md")

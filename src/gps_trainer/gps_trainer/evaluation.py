@@ -13,8 +13,12 @@ distractors), so a result depends only on (policy, task, sets, trials, seed) and
 every run.
 
 Where it runs: directly on the simulator's Python API (``gps_sim.ArmSim``), in-process. The ROS path
-(controller node + sim node, lockstep) executes the same policy on the same simulator, but ``gps eval``
-does not drive it; evaluation through the nodes is not implemented here.
+(controller node + lockstep sim node) is :mod:`gps_trainer.node_evaluation` (``gps eval
+--through-nodes``): the same trials, the same numbers, with one difference in what acts on the arm:
+the controller's safety layer also zeroes torque that pushes a joint further into its limit within
+``joint_limit_margin`` (0.05 rad), while this evaluation only clamps the torques to the effort limits.
+``joint_limit_margin=0.05`` here applies the controller's guard too (``gps_controller.safety``); then
+both paths agree bit for bit (tested), also for policies that drive joints into their limits.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from gps_controller.policies.serialization import load_policy
 from gps_trainer.rollouts import POLICY_OBS
 
 __all__ = ["CONDITION_SETS", "wilson_interval", "SetResult", "EvalResult", "evaluate_policy",
-           "load_policy_for_eval", "format_table", "run_trial"]
+           "load_policy_for_eval", "format_table", "run_trial", "joint_limit_guard"]
 
 CONDITION_SETS = ("train", "spatial_test", "visual_test")
 
@@ -91,6 +95,7 @@ class EvalResult:
     horizon: int
     image_size: int
     sets: dict[str, SetResult]
+    joint_limit_margin: float | None = None  # the joint-limit guard's margin (rad); None: effort clamp only
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "sets"}
@@ -140,11 +145,26 @@ def load_policy_for_eval(policy_or_path: GaussianPolicy | str | Path, policy_obs
     return policy.eval(), policy_obs, name
 
 
+def joint_limit_guard(sim: Any, margin: float) -> Any:
+    """The controller's safety layer (``gps_controller.safety.SafetyLayer``) for ``sim``'s arm: effort
+    clamp + joint-limit guard with the model's limits (continuous joints unlimited), as the controller
+    node builds it with ``robot_model: mujoco``."""
+    from gps_controller.safety import SafetyLayer
+
+    n = len(sim.effort_limits)
+    limited = np.asarray(sim.joint_limited[:n], dtype=bool)
+    lower = np.where(limited, sim.joint_limits[:n, 0], -np.inf)
+    upper = np.where(limited, sim.joint_limits[:n, 1], np.inf)
+    return SafetyLayer(sim.effort_limits, lower, upper, float(margin))
+
+
 def run_trial(sim: Any, actor: Any, policy_obs: str, condition: int, condition_set: str, reset_seed: int,
-              T: int, frames: list[tuple[np.ndarray, np.ndarray | None]] | None = None) -> tuple[bool, float]:
-    """One noise-free trial: reset, T steps of ``actor.act`` (torques clipped to the effort limits),
-    success and mean EE-point distance (m) at the end. With ``frames`` (a list), each step's
-    (image, feature points or None) is appended (needs a rendering sim)."""
+              T: int, frames: list[tuple[np.ndarray, np.ndarray | None]] | None = None,
+              safety: Any = None) -> tuple[bool, float]:
+    """One noise-free trial: reset, T steps of ``actor.act`` (torques clipped to the effort limits, or
+    through ``safety.filter(u, q)``, e.g. :func:`joint_limit_guard`), success and mean EE-point
+    distance (m) at the end. With ``frames`` (a list), each step's (image, feature points or None) is
+    appended (needs a rendering sim)."""
     lim = np.asarray(sim.effort_limits, dtype=np.float64)
     ob = sim.reset(condition, seed=int(reset_seed), condition_set=condition_set)
     for _ in range(T):
@@ -157,6 +177,8 @@ def run_trial(sim: Any, actor: Any, policy_obs: str, condition: int, condition_s
             u = actor.act(o, img)
             if frames is not None:
                 frames.append((ob.image, None))
+        if safety is not None:
+            u = safety.filter(u, sim.joint_positions()).torque
         ob = sim.step(np.clip(u, -lim, lim))
     return bool(sim.is_success()), float(sim.mean_distance())
 
@@ -173,6 +195,7 @@ def evaluate_policy(
     horizon: int | None = None,
     sim: Any = None,
     actor: Any = None,
+    joint_limit_margin: float | None = None,
 ) -> EvalResult:
     """Run the policy alone ``trials_per_set`` times on each condition set (conditions cycled).
 
@@ -180,6 +203,8 @@ def evaluate_policy(
     (an ``ArmSim`` of the task, rendering images if the policy needs them). ``actor`` replaces the
     policy as the thing that acts (anything with ``act(obs, image, noise)`` and ``uses_images``, e.g.
     the pose-prediction pipeline of :mod:`gps_trainer.baselines`); ``policy_or_path`` then only names it.
+    ``joint_limit_margin`` (rad): also apply the controller's joint-limit guard (see the module
+    docstring; 0.05 = config/controller.yaml); None: effort clamp only.
     """
     from gps_sim import ArmSim
 
@@ -196,6 +221,7 @@ def evaluate_policy(
     if own_sim:
         sim = ArmSim(task, image_size=image_size, render_images=bool(policy.uses_images))
     T = int(horizon or sim.task.horizon)
+    safety = None if joint_limit_margin is None else joint_limit_guard(sim, joint_limit_margin)
     sets: dict[str, SetResult] = {}
     try:
         for k, cset in enumerate(condition_sets):
@@ -207,7 +233,7 @@ def evaluate_policy(
             for i in range(trials_per_set):
                 m = i % n_cond
                 trial_seed = int(np.random.default_rng([int(seed), k, i]).integers(2**31))
-                ok, dist = run_trial(sim, policy, policy_obs, m, cset, trial_seed, T)
+                ok, dist = run_trial(sim, policy, policy_obs, m, cset, trial_seed, T, safety=safety)
                 res.success.append(ok)
                 res.conditions.append(m)
                 res.reset_seeds.append(trial_seed)
@@ -220,4 +246,5 @@ def evaluate_policy(
         if own_sim:
             sim.close()
     return EvalResult(task=str(task), policy=name, policy_obs=policy_obs, seed=int(seed),
-                      trials_per_set=int(trials_per_set), horizon=T, image_size=int(image_size), sets=sets)
+                      trials_per_set=int(trials_per_set), horizon=T, image_size=int(image_size), sets=sets,
+                      joint_limit_margin=None if joint_limit_margin is None else float(joint_limit_margin))

@@ -1,0 +1,240 @@
+"""``gps eval --through-nodes``: the evaluation of :mod:`gps_trainer.evaluation`, run by the ROS nodes.
+
+The running stack (``gps up``: gps_sim in lockstep + gps_controller) executes the trials; this module
+is a client of the controller only:
+
+1. ``gps_controller/set_policy_weights`` with the policy (``serialize_policy``; this replaces the
+   controller's neural policy, e.g. one the trainer pushed),
+2. per condition set: the controller's ``condition_set`` parameter, set through its parameter service
+   (``gps_controller/set_parameters``; the controller validates it and refuses a change while a
+   trial runs; the original value is restored at the end), so ``run_trial`` resets gps_sim into that
+   set (``gps_sim/reset`` with ``condition_set``),
+3. per trial: ``gps_controller/run_trial`` (policy_type "neural", no noise, the same condition
+   ``i mod n`` and reset seed as :func:`~gps_trainer.evaluation.evaluate_policy`; the seed reaches
+   ``gps_sim/reset``, so the visual test's distractors are the same), and the Rollout it publishes on
+   ``/gps/rollouts`` (matched by rollout id).
+
+Success and final distance come from the Rollout's states: ``x[14:23]`` are the EE points minus the
+target points. A Rollout of T steps holds x_0 .. x_{T-1}, the states the T actions were computed
+from; the state *after* the T-th action (what ``ArmSim.is_success()`` looks at in the simulation-API
+evaluation) is not in it. The trial therefore runs T + 1 steps and reads x_T (the (T+1)-th action is
+applied after the measurement and changes nothing that is measured). The eval rollouts have
+horizon T + 1 and iteration :data:`EVAL_ITERATION`, so a trainer never stores them as training samples.
+
+Success types: ``mean_distance`` (reach): mean EE-point distance < the task's tolerance, as
+``ArmSim.is_success``. ``inside_hole`` (shape sorting) needs the tip in the target's frame; the state
+has the tip relative to the first target point, and the target pose (static in the scene, placed by the
+reset) is the condition's ``target_pose`` from the task file, so :func:`success_from_state` computes
+the same test. What acts differs from the simulation API's default in one point: the controller's
+joint-limit guard (``EvalResult.joint_limit_margin`` records its margin); ``evaluate_policy(...,
+joint_limit_margin=0.05)`` applies it too, and then the numbers are the same. The policy must observe o (``policy_obs: observation``): the controller feeds a neural
+policy o, never the full state x.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from gps_trainer.evaluation import (
+    CONDITION_SETS,
+    EvalResult,
+    SetResult,
+    load_policy_for_eval,
+    wilson_interval,
+)
+
+__all__ = ["EVAL_ITERATION", "final_distance_from_state", "success_from_state", "evaluate_policy_through_nodes"]
+
+EVAL_ITERATION = 2**32 - 1  # Rollout.iteration of evaluation trials (uint32 max: never a training iteration)
+EE_SLICE = slice(14, 23)  # x: EE points - target points (3 points x xyz)
+
+
+def final_distance_from_state(x: np.ndarray) -> float:
+    """Mean EE-point distance (m) of a state x (``ArmSim.mean_distance`` at that state)."""
+    d = np.asarray(x, dtype=np.float64)[EE_SLICE].reshape(3, 3)
+    return float(np.mean(np.linalg.norm(d, axis=1)))
+
+
+def _quat_to_mat(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def success_from_state(task: Any, x: np.ndarray, target_pose: np.ndarray) -> bool:
+    """``ArmSim.is_success()`` from a state x and the target pose (xyz + quaternion wxyz) of the scene.
+
+    ``mean_distance``: :func:`final_distance_from_state` < ``task.success_tolerance``.
+    ``inside_hole``: tip = EE point 0 in the target's frame (EE point 0 = x[14:17] + target point 0,
+    target point 0 = position + R @ task.target_points[0]); below the cube's top face and inside the
+    hole's footprint.
+    """
+    if task.success_type == "inside_hole":
+        pose = np.asarray(target_pose, dtype=np.float64)
+        rot = _quat_to_mat(pose[3:])
+        tp0 = pose[:3] + rot @ np.asarray(task.target_points, dtype=np.float64)[0]
+        ee0 = np.asarray(x, dtype=np.float64)[EE_SLICE][:3] + tp0
+        tip = (ee0 - pose[:3]) @ rot
+        p = task.scene_params
+        half = float(p.get("cube_half_size", 0.06))
+        hole = float(p.get("hole_half_width", 0.028))
+        return bool(tip[2] < half and abs(tip[0]) < hole and abs(tip[1]) < hole)
+    return final_distance_from_state(x) < task.success_tolerance
+
+
+class _ControllerClient:
+    """rclpy client of one controller (namespace ``ns``) in a private context (safe beside other rclpy users)."""
+
+    def __init__(self, ns: str, timeout: float):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        from gps_controller.qos import ROLLOUT_QOS
+        from gps_msgs.msg import Rollout
+
+        self.rclpy, self.timeout = rclpy, float(timeout)
+        self.prefix = f"/{ns.strip('/')}" if ns.strip("/") else ""
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("gps_eval_client", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.rollouts: dict[str, Any] = {}
+        self.node.create_subscription(Rollout, "/gps/rollouts", self._on_rollout, ROLLOUT_QOS)
+
+    def _on_rollout(self, msg) -> None:
+        if msg.iteration == EVAL_ITERATION:
+            self.rollouts[msg.rollout_id] = msg
+
+    def call(self, srv_type, name: str, request, timeout: float | None = None):
+        timeout = self.timeout if timeout is None else timeout
+        full = f"{self.prefix}/{name}"
+        client = self.node.create_client(srv_type, full)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"{full} not available after {timeout:g} s (is the stack up? `gps up`)")
+            future = client.call_async(request)
+            self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+            if not future.done():
+                raise TimeoutError(f"{full}: no answer within {timeout:g} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def wait_rollout(self, rollout_id: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while rollout_id not in self.rollouts:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rollout {rollout_id!r} not received on /gps/rollouts within {timeout:g} s")
+            self.executor.spin_once(timeout_sec=0.05)
+        return self.rollouts.pop(rollout_id)
+
+    def get_parameters(self, names: list[str]) -> dict[str, Any]:
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        res = self.call(GetParameters, "gps_controller/get_parameters", GetParameters.Request(names=names))
+        return {n: parameter_value_to_python(v) for n, v in zip(names, res.values, strict=True)}
+
+    def set_condition_set(self, value: str) -> None:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        req = SetParameters.Request(parameters=[Parameter("condition_set", Parameter.Type.STRING, value).to_parameter_msg()])
+        res = self.call(SetParameters, "gps_controller/set_parameters", req)
+        if not res.results or not res.results[0].successful:
+            reason = res.results[0].reason if res.results else "no result"
+            raise RuntimeError(f"the controller refused condition_set={value!r}: {reason}")
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+
+
+def evaluate_policy_through_nodes(
+    policy_or_path: Any,
+    task: str | None = None,
+    condition_sets: tuple[str, ...] | list[str] = CONDITION_SETS,
+    trials_per_set: int = 10,
+    seed: int = 0,
+    *,
+    policy_obs: str = "auto",
+    horizon: int | None = None,
+    namespace: str = "",
+    timeout: float = 60.0,
+) -> EvalResult:
+    """:func:`gps_trainer.evaluation.evaluate_policy`'s trials, run by the controller in ``namespace``
+    (and its lockstep gps_sim). ``task``: None = the controller's; else it must be the controller's.
+    ``timeout``: per service call and per trial (s). Returns the same :class:`EvalResult`."""
+    from gps_controller import conversions as conv
+    from gps_controller.policies.serialization import serialize_policy
+    from gps_msgs.srv import RunTrial, SetPolicyWeights
+    from gps_sim.tasks import load_task
+
+    policy, policy_obs, name = load_policy_for_eval(policy_or_path, policy_obs)
+    if policy_obs != "observation":
+        raise ValueError("through the nodes the controller feeds a neural policy the observation o; this policy "
+                         f"observes {policy_obs!r} (evaluate it with the simulation API instead)")
+    if trials_per_set < 1:
+        raise ValueError("trials_per_set must be >= 1")
+    arch, weights, sha = serialize_policy(policy)
+    cli = _ControllerClient(namespace, timeout)
+    try:
+        params = cli.get_parameters(["task", "condition_set", "image_size", "joint_limit_margin"])
+        ctrl_task = load_task(params["task"])
+        if task is not None and load_task(task).name != ctrl_task.name:
+            raise ValueError(f"the controller runs task {ctrl_task.name!r}, not {load_task(task).name!r}")
+        image_size = int(params["image_size"])
+        T = int(horizon or ctrl_task.horizon)
+        res = cli.call(SetPolicyWeights, "gps_controller/set_policy_weights",
+                       SetPolicyWeights.Request(architecture=arch, weights=list(weights), sha256=sha,
+                                                iteration=EVAL_ITERATION))
+        if not res.success:
+            raise RuntimeError(f"set_policy_weights refused: {res.message}")
+        original_set = str(params["condition_set"])
+        sets: dict[str, SetResult] = {}
+        try:
+            for k, cset in enumerate(condition_sets):
+                conds = ctrl_task.condition_list(cset)
+                if not conds:
+                    raise ValueError(f"task {ctrl_task.name!r} has no {cset!r} conditions")
+                cli.set_condition_set(cset)
+                out = SetResult(cset, trials_per_set, 0, 0.0, 1.0)
+                for i in range(trials_per_set):
+                    m = i % len(conds)
+                    trial_seed = int(np.random.default_rng([int(seed), k, i]).integers(2**31))
+                    req = RunTrial.Request(condition=m, iteration=EVAL_ITERATION, sample_index=i, policy_type="neural",
+                                           horizon=T + 1, use_noise=False, seed=trial_seed, record_images=False)
+                    ans = cli.call(RunTrial, "gps_controller/run_trial", req, timeout=timeout + T)
+                    if not ans.success or ans.aborted or ans.steps != T + 1:
+                        raise RuntimeError(f"{cset} trial {i} (condition {m}): run_trial failed "
+                                           f"(steps {ans.steps}/{T + 1}, aborted {ans.aborted}): {ans.message}")
+                    states = conv.rollout_from_msg(cli.wait_rollout(ans.rollout_id, timeout)).states
+                    if states.shape[0] != T + 1:
+                        raise RuntimeError(f"rollout {ans.rollout_id!r} has {states.shape[0]} steps, not {T + 1}")
+                    pose = np.asarray(conds[m].target_pose, dtype=np.float64)
+                    out.success.append(success_from_state(ctrl_task, states[T], pose))
+                    out.conditions.append(m)
+                    out.reset_seeds.append(trial_seed)
+                    out.initial_target_positions.append([float(v) for v in pose[:3]])
+                    out.final_distance.append(final_distance_from_state(states[T]))
+                out.successes = int(sum(out.success))
+                out.ci_low, out.ci_high = wilson_interval(out.successes, out.trials)
+                sets[cset] = out
+        finally:
+            try:
+                cli.set_condition_set(original_set)
+            except (RuntimeError, TimeoutError):
+                pass
+    finally:
+        cli.close()
+    return EvalResult(task=ctrl_task.name, policy=name,
+                      policy_obs=policy_obs, seed=int(seed), trials_per_set=int(trials_per_set), horizon=T,
+                      image_size=image_size, sets=sets, joint_limit_margin=float(params["joint_limit_margin"]))
