@@ -20,6 +20,7 @@ __all__ = [
     "ActionCost",
     "StateCost",
     "EEPointCost",
+    "EEWaypointCost",
     "CostSum",
     "ramp_multiplier",
     "l1_l2_log_penalty",
@@ -217,6 +218,26 @@ class EEPointCost(Cost):
         return out
 
 
+class EEWaypointCost(EEPointCost):
+    """:class:`EEPointCost` active only on the steps ``steps = [start, end)`` (zero elsewhere): an
+    intermediate waypoint, e.g. ``target`` = [0, 0, 0.08] x 3 asks for the EE points 8 cm above their targets
+    (the state holds EE points minus targets). Negative indices count from T. The ramp applies within."""
+
+    def __init__(self, steps: tuple[int, int] | list[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if len(steps) != 2:
+            raise ValueError(f"EEWaypointCost: steps must be [start, end), got {steps!r}")
+        self.steps = (int(steps[0]), int(steps[1]))
+
+    def eval(self, X: np.ndarray, U: np.ndarray, ee_jacobians: np.ndarray | None = None) -> CostExpansion:
+        e = super().eval(X, U, ee_jacobians)
+        T = X.shape[-2]
+        w = np.zeros(T)
+        w[slice(*self.steps)] = 1.0
+        return CostExpansion(e.l * w, e.lx * w[:, None], e.lu * w[:, None], e.lxx * w[:, None, None],
+                             e.luu * w[:, None, None], e.lux * w[:, None, None])
+
+
 class CostSum(Cost):
     """l = sum_i w_i l_i (derivatives likewise)."""
 
@@ -260,7 +281,7 @@ def quadratic_cost_model(
 
 def cost_from_config(spec: dict[str, Any] | list[dict[str, Any]]) -> Cost:
     """Build a cost from YAML-style specs: a list (summed, each item may carry ``weight``) or one dict with
-    ``type`` in {action, state, ee_points} and the constructor's keyword arguments."""
+    ``type`` in {action, state, ee_points, ee_waypoint} and the constructor's keyword arguments."""
     if isinstance(spec, list):
         costs, weights = [], []
         for item in spec:
@@ -270,7 +291,8 @@ def cost_from_config(spec: dict[str, Any] | list[dict[str, Any]]) -> Cost:
         return costs[0] if len(costs) == 1 and weights[0] == 1.0 else CostSum(costs, weights)
     spec = dict(spec)
     kind = spec.pop("type", None)
-    types: dict[str, type[Cost]] = {"action": ActionCost, "state": StateCost, "ee_points": EEPointCost}
+    types: dict[str, type[Cost]] = {"action": ActionCost, "state": StateCost, "ee_points": EEPointCost,
+                                    "ee_waypoint": EEWaypointCost}
     if kind not in types:
         raise ValueError(f"cost type {kind!r} unknown; expected one of {sorted(types)}")
     for key in ("ee_idx", "joint_idx", "idx"):
