@@ -10,7 +10,7 @@ import numpy as np
 
 from gps_sim.kinematics import TOOL_BODY, TOOL_SITE, ee_jacobians_from_data, ee_points_from_data
 from gps_sim.scenes import DISTRACTOR_PARK, NUM_DISTRACTORS, build_model
-from gps_sim.tasks import TaskConfig, load_task
+from gps_sim.tasks import TaskConfig, load_task, tip_inside_hole
 
 JOINT_NAMES = (
     "r_shoulder_pan_joint",
@@ -214,11 +214,8 @@ class ArmSim:
 
     def is_success(self) -> bool:
         if self.task.success_type == "inside_hole":
-            p = self.task.scene_params
             tip = (self.ee_points()[0] - self.data.mocap_pos[self._target_mocap]) @ self._target_rotation()
-            half = float(p.get("cube_half_size", 0.06))
-            hole = float(p.get("hole_half_width", 0.028))
-            return bool(tip[2] < half and abs(tip[0]) < hole and abs(tip[1]) < hole)
+            return tip_inside_hole(tip, self.task.scene_params)
         return self.mean_distance() < self.task.success_tolerance
 
     def close(self) -> None:

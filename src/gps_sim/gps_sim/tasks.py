@@ -147,3 +147,15 @@ def load_task(name_or_path: str | os.PathLike) -> TaskConfig:
 def task_from_dict(data: dict[str, Any]) -> TaskConfig:
     """Build a TaskConfig from an in-memory dict with the YAML layout."""
     return _parse(data, None)
+
+
+def tip_inside_hole(tip: np.ndarray, scene_params: dict[str, Any]) -> bool:
+    """shape_sorting's success test on the block's tip in the cube's frame (cube centre, z up).
+
+    Inside the hole's footprint and at least ``insert_depth`` below the top face: a block wedged on the
+    rim, its tip a millimetre or two below the face, is not an insertion.
+    """
+    half = float(scene_params.get("cube_half_size", 0.06))
+    hole = float(scene_params.get("hole_half_width", 0.028))
+    depth = float(scene_params.get("insert_depth", 0.02))
+    return bool(tip[2] < half - depth and abs(tip[0]) < hole and abs(tip[1]) < hole)

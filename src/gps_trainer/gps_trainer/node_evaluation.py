@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from gps_sim.tasks import tip_inside_hole
 from gps_trainer.evaluation import (
     CONDITION_SETS,
     EvalResult,
@@ -72,19 +73,14 @@ def success_from_state(task: Any, x: np.ndarray, target_pose: np.ndarray) -> boo
 
     ``mean_distance``: :func:`final_distance_from_state` < ``task.success_tolerance``.
     ``inside_hole``: tip = EE point 0 in the target's frame (EE point 0 = x[14:17] + target point 0,
-    target point 0 = position + R @ task.target_points[0]); below the cube's top face and inside the
-    hole's footprint.
+    target point 0 = position + R @ task.target_points[0]), tested by :func:`gps_sim.tasks.tip_inside_hole`.
     """
     if task.success_type == "inside_hole":
         pose = np.asarray(target_pose, dtype=np.float64)
         rot = _quat_to_mat(pose[3:])
         tp0 = pose[:3] + rot @ np.asarray(task.target_points, dtype=np.float64)[0]
         ee0 = np.asarray(x, dtype=np.float64)[EE_SLICE][:3] + tp0
-        tip = (ee0 - pose[:3]) @ rot
-        p = task.scene_params
-        half = float(p.get("cube_half_size", 0.06))
-        hole = float(p.get("hole_half_width", 0.028))
-        return bool(tip[2] < half and abs(tip[0]) < hole and abs(tip[1]) < hole)
+        return tip_inside_hole((ee0 - pose[:3]) @ rot, task.scene_params)
     return final_distance_from_state(x) < task.success_tolerance
 
 

@@ -65,9 +65,9 @@ def test_shape_sorting_inside_hole_from_the_state_matches_the_simulator():
             rot = np.zeros(9)
             mujoco.mju_quat2Mat(rot, pose[3:])
             rot = rot.reshape(3, 3)
-            # Tip offsets in the target frame: inside, just outside in x, in y, and above the top face.
-            for offset in ([0.3 * hole, -0.5 * hole, half - 0.01], [hole + 0.002, 0.0, half - 0.01],
-                           [0.0, -hole - 0.002, half - 0.02], [0.0, 0.0, half + 0.003]):
+            # Inside; outside in x; outside in y; in the footprint but only 5 mm deep (wedged on the rim).
+            for offset in ([0.3 * hole, -0.5 * hole, half - 0.03], [hole + 0.002, 0.0, half - 0.03],
+                           [0.0, -hole - 0.002, half - 0.03], [0.0, 0.0, half - 0.005]):
                 pose[:3] = tip_world - rot @ np.asarray(offset)
                 sim.set_target_pose(pose)
                 x = sim.state()
