@@ -310,8 +310,8 @@ def _reproduce(evals: dict[str, dict[str, Any]], arch: dict[str, Any] | None, mf
 def generate_report(results_dir: str | Path = "runs/results", out: str | Path = "docs/results.md",
                     images_dir: str | Path | None = None, gps_runs: list[str | Path] | None = None,
                     gif: bool = True, notes: str = "") -> Path:
-    """Write the markdown report (and its images); returns its path. ``notes`` (markdown; default: the
-    contents of <results>/notes.md) ends the report."""
+    """Write the markdown report (and its images); returns its path. ``notes`` (markdown), then the
+    contents of ``<out stem>-notes.md`` beside the report and of ``<results>/notes.md``, end it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,9 +336,11 @@ def generate_report(results_dir: str | Path = "runs/results", out: str | Path = 
              SECTIONS[3], "", *_gps_cost(runs, img_dir, md_dir), "",
              SECTIONS[4], "", *(_gif(evals, runs, img_dir, md_dir) if gif else ["(skipped: --no-gif)"]), "",
              SECTIONS[5], "", *_reproduce(evals, arch, mf, runs, results), ""]
-    notes_file = results / "notes.md"
-    if not notes and notes_file.exists():
-        notes = notes_file.read_text().strip()
+    # Hand-written notes live beside the report (committed), so regenerating it never drops them;
+    # <results>/notes.md, if present, is added for notes that belong to one set of runs.
+    for notes_file in (out.with_name(out.stem + "-notes.md"), results / "notes.md"):
+        if notes_file.exists():
+            notes = "\n\n".join(part for part in (notes, notes_file.read_text().strip()) if part)
     body += ["## Notes and what remains", "", notes or "(none)", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(body))
