@@ -33,8 +33,7 @@ from gps_trainer.policy_opt import resolve_device
 from gps_trainer.pose_pretraining import (
     PosePretrainConfig,
     PoseRegressor,
-    collect_pose_images,
-    target_box_for,
+    collect_pose_dataset,
     train_pose_regressor,
 )
 
@@ -144,23 +143,8 @@ def compare_architectures(train_images: np.ndarray, train_positions: np.ndarray,
 
 def collect_architecture_data(cfg: PosePretrainConfig, sim: Any = None
                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Render cfg.num_train + cfg.num_test images exactly as pose pretraining does (same seed, same
-    target box) and split them."""
-    own = sim is None
-    if own:
-        from gps_sim import ArmSim
-
-        sim = ArmSim(cfg.task, image_size=cfg.image_size, render_images=True)
-    try:
-        box = (np.asarray(cfg.target_box, dtype=float) if cfg.target_box is not None
-               else target_box_for(sim.task, cfg.condition_set, cfg.target_margin))
-        images, positions = collect_pose_images(sim, cfg.num_train + cfg.num_test, np.random.default_rng(cfg.seed),
-                                                box, cfg.condition_set, cfg.joint_noise)
-    finally:
-        if own:
-            sim.close()
-    n = cfg.num_train
-    return images[:n], positions[:n], images[n:], positions[n:]
+    """The images pose pretraining uses (same seed, same target box), split into train and test."""
+    return collect_pose_dataset(cfg, sim)
 
 
 def run_architecture_table(cfg: PosePretrainConfig | dict[str, Any], output: str | Path | None = None,

@@ -234,6 +234,33 @@ def load_pretrained_vision(policy: GaussianPolicy, path: str | Path) -> list[str
     return names
 
 
+def pose_target_box(cfg: PosePretrainConfig, task: Any) -> np.ndarray:
+    """The box the target is placed in: cfg.target_box, else the task's condition range plus a margin."""
+    if cfg.target_box is not None:
+        return np.asarray(cfg.target_box, dtype=float)
+    return target_box_for(task, cfg.condition_set, cfg.target_margin)
+
+
+def collect_pose_dataset(cfg: PosePretrainConfig, sim: Any = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """cfg.num_train + cfg.num_test images with target positions (seeded by cfg.seed), split into
+    (train images, train positions, test images, test positions). ``sim`` defaults to an ArmSim of
+    cfg.task that renders at cfg.image_size (closed afterwards)."""
+    own_sim = sim is None
+    if own_sim:
+        from gps_sim import ArmSim
+
+        sim = ArmSim(cfg.task, image_size=cfg.image_size, render_images=True)
+    try:
+        images, positions = collect_pose_images(sim, cfg.num_train + cfg.num_test, np.random.default_rng(cfg.seed),
+                                                pose_target_box(cfg, sim.task), cfg.condition_set, cfg.joint_noise)
+    finally:
+        if own_sim:
+            sim.close()
+    n = cfg.num_train
+    return images[:n], positions[:n], images[n:], positions[n:]
+
+
 def pretrain_pose(config: PosePretrainConfig | dict[str, Any], sim: Any = None) -> dict[str, Any]:
     """Collect images, train, evaluate on held-out images, save weights + metrics; return the metrics.
 
@@ -243,23 +270,8 @@ def pretrain_pose(config: PosePretrainConfig | dict[str, Any], sim: Any = None) 
     """
     cfg = config if isinstance(config, PosePretrainConfig) else PosePretrainConfig.from_dict(config)
     t0 = time.perf_counter()
-    own_sim = sim is None
-    if own_sim:
-        from gps_sim import ArmSim
-
-        sim = ArmSim(cfg.task, image_size=cfg.image_size, render_images=True)
-    try:
-        box = (np.asarray(cfg.target_box, dtype=float) if cfg.target_box is not None
-               else target_box_for(sim.task, cfg.condition_set, cfg.target_margin))
-        rng = np.random.default_rng(cfg.seed)
-        images, positions = collect_pose_images(sim, cfg.num_train + cfg.num_test, rng, box,
-                                                cfg.condition_set, cfg.joint_noise)
-    finally:
-        if own_sim:
-            sim.close()
+    tr_img, tr_pos, te_img, te_pos = collect_pose_dataset(cfg, sim)
     t_collect = time.perf_counter() - t0
-    tr_img, te_img = images[:cfg.num_train], images[cfg.num_train:]
-    tr_pos, te_pos = positions[:cfg.num_train], positions[cfg.num_train:]
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -271,11 +283,18 @@ def pretrain_pose(config: PosePretrainConfig | dict[str, Any], sim: Any = None) 
     test_err = (_mean_error_cm(model, torch.as_tensor(te_img, device=device), te_pos, device)
                 if cfg.num_test else math.nan)
     baseline = float(np.mean(np.linalg.norm(te_pos - tr_pos.mean(0), axis=1)) * 100.0) if cfg.num_test else math.nan
+    if sim is not None:
+        task = sim.task
+    else:
+        from gps_sim import load_task
+
+        task = load_task(cfg.task)
     metrics = {
         "task": cfg.task, "image_size": cfg.image_size, "num_train": cfg.num_train, "num_test": cfg.num_test,
         "iterations": cfg.iterations, "seed": cfg.seed,
         "train_error_cm": train_err, "test_error_cm": test_err, "baseline_mean_error_cm": baseline,
-        "target_box": box.tolist(), "history": result["history"],
+        "target_box": pose_target_box(cfg, task).tolist(),
+        "history": result["history"],
         "collect_time_s": t_collect, "wall_time_s": time.perf_counter() - t0,
         "config": dataclasses.asdict(cfg),
     }
