@@ -99,3 +99,23 @@ def call_service(node, client, request, timeout: float = 30.0):
     rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
     assert future.done(), f"no answer from {client.srv_name}"
     return future.result()
+
+
+def wait_for_iterations(node, get_status, iterations: int, timeout: float, pids: list[int]) -> dict:
+    """Poll gps_trainer/get_status until `iterations` are completed and none remain; return the status.
+
+    Fails on an "error" phase, on a node of the stack that died, or after `timeout` seconds.
+    """
+    from gps_controller.conversions import status_to_dict
+    from gps_msgs.srv import GetStatus
+
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status_to_dict(call_service(node, get_status, GetStatus.Request()).status)
+        assert st["phase"] != "error", st["message"]
+        if st["iterations_completed"] >= iterations and st["iterations_remaining"] == 0:
+            return st
+        assert time.monotonic() < deadline, f"{iterations} iteration(s) not done in {timeout:g} s: {st}"
+        for pid in pids:  # a node that died makes the wait pointless
+            assert pid_alive(pid), f"process {pid} died"
+        time.sleep(1.0)

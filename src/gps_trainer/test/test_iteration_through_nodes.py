@@ -5,7 +5,6 @@ C-step pushed back through ``set_linear_gaussian``).
 """
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,15 @@ import pytest
 import rclpy
 
 from gps_msgs.srv import GetStatus, StartIteration
-from testing_helpers import call_service, gps_cli, pid_alive, stack_pids, stop_stack, trainer_params_file
+from testing_helpers import (
+    call_service,
+    gps_cli,
+    pid_alive,
+    stack_pids,
+    stop_stack,
+    trainer_params_file,
+    wait_for_iterations,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
@@ -25,8 +32,6 @@ def _cost(status_or_row) -> float:
 
 
 def test_two_traj_opt_iterations_through_nodes_lower_the_cost(tmp_path, ros_env):
-    from gps_controller.conversions import status_to_dict
-
     out = tmp_path / "out"
     params = trainer_params_file(tmp_path, samples_per_condition=SAMPLES, fsync=False, trial_timeout_s=60.0,
                                  service_wait_s=30.0)
@@ -43,16 +48,7 @@ def test_two_traj_opt_iterations_through_nodes_lower_the_cost(tmp_path, ros_env)
         assert res.accepted, res.message
         assert res.first_iteration == 0
 
-        deadline = time.monotonic() + 150.0
-        while True:
-            st = status_to_dict(call_service(node, get_status, GetStatus.Request()).status)
-            assert st["phase"] != "error", st["message"]
-            if st["iterations_completed"] >= 2 and st["iterations_remaining"] == 0:
-                break
-            assert time.monotonic() < deadline, f"2 iterations not done in time: {st}"
-            for pid in pids:  # a node that died makes the wait pointless
-                assert pid_alive(pid), f"process {pid} died"
-            time.sleep(1.0)
+        st = wait_for_iterations(node, get_status, 2, 150.0, pids)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

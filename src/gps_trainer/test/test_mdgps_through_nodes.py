@@ -8,7 +8,6 @@ policy weights (the controller accepts them), evaluates the policy alone through
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,14 @@ import rclpy
 import yaml
 
 from gps_msgs.srv import GetStatus, StartIteration
-from testing_helpers import call_service, pid_alive, stack_pids, stop_stack, trainer_params_file
+from testing_helpers import (
+    call_service,
+    pid_alive,
+    stack_pids,
+    stop_stack,
+    trainer_params_file,
+    wait_for_iterations,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,7 +49,6 @@ def _experiment(tmp_path: Path, algorithm: str) -> Path:
 
 @pytest.mark.parametrize("algorithm", ["mdgps", "badmm"])
 def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_path, ros_env, algorithm):
-    from gps_controller.conversions import status_to_dict
     from gps_controller.policies.serialization import deserialize_policy, sha256_hex
     from gps_trainer.storage import CheckpointStore, RolloutStore
 
@@ -65,16 +70,7 @@ def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_pat
         res = call_service(node, start, StartIteration.Request(iterations=1), timeout=90.0)
         assert res.accepted, res.message
 
-        deadline = time.monotonic() + 180.0
-        while True:
-            st = status_to_dict(call_service(node, get_status, GetStatus.Request()).status)
-            assert st["phase"] != "error", st["message"]
-            if st["iterations_completed"] >= 1 and st["iterations_remaining"] == 0:
-                break
-            assert time.monotonic() < deadline, f"the {algorithm} iteration did not finish in time: {st}"
-            for pid in pids:
-                assert pid_alive(pid), f"process {pid} died; logs in {out / 'logs'}"
-            time.sleep(1.0)
+        st = wait_for_iterations(node, get_status, 1, 180.0, pids)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
