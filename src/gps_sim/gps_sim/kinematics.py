@@ -83,3 +83,23 @@ class ArmKinematics:
     def ee_point_velocities(self, q: np.ndarray, qd: np.ndarray) -> np.ndarray:
         """(3, 3): velocities of the EE points for joint velocities qd."""
         return (self.ee_point_jacobians(q) @ np.asarray(qd, dtype=float)).reshape(3, 3)
+
+    def solve_ee_points(self, target: np.ndarray, q0: np.ndarray, joint_limits: np.ndarray | None = None,
+                        limited: np.ndarray | None = None, iterations: int = 300, damping: float = 1e-4,
+                        margin: float = 0.01) -> np.ndarray:
+        """Joint angles placing the three EE points at ``target`` (3, 3): damped least squares
+        (Levenberg-Marquardt steps q += 0.5 J^T (J J^T + damping I)^-1 e) from ``q0``, clipping limited
+        joints to ``margin`` inside their ``joint_limits`` (7, 2). Returns the last iterate; check
+        ``ee_points`` of it when convergence matters."""
+        target = np.asarray(target, dtype=float).reshape(9)
+        q = np.array(q0, dtype=float).reshape(self.nq)
+        if joint_limits is not None and limited is None:
+            limited = np.ones(self.nq, dtype=bool)
+        for _ in range(int(iterations)):
+            e = target - self.ee_points(q).ravel()
+            jac = self.ee_point_jacobians(q)
+            q = q + 0.5 * jac.T @ np.linalg.solve(jac @ jac.T + damping * np.eye(9), e)
+            if joint_limits is not None:
+                lo, hi = joint_limits[:, 0] + margin, joint_limits[:, 1] - margin
+                q[limited] = np.clip(q[limited], lo[limited], hi[limited])
+        return q

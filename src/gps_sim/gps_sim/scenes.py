@@ -71,8 +71,38 @@ def _shape_sorting(spec: mujoco.MjSpec, task: TaskConfig) -> None:
     phi = float(p.get("grasp_pitch", 1.2))
     beta = math.pi - phi  # rotation about tool y taking the block's z axis to (sin phi, 0, -cos phi)
     quat = (math.cos(beta / 2), 0.0, math.sin(beta / 2), 0.0)
-    _add_geom(spec.body("r_gripper_palm_link"), "held_block", "box", bh, pos=(0.18, 0, 0), quat=quat,
-              rgba=p.get("block_rgba", [0.95, 0.75, 0.1, 1.0]), collide="arm")
+    block_rgba = p.get("block_rgba", [0.95, 0.75, 0.1, 1.0])
+    bevel = float(p.get("block_bevel", 0.0))
+    palm = spec.body("r_gripper_palm_link")
+    if bevel <= 0.0:
+        _add_geom(palm, "held_block", "box", bh, pos=(0.18, 0, 0), quat=quat, rgba=block_rgba, collide="arm")
+        return
+    # Toy blocks have bevelled edges: a 45-degree bevel on the leading (bottom) face's edges turns a
+    # landing a few mm off-centre into a slide into the hole instead of a jam on the rim.
+    mesh = spec.add_mesh()
+    mesh.name = "held_block_mesh"
+    mesh.uservert = bevelled_block_vertices(bh, bevel).ravel().tolist()
+    g = palm.add_geom()
+    g.name = "held_block"
+    g.type = mujoco.mjtGeom.mjGEOM_MESH
+    g.meshname = mesh.name
+    g.pos = np.array([0.18, 0.0, 0.0])
+    g.quat = np.asarray(quat, float)
+    g.rgba = np.asarray(block_rgba, float)
+    g.contype, g.conaffinity = 1, 0
+
+
+def bevelled_block_vertices(half_size, bevel: float) -> np.ndarray:
+    """(12, 3) vertices of a box (half sizes hx, hy, hz) whose +z face's four edges are cut at 45 degrees
+    by `bevel` (m): the +z face shrinks to (hx - bevel, hy - bevel)."""
+    hx, hy, hz = (float(v) for v in half_size)
+    if not 0.0 < bevel < min(hx, hy, 2 * hz):
+        raise ValueError(f"block_bevel {bevel} must be in (0, {min(hx, hy, 2 * hz)})")
+    corners = [(sx, sy) for sx in (-1, 1) for sy in (-1, 1)]
+    verts = [(sx * hx, sy * hy, -hz) for sx, sy in corners]
+    verts += [(sx * hx, sy * hy, hz - bevel) for sx, sy in corners]
+    verts += [(sx * (hx - bevel), sy * (hy - bevel), hz) for sx, sy in corners]
+    return np.array(verts)
 
 
 SCENES: dict[str, Callable[[mujoco.MjSpec, TaskConfig], None]] = {

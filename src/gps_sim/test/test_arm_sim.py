@@ -17,12 +17,7 @@ def sim():
 
 
 def ik(kin, target, q, lo, hi, limited, iters=300):
-    for _ in range(iters):
-        e = (target - kin.ee_points(q)).ravel()
-        jac = kin.ee_point_jacobians(q)
-        q = q + 0.5 * jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(9), e)
-        q[limited] = np.clip(q[limited], lo[limited] + 0.01, hi[limited] - 0.01)
-    return q
+    return kin.solve_ee_points(target, q, np.stack([lo, hi], axis=1), limited, iterations=iters)
 
 
 def test_api_shapes_and_names(sim):

@@ -2,15 +2,17 @@
 
 Reads (all optional; a missing input gives a section that says so and how to produce it):
 
-- ``<results>/eval_<method>.json``  policy evaluations (``gps eval`` / gps_trainer.baselines), method in
-  end_to_end, pose_features, pose_prediction (any other name is listed too)
+- ``<results>/**/eval_<method>.json``  policy evaluations (``gps eval`` / gps_trainer.baselines), method in
+  end_to_end, pose_features, pose_prediction (any other name is listed too); one Table I per task
+  (e.g. ``<results>/eval_*.json`` for reach and ``<results>/shape_sorting/eval_*.json``)
 - ``<results>/architectures.json``  the architecture comparison (python -m gps_trainer.architectures)
 - ``<results>/model_free/<algo>_seed<s>/progress.json``  SB3 runs (python -m gps_trainer.sample_efficiency)
-- GPS runs: every ``<results>/*/metrics.json`` written by ``python -m gps_trainer.procedure gps``
+- GPS runs: every ``<results>/**/metrics.json`` written by ``python -m gps_trainer.procedure gps``
 
 Writes the markdown file, PNG plots (cost per iteration, success vs environment steps, pose error per
 architecture) and, when a visuomotor policy is available, a GIF of one visual-test rollout with the
-feature points drawn on the camera image, into ``<images>`` (next to the markdown file by default).
+feature points drawn on the camera image (and the same frames as an MPEG-4 video), into ``<images>``
+(next to the markdown file by default).
 """
 
 from __future__ import annotations
@@ -55,16 +57,22 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start).replace(os.sep, "/")
 
 
-def _load_evals(results: Path) -> dict[str, dict[str, Any]]:
-    evals = {}
-    for p in sorted(results.glob("eval_*.json")):
+# The paper's Table I task first; any other task after it, alphabetically.
+TASK_ORDER = ("shape_sorting",)
+
+
+def _load_evals(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{task: {method: evaluation}} from every eval_*.json under ``results``."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for p in sorted(results.rglob("eval_*.json")):
         d = json.loads(p.read_text())
-        evals[d.get("method", p.stem[5:])] = d | {"_file": str(p)}
-    return evals
+        found.setdefault(d.get("task", "?"), {})[d.get("method", p.stem[5:])] = d | {"_file": str(p)}
+    order = [t for t in TASK_ORDER if t in found] + sorted(t for t in found if t not in TASK_ORDER)
+    return {t: found[t] for t in order}
 
 
 def _gps_runs(results: Path, extra: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    paths = sorted(results.glob("*/metrics.json")) + [p / "metrics.json" if p.is_dir() else p for p in extra]
+    paths = sorted(results.rglob("metrics.json")) + [p / "metrics.json" if p.is_dir() else p for p in extra]
     runs, seen = [], set()
     for p in paths:
         if p.exists() and p.resolve() not in seen:
@@ -73,11 +81,10 @@ def _gps_runs(results: Path, extra: list[Path]) -> list[tuple[Path, dict[str, An
     return runs
 
 
-def _table_i(evals: dict[str, dict[str, Any]]) -> list[str]:
+def _table_i(evals_by_task: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     lines = ["Success of the policy alone (mean action, no noise) at the end of the episode, per condition set;",
              "95% Wilson intervals. Paper numbers: Table I of the visuomotor paper (real PR2).", ""]
-    if evals:
-        task = next(iter(evals.values())).get("task", "?")
+    for task, evals in evals_by_task.items():
         lines += [f"**Ours (simulation, task `{task}`)**", "",
                   "| method | training | spatial test | visual test |", "|---|---|---|---|"]
         order = [m for m in METHODS if m in evals] + [m for m in evals if m not in METHODS]
@@ -88,7 +95,8 @@ def _table_i(evals: dict[str, dict[str, Any]]) -> list[str]:
         missing = [METHOD_LABELS[m] for m in METHODS if m not in evals]
         if missing:
             lines += ["", f"Not run: {', '.join(missing)} (see the notes at the end)."]
-    else:
+        lines.append("")
+    if not evals_by_task:
         lines += ["No policy evaluation found (`gps eval ... --out <results>/eval_end_to_end.json`)."]
     lines += ["", "**Paper (Table I)**", "", "| task | method | training | spatial test | visual test |",
               "|---|---|---|---|---|"]
@@ -220,8 +228,10 @@ def _gps_cost(runs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Pa
 
 
 def rollout_gif(policy_path: str | Path, task: str, path: str | Path, condition_set: str = "visual_test",
-                condition: int = 0, seed: int = 0, frame_every: int = 2, scale: int = 4) -> dict[str, Any]:
-    """Run a visuomotor policy alone once and save a GIF of the camera image with its feature points."""
+                condition: int = 0, seed: int = 0, frame_every: int = 2, scale: int = 4,
+                mp4: str | Path | None = None) -> dict[str, Any]:
+    """Run a visuomotor policy alone once and save a GIF (and, if ``mp4`` is given, an MPEG-4 video at
+    the control rate) of the camera image with its feature points."""
     from PIL import Image
 
     from gps_controller.policies.serialization import load_policy
@@ -238,20 +248,46 @@ def rollout_gif(policy_path: str | Path, task: str, path: str | Path, condition_
         ok, dist = run_trial(sim, policy, "observation", condition, condition_set, seed, sim.task.horizon, frames)
     finally:
         sim.close()
-    imgs = [Image.fromarray(feature_point_overlay(img, pts, scale=scale)) for img, pts in frames[::frame_every]]
+    overlays = [feature_point_overlay(img, pts, scale=scale) for img, pts in frames]
+    imgs = [Image.fromarray(o) for o in overlays[::frame_every]]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(50 * frame_every), loop=0)
-    return {"success": ok, "final_distance_m": dist, "frames": len(imgs), "condition_set": condition_set,
+    info = {"success": ok, "final_distance_m": dist, "frames": len(imgs), "condition_set": condition_set,
             "condition": condition, "seed": seed}
+    if mp4 is not None:
+        info["mp4_frames"] = write_mp4(overlays, mp4, fps=1.0 / sim.task.control_dt)
+    return info
 
 
-def _gif(evals: dict[str, dict[str, Any]], runs: list[tuple[Path, dict[str, Any]]], img_dir: Path,
-         md_dir: Path) -> list[str]:
+def write_mp4(frames: list[np.ndarray], path: str | Path, fps: float) -> int:
+    """Write RGB uint8 frames (H, W, 3) as an MPEG-4 Part 2 video (OpenCV's bundled FFmpeg has no H.264
+    encoder in the PyPI wheel); returns the number of frames written."""
+    import cv2
+
+    if not frames:
+        raise ValueError("no frames to write")
+    h, w = frames[0].shape[:2]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot open an mp4v writer for {path}")
+    try:
+        for f in frames:
+            writer.write(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    return len(frames)
+
+
+def _gif(evals_by_task: dict[str, dict[str, dict[str, Any]]], runs: list[tuple[Path, dict[str, Any]]],
+         img_dir: Path, md_dir: Path) -> list[str]:
     from gps_controller.policies.serialization import load_policy
 
-    candidates = [(m, Path(evals[m]["policy"])) for m in ("end_to_end", "pose_features") if m in evals]
-    candidates += [(p.parent.name, p.parent / "policy.safetensors") for p, _ in runs]
-    for name, pol in candidates:
+    candidates = [(m, Path(evals[m]["policy"]), task) for task, evals in evals_by_task.items()
+                  for m in ("end_to_end", "pose_features") if m in evals]
+    candidates += [(p.parent.name, p.parent / "policy.safetensors", d.get("config", {}).get("task", "reach"))
+                   for p, d in runs]
+    for name, pol, task in candidates:
         if not pol.exists():
             continue
         try:
@@ -259,18 +295,19 @@ def _gif(evals: dict[str, dict[str, Any]], runs: list[tuple[Path, dict[str, Any]
                 continue
         except Exception:  # noqa: BLE001  (an unreadable file is skipped, the next one tried)
             continue
-        task = evals.get(name, {}).get("task") or dict(runs[0][1]).get("config", {}).get("task", "reach")
         gif = img_dir / "rollout_visual_test.gif"
-        info = rollout_gif(pol, task, gif)
-        return [f"Policy `{pol}` ({name}) alone on visual-test condition 0 (seed 0): "
+        mp4 = img_dir / "rollout_visual_test.mp4"
+        info = rollout_gif(pol, task, gif, mp4=mp4)
+        return [f"Policy `{pol}` ({name}, task `{task}`) alone on visual-test condition 0 (seed 0): "
                 f"{'success' if info['success'] else 'failure'}, final mean EE-point distance "
-                f"{100 * info['final_distance_m']:.1f} cm. Coloured dots: the CNN's feature points.", "",
+                f"{100 * info['final_distance_m']:.1f} cm. Coloured dots: the CNN's feature points. "
+                f"Video at the 20 Hz control rate: [{mp4.name}]({_rel(mp4, md_dir)}).", "",
                 f"![rollout with feature points]({_rel(gif, md_dir)})"]
     return ["No visuomotor (CNN) policy available, so no rollout GIF (train one with "
             "`python -m gps_trainer.procedure gps --config config/experiments/reach_mdgps_visual.yaml ...`)."]
 
 
-def _reproduce(evals: dict[str, dict[str, Any]], arch: dict[str, Any] | None, mf: list[dict[str, Any]],
+def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], arch: dict[str, Any] | None, mf: list[dict[str, Any]],
                runs: list[tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
     lines = ["Every result file records the command that produced it; all runs are seeded "
              "(numpy Generators, seeded torch), so the same command gives the same numbers on the same machine.", ""]
@@ -283,7 +320,7 @@ def _reproduce(evals: dict[str, dict[str, Any]], arch: dict[str, Any] | None, mf
                f"--out {path.parent}")
         items.append((f"GPS run `{path.parent.name}`", cmd,
                       f"seed {cfg.get('seed')}; the full resolved config is the `config` entry of {path}"))
-    for vm in sorted(Path(results).glob("*/vision.metrics.json")) if results is not None else []:
+    for vm in sorted(Path(results).rglob("vision.metrics.json")) if results is not None else []:
         c = json.loads(vm.read_text()).get("config", {})
         keys = ("task", "image_size", "num_train", "num_test", "iterations", "seed")
         items.append((f"pose pretraining `{vm.parent.name}`",
@@ -297,8 +334,8 @@ def _reproduce(evals: dict[str, dict[str, Any]], arch: dict[str, Any] | None, mf
     for c in cmds:
         seeds = sorted({r["seed"] for r in mf if r.get("command") == c})
         items.append(("model-free RL (SB3)", c, f"seeds {seeds}; resumable: rerun the same command"))
-    for m, e in evals.items():
-        items.append((f"evaluation: {METHOD_LABELS.get(m, m)}", e.get("command") or
+    for m, e in ((m, e) for evals in evals_by_task.values() for m, e in evals.items()):
+        items.append((f"evaluation `{e.get('task')}`: {METHOD_LABELS.get(m, m)}", e.get("command") or
                       f"gps eval --policy {e['policy']} --task {e['task']} --trials {e['trials_per_set']} "
                       f"--seed {e['seed']}", f"seed {e['seed']}, {e['trials_per_set']} trials per set"))
     for what, cmd, note in items:

@@ -82,6 +82,9 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
     save_policy(cnn, res / "e2e" / "policy.safetensors")
     ev = evaluate_policy(res / "e2e" / "policy.safetensors", "reach", trials_per_set=1, seed=0, horizon=3)
     ev.write_json(res / "eval_end_to_end.json", {"method": "end_to_end", "command": "gps eval ..."})
+    # a second task's evaluation in a subfolder -> its own Table I, listed first (the paper's task)
+    ev2 = evaluate_policy(res / "e2e" / "policy.safetensors", "shape_sorting", trials_per_set=1, seed=0, horizon=3)
+    ev2.write_json(res / "shape_sorting" / "eval_end_to_end.json", {"method": "end_to_end"})
     # architecture comparison on 10 rendered images
     run_architecture_table({"image_size": 16, "num_train": 6, "num_test": 4, "iterations": 2, "batch_size": 3,
                             "device": "cpu", "output": "", "net": SMALL_CNN["net"] | {"fc_hidden": [8]}},
@@ -101,6 +104,9 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
         assert section in text
     assert "No " not in text.split("## How to reproduce")[0]  # every section found its inputs
     assert "| end-to-end training |" in text and "96.3%" in text  # ours next to the paper's
+    table_i = text.split(SECTIONS[1])[0]
+    assert 0 < table_i.index("task `shape_sorting`") < table_i.index("task `reach`")
+    assert table_i.count("| end-to-end training |") == 2 + 4  # ours (2 tasks) + the paper's 4 tasks
     assert "| softmax + feature points (ours) |" in text and "| max-pooling + fully connected |" in text
     assert "| PPO | 0 |" in text and "| GPS (MDGPS, state) |" in text
     imgs = tmp_path / "docs" / "images" / "results"
@@ -111,6 +117,15 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
 
     with Image.open(imgs / "rollout_visual_test.gif") as g:
         assert g.n_frames > 10
+    import cv2
+
+    video = cv2.VideoCapture(str(imgs / "rollout_visual_test.mp4"))
+    frames = []
+    while (frame := video.read())[0]:
+        frames.append(frame[1])
+    video.release()
+    assert len(frames) == 100 and frames[0].shape[:2] == (4 * 16, 4 * 16)  # every control step, 4x scale
+    assert "rollout_visual_test.mp4" in text
 
 
 def test_report_says_what_is_missing(tmp_path):
