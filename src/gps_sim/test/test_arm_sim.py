@@ -225,12 +225,15 @@ def test_target_at_different_image_positions():
 
 def test_visual_test_changes_pixels_and_image_size():
     s = ArmSim("reach", image_size=32, render_images=True)
-    a = s.reset(0, condition_set="spatial_test").image
+    a = s.reset(0, condition_set="train").image
     b = s.reset(0, condition_set="visual_test").image
     assert a.shape == (32, 32, 3) and a.dtype == np.uint8
-    # same target position, distractors and colour changes alter the picture
-    np.testing.assert_allclose(load_task("reach").condition_list("visual_test")[0].target_pose[:3],
-                               load_task("reach").condition_list("spatial_test")[0].target_pose[:3])
+    # the paper's visual test: the training positions, with distractors and a changed table colour
+    task = load_task("reach")
+    np.testing.assert_allclose([c.target_pose for c in task.condition_list("visual_test")],
+                               [c.target_pose for c in task.condition_list("train")])
+    for name in ("reach", "shape_sorting"):  # the target object keeps its training colour
+        assert all("target" not in c.colors for c in load_task(name).condition_list("visual_test"))
     assert np.mean(np.any(a != b, axis=-1)) > 0.05
     s.close()
 
