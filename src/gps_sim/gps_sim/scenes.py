@@ -65,6 +65,12 @@ def _shape_sorting(spec: mujoco.MjSpec, task: TaskConfig) -> None:
     floor_half = (2 * c - depth) / 2
     _add_geom(body, "target_geom", "box", [h, h, floor_half], pos=(0, 0, -c + floor_half), rgba=rgba,
               collide="world")
+    # MuJoCo takes the larger of two geoms' friction coefficients, so the cube and the block both get the
+    # toy's plastic-on-plastic value.
+    friction = float(p.get("friction", 0.8))
+    for g in spec.geoms:
+        if g.name.startswith("target_geom"):
+            g.friction = np.array([friction, 0.02, 0.01])
     # The held block, rigidly in the gripper at an angle such that it is vertical when the tool is
     # pitched down by `grasp_pitch` (rad), the posture the target points ask for.
     bh = p.get("block_half_size", [0.022, 0.022, 0.05])
@@ -76,6 +82,7 @@ def _shape_sorting(spec: mujoco.MjSpec, task: TaskConfig) -> None:
     palm = spec.body("r_gripper_palm_link")
     if bevel <= 0.0:
         _add_geom(palm, "held_block", "box", bh, pos=(0.18, 0, 0), quat=quat, rgba=block_rgba, collide="arm")
+        spec.geom("held_block").friction = np.array([friction, 0.02, 0.01])
         return
     # Toy blocks have bevelled edges: a 45-degree bevel on the leading (bottom) face's edges turns a
     # landing a few mm off-centre into a slide into the hole instead of a jam on the rim.
@@ -90,6 +97,7 @@ def _shape_sorting(spec: mujoco.MjSpec, task: TaskConfig) -> None:
     g.quat = np.asarray(quat, float)
     g.rgba = np.asarray(block_rgba, float)
     g.contype, g.conaffinity = 1, 0
+    g.friction = np.array([friction, 0.02, 0.01])
 
 
 def bevelled_block_vertices(half_size, bevel: float) -> np.ndarray:

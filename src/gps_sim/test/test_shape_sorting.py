@@ -45,6 +45,18 @@ def test_bevelled_block_sits_where_the_ee_points_say():
     np.testing.assert_allclose(w[:4].mean(axis=0), top, atol=1e-4)
 
 
+def test_cube_and_block_carry_the_task_friction():
+    task = load_task("shape_sorting")
+    task.scene_params["friction"] = 0.3
+    for bevel in (0.0, 0.008):
+        task.scene_params["block_bevel"] = bevel
+        m = ArmSim(task).model
+        names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, i) for i in range(m.ngeom)]
+        contact = [i for i, n in enumerate(names) if n and (n.startswith("target_geom") or n == "held_block")]
+        assert len(contact) == 6  # 4 walls, the floor of the hole, the block
+        np.testing.assert_allclose(m.geom_friction[contact, 0], 0.3)
+
+
 def _descend_off_centre(bevel: float, offset_y: float) -> tuple[bool, np.ndarray]:
     """Place the block 8 cm above the hole, shifted by offset_y along the cube's y axis, and lower it
     along a straight line with a stiff joint PD tracking IK solutions (as a position-controlled arm

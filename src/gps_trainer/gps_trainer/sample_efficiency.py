@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-episodes", type=int, default=8)
     ap.add_argument("--env", default="GpsReach-v0")
     ap.add_argument("--out", default="runs/results/model_free")
-    ap.add_argument("--stop-at-threshold", action="store_true", help="stop a run once it reaches 90%")
+    ap.add_argument("--stop-at-threshold", action="store_true", help="stop a run once it reaches 90%%")
     a = ap.parse_args(argv)
     command = "python -m gps_trainer.sample_efficiency " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     for algo in a.algos:
