@@ -167,11 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m gps_trainer.baselines " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     out = Path(a.out)
     policies: dict[str, str] = {}
+    base = load_gps_experiment(a.config)
     for method in ("pose_features", "end_to_end"):
         if method not in a.methods:
             continue
         over = {**_overrides(a.overrides), **baseline_overrides(method, a.fc_steps, a.e2e_steps),
-                "algorithm.pretrained_vision": str(a.vision), "name": f"reach_mdgps_visual_{method}"}
+                "algorithm.pretrained_vision": str(a.vision), "name": f"{base.name}_{method}"}
         if a.controllers:
             over["algorithm.init_controllers_file"] = str(a.controllers)
         cfg = load_gps_experiment(a.config, over)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{m}] iteration {info.iteration}: policy success {ev.success_rate if ev else float('nan'):.2f}",
                 flush=True))
         policies[method] = str(run_dir / "policy.safetensors")
-    evaluate_baselines(load_gps_experiment(a.config).task, out, vision=a.vision,
+    evaluate_baselines(base.task, out, vision=a.vision,
                        state_policy=a.state_policy if "pose_prediction" in a.methods else None,
                        end_to_end=policies.get("end_to_end"), pose_features=policies.get("pose_features"),
                        trials_per_set=a.trials, seed=a.seed, command=command)
