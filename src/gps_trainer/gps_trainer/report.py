@@ -5,7 +5,8 @@ Reads (all optional; a missing input gives a section that says so and how to pro
 - ``<results>/**/eval_<method>.json``  policy evaluations (``gps eval`` / gps_trainer.baselines), method in
   end_to_end, pose_features, pose_prediction (any other name is listed too); one Table I per task
   (e.g. ``<results>/eval_*.json`` for reach and ``<results>/shape_sorting/eval_*.json``)
-- ``<results>/architectures.json``  the architecture comparison (python -m gps_trainer.architectures)
+- ``<results>/architectures*.json``  architecture comparisons (python -m gps_trainer.architectures), one
+  table each
 - ``<results>/model_free/<algo>_seed<s>/progress.json``  SB3 runs (python -m gps_trainer.sample_efficiency)
 - GPS runs: every ``<results>/**/metrics.json`` written by ``python -m gps_trainer.procedure gps``
 
@@ -129,9 +130,17 @@ def _plot_architectures(arch: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _architectures(arch: dict[str, Any] | None, img_dir: Path, md_dir: Path) -> list[str]:
-    if arch is None:
+def _architectures(archs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Path) -> list[str]:
+    if not archs:
         return ["No architecture comparison found (`python -m gps_trainer.architectures`)."]
+    lines: list[str] = []
+    for path, arch in archs:
+        lines += _architecture_table(arch, img_dir / f"pose_error_per_{path.stem}.png", md_dir) + [""]
+    return lines + ["The seeds text does not contain the paper's numbers for this comparison, so none are "
+                    "shown next to ours."]
+
+
+def _architecture_table(arch: dict[str, Any], png: Path, md_dir: Path) -> list[str]:
     cfg = arch.get("config", {})
     lines = [f"Target-position regression from {cfg.get('image_size')}x{cfg.get('image_size')} images of task "
              f"`{cfg.get('task')}`: {cfg.get('num_train')} training / {cfg.get('num_test')} held-out images, "
@@ -143,12 +152,8 @@ def _architectures(arch: dict[str, Any] | None, img_dir: Path, md_dir: Path) -> 
         lines.append(f"| {row['label']} | {row['test_error_cm']:.2f} +- {row['test_error_std_cm']:.2f} | "
                      f"{row['train_error_cm']:.2f} | {row['parameters']:,} |")
     lines += [f"| (always predict the training mean) | {arch['baseline_mean_error_cm']:.2f} | | |", ""]
-    png = img_dir / "pose_error_per_architecture.png"
     _plot_architectures(arch, png)
-    lines += [f"![pose error per architecture]({_rel(png, md_dir)})",
-              "", "The seeds text does not contain the paper's numbers for this comparison, so none are "
-              "shown next to ours."]
-    return lines
+    return lines + [f"![pose error per architecture]({_rel(png, md_dir)})"]
 
 
 def _plot_success(mf: list[dict[str, Any]], gps: list[dict[str, Any]], path: Path) -> None:
@@ -307,8 +312,8 @@ def _gif(evals_by_task: dict[str, dict[str, dict[str, Any]]], runs: list[tuple[P
             "`python -m gps_trainer.procedure gps --config config/experiments/reach_mdgps_visual.yaml ...`)."]
 
 
-def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], arch: dict[str, Any] | None, mf: list[dict[str, Any]],
-               runs: list[tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
+def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[tuple[Path, dict[str, Any]]],
+               mf: list[dict[str, Any]], runs: list[tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
     lines = ["Every result file records the command that produced it; all runs are seeded "
              "(numpy Generators, seeded torch), so the same command gives the same numbers on the same machine.", ""]
     items: list[tuple[str, str, str]] = []
@@ -327,8 +332,9 @@ def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], arch: dict[s
                       f"python -m gps_trainer.procedure pose --config config/policy/pose_pretrain.yaml --out {vm.parent} "
                       + " ".join(f"{k}={c[k]}" for k in keys if k in c),
                       f"seed {c.get('seed')}; full config in {vm}"))
-    if arch is not None:
-        items.append(("architecture comparison", arch.get("command") or "python -m gps_trainer.architectures",
+    for _, arch in archs:
+        items.append((f"architecture comparison `{arch.get('config', {}).get('task')}`",
+                      arch.get("command") or "python -m gps_trainer.architectures",
                       f"seed {arch.get('config', {}).get('seed')}"))
     cmds = sorted({r.get("command", "") for r in mf if r.get("command")})
     for c in cmds:
@@ -358,8 +364,7 @@ def generate_report(results_dir: str | Path = "runs/results", out: str | Path = 
     img_dir = Path(images_dir) if images_dir else md_dir / "images" / "results"
     img_dir.mkdir(parents=True, exist_ok=True)
     evals = _load_evals(results)
-    arch_path = results / "architectures.json"
-    arch = json.loads(arch_path.read_text()) if arch_path.exists() else None
+    archs = [(p, json.loads(p.read_text())) for p in sorted(results.glob("architectures*.json"))]
     mf = load_model_free_curves(results / "model_free")
     runs = _gps_runs(results, [Path(p) for p in (gps_runs or [])])
     state_runs = [gps_curve(p) for p, d in runs
@@ -368,11 +373,11 @@ def generate_report(results_dir: str | Path = "runs/results", out: str | Path = 
             "Generated by `gps report` from the result files in "
             f"`{results}`; regenerate after new runs. Numbers are what these runs measured.", ""]
     body += [SECTIONS[0], "", *_table_i(evals), "",
-             SECTIONS[1], "", *_architectures(arch, img_dir, md_dir), "",
+             SECTIONS[1], "", *_architectures(archs, img_dir, md_dir), "",
              SECTIONS[2], "", *_sample_efficiency(mf, state_runs, img_dir, md_dir), "",
              SECTIONS[3], "", *_gps_cost(runs, img_dir, md_dir), "",
              SECTIONS[4], "", *(_gif(evals, runs, img_dir, md_dir) if gif else ["(skipped: --no-gif)"]), "",
-             SECTIONS[5], "", *_reproduce(evals, arch, mf, runs, results), ""]
+             SECTIONS[5], "", *_reproduce(evals, archs, mf, runs, results), ""]
     # Hand-written notes live beside the report (committed), so regenerating it never drops them;
     # <results>/notes.md, if present, is added for notes that belong to one set of runs.
     for notes_file in (out.with_name(out.stem + "-notes.md"), results / "notes.md"):

@@ -110,7 +110,7 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
     assert "| softmax + feature points (ours) |" in text and "| max-pooling + fully connected |" in text
     assert "| PPO | 0 |" in text and "| GPS (MDGPS, state) |" in text
     imgs = tmp_path / "docs" / "images" / "results"
-    for name in ("cost_per_iteration.png", "success_vs_env_steps.png", "pose_error_per_architecture.png",
+    for name in ("cost_per_iteration.png", "success_vs_env_steps.png", "pose_error_per_architectures.png",
                  "rollout_visual_test.gif"):
         assert (imgs / name).stat().st_size > 1000, name
     from PIL import Image
