@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=10, help="evaluation trials per condition set")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--stop-at-success", type=float, default=None,
+                    help="end a GPS run once its policy's training-condition success rate reaches this")
     ap.add_argument("--out", default="runs/results")
     ap.add_argument("overrides", nargs="*", help="experiment key=value overrides (dotted keys)")
     a = ap.parse_args(argv)
@@ -178,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_gps_experiment(a.config, over)
         run_dir = out / f"gps_{method}"
         metrics = run_dir / "metrics.json"
-        done = metrics.exists() and len(json.loads(metrics.read_text()).get("iterations", [])) >= cfg.iterations
+        rows = json.loads(metrics.read_text()).get("iterations", []) if metrics.exists() else []
+        done = len(rows) >= cfg.iterations or (a.stop_at_success is not None and bool(rows) and
+                                                rows[-1].get("policy_success_rate", 0.0) >= a.stop_at_success)
         if not done:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "command.txt").write_text(command + "\n")
             print(f"== {method}: {cfg.iterations} MDGPS iterations -> {run_dir}", flush=True)
-            run_gps(cfg, run_dir, on_iteration=lambda info, ev, m=method: print(
+            run_gps(cfg, run_dir, stop_at_success=a.stop_at_success, on_iteration=lambda info, ev, m=method: print(
                 f"[{m}] iteration {info.iteration}: policy success {ev.success_rate if ev else float('nan'):.2f}",
                 flush=True))
         policies[method] = str(run_dir / "policy.safetensors")
