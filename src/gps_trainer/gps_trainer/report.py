@@ -285,15 +285,38 @@ def write_mp4(frames: list[np.ndarray], path: str | Path, fps: float) -> int:
     return len(frames)
 
 
+def _run_name(run_dir: Path, results: Path | None) -> str:
+    """A run's folder relative to the results folder (runs of several tasks share folder names)."""
+    try:
+        return run_dir.relative_to(results).as_posix() if results is not None else run_dir.name
+    except ValueError:
+        return run_dir.name
+
+
+def _first_success(evaluation: dict[str, Any]) -> tuple[int, int] | None:
+    """(condition, reset seed) of the first successful visual-test trial of an evaluation, None if none
+    succeeded; replaying it gives the same rollout (the simulator and the policy's mean are deterministic)."""
+    vt = evaluation.get("sets", {}).get("visual_test", {})
+    for ok, condition, seed in zip(vt.get("success", []), vt.get("conditions", []), vt.get("reset_seeds", []),
+                                   strict=False):
+        if ok:
+            return int(condition), int(seed)
+    return None
+
+
 def _gif(evals_by_task: dict[str, dict[str, dict[str, Any]]], runs: list[tuple[Path, dict[str, Any]]],
          img_dir: Path, md_dir: Path) -> list[str]:
     from gps_controller.policies.serialization import load_policy
 
-    candidates = [(m, Path(evals[m]["policy"]), task) for task, evals in evals_by_task.items()
-                  for m in ("end_to_end", "pose_features") if m in evals]
-    candidates += [(p.parent.name, p.parent / "policy.safetensors", d.get("config", {}).get("task", "reach"))
+    evaluated = [(m, Path(evals[m]["policy"]), task, _first_success(evals[m]))
+                 for task, evals in evals_by_task.items() for m in ("end_to_end", "pose_features") if m in evals]
+    # A successful visual-test trial of any evaluated CNN policy first (tasks in report order, end-to-end
+    # before pose features); else visual-test condition 0 of the first CNN policy found.
+    candidates = [(m, p, t, trial) for m, p, t, trial in evaluated if trial is not None]
+    candidates += [(m, p, t, (0, 0)) for m, p, t, _ in evaluated]
+    candidates += [(p.parent.name, p.parent / "policy.safetensors", d.get("config", {}).get("task", "reach"), (0, 0))
                    for p, d in runs]
-    for name, pol, task in candidates:
+    for name, pol, task, (condition, seed) in candidates:
         if not pol.exists():
             continue
         try:
@@ -303,8 +326,9 @@ def _gif(evals_by_task: dict[str, dict[str, dict[str, Any]]], runs: list[tuple[P
             continue
         gif = img_dir / "rollout_visual_test.gif"
         mp4 = img_dir / "rollout_visual_test.mp4"
-        info = rollout_gif(pol, task, gif, mp4=mp4)
-        return [f"Policy `{pol}` ({name}, task `{task}`) alone on visual-test condition 0 (seed 0): "
+        info = rollout_gif(pol, task, gif, mp4=mp4, condition=condition, seed=seed)
+        return [f"Policy `{pol}` ({name}, task `{task}`) alone on visual-test condition {condition} "
+                f"(reset seed {seed}): "
                 f"{'success' if info['success'] else 'failure'}, final mean EE-point distance "
                 f"{100 * info['final_distance_m']:.1f} cm. Coloured dots: the CNN's feature points. "
                 f"Video at the 20 Hz control rate: [{mp4.name}]({_rel(mp4, md_dir)}).", "",
@@ -324,12 +348,12 @@ def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[
         cmd = (cmd_file.read_text().strip() if cmd_file.exists() else
                f"python -m gps_trainer.procedure gps --config config/experiments/{cfg.get('name', '?')}.yaml "
                f"--out {path.parent}")
-        items.append((f"GPS run `{path.parent.name}`", cmd,
+        items.append((f"GPS run `{_run_name(path.parent, results)}`", cmd,
                       f"seed {cfg.get('seed')}; the full resolved config is the `config` entry of {path}"))
     for vm in sorted(Path(results).rglob("vision.metrics.json")) if results is not None else []:
         c = json.loads(vm.read_text()).get("config", {})
         keys = ("task", "image_size", "num_train", "num_test", "iterations", "seed")
-        items.append((f"pose pretraining `{vm.parent.name}`",
+        items.append((f"pose pretraining `{_run_name(vm.parent, results)}`",
                       f"python -m gps_trainer.procedure pose --config config/policy/pose_pretrain.yaml --out {vm.parent} "
                       + " ".join(f"{k}={c[k]}" for k in keys if k in c),
                       f"seed {c.get('seed')}; full config in {vm}"))

@@ -142,3 +142,29 @@ def test_report_says_what_is_missing(tmp_path):
     text = generate_report(tmp_path / "nothing", tmp_path / "results.md").read_text()
     assert all(s in text for s in SECTIONS)
     assert "No policy evaluation found" in text and "No visuomotor (CNN) policy available" in text
+
+
+def test_gif_replays_the_chosen_visual_test_trial(tmp_path):
+    """The report's GIF shows the evaluation's first successful visual-test trial (else its first one);
+    replaying (condition, reset seed) reproduces that trial's final distance."""
+    from gps_controller.policies import make_policy, save_policy
+    from gps_trainer.evaluation import evaluate_policy
+    from gps_trainer.report import _first_success, rollout_gif
+
+    fake = {"sets": {"visual_test": {"success": [False, True, True], "conditions": [0, 1, 2],
+                                     "reset_seeds": [11, 22, 33]}}}
+    assert _first_success(fake) == (1, 22)
+    fake["sets"]["visual_test"]["success"] = [False, False, False]
+    assert _first_success(fake) is None and _first_success({}) is None
+
+    cnn = make_policy(SMALL_CNN, 32, 7, seed=1)
+    save_policy(cnn, tmp_path / "policy.safetensors")
+    ev = evaluate_policy(tmp_path / "policy.safetensors", "reach", trials_per_set=2, seed=4,
+                         condition_sets=("visual_test",)).to_dict()
+    condition, seed = _first_success(ev) or (ev["sets"]["visual_test"]["conditions"][0],
+                                             ev["sets"]["visual_test"]["reset_seeds"][0])
+    vt = ev["sets"]["visual_test"]
+    i = next(k for k, (c, s) in enumerate(zip(vt["conditions"], vt["reset_seeds"], strict=True)) if (c, s) == (condition, seed))
+    info = rollout_gif(tmp_path / "policy.safetensors", "reach", tmp_path / "r.gif", condition=condition, seed=seed)
+    assert info["final_distance_m"] == pytest.approx(vt["final_distance"][i], abs=1e-9)
+    assert info["success"] == vt["success"][i]
