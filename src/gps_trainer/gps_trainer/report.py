@@ -207,12 +207,15 @@ def _gps_cost(runs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Pa
         return ["No GPS run found (`python -m gps_trainer.procedure gps --config ... --out <results>/<name>`)."]
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    # One panel per task: costs of different tasks are not comparable (shape_sorting's log terms go negative).
+    tasks = sorted({d.get("config", {}).get("task", "?") for _, d in runs})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 3.4), squeeze=False)
     lines = ["| run | iterations | sample cost, first -> last | policy cost, first -> last | policy success, last |",
              "|---|---|---|---|---|"]
     for path, data in runs:
         rows = data.get("iterations", [])
         name = data.get("config", {}).get("name", path.parent.name)
+        ax = axes[0][tasks.index(data.get("config", {}).get("task", "?"))]
         cost = [float(np.mean(r["cost_per_condition"])) for r in rows]
         pcost = [float(r.get("policy_cost", math.nan)) for r in rows]
         ax.plot(range(len(cost)), cost, marker="o", label=f"{name}: samples")
@@ -222,10 +225,14 @@ def _gps_cost(runs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Pa
         lines.append(f"| {name} (`{path.parent.name}`) | {len(rows)} | "
                      f"{cost[0]:.1f} -> {cost[-1]:.1f} | {pcost[0]:.1f} -> {pcost[-1]:.1f} | "
                      f"{100 * succ:.0f}% |" if rows else f"| {name} | 0 | - | - | - |")
-    ax.set_yscale("log")
-    ax.set_xlabel("GPS iteration")
-    ax.set_ylabel("mean cost per episode")
-    ax.legend(fontsize=7)
+    for task, ax in zip(tasks, axes[0], strict=True):
+        values = [y for line in ax.get_lines() for y in line.get_ydata() if math.isfinite(y)]
+        if values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_title(f"task {task}", fontsize=9)
+        ax.set_xlabel("GPS iteration")
+        ax.set_ylabel("mean cost per episode")
+        ax.legend(fontsize=6)
     fig.tight_layout()
     png = img_dir / "cost_per_iteration.png"
     fig.savefig(png, dpi=110)
@@ -390,6 +397,7 @@ def generate_report(results_dir: str | Path = "runs/results", out: str | Path = 
     img_dir.mkdir(parents=True, exist_ok=True)
     evals = _load_evals(results)
     archs = [(p, json.loads(p.read_text())) for p in sorted(results.glob("architectures*.json"))]
+    archs.sort(key=lambda a: a[1].get("config", {}).get("task") not in TASK_ORDER)  # the paper's task first
     mf = load_model_free_curves(results / "model_free")
     runs = _gps_runs(results, [Path(p) for p in (gps_runs or [])])
     # GPS is compared with the model-free runs on their environment's task only (reach by default).
