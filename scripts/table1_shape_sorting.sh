@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Table I on shape_sorting (the paper's shape-sorting cube), every phase as run for docs/results.md.
-# Resumable: a phase whose output exists is skipped. CPU: about 1-1.5 h on 2 shared cores.
+# Resumable: a finished phase is skipped, a stopped GPS run goes on at its first missing iteration.
+# CPU: about 1-1.5 h on 2 shared cores.
 #   bash scripts/table1_shape_sorting.sh [OUT]      (default OUT=runs/results/shape_sorting)
 set -eo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -231,27 +232,10 @@ class GPSAdapter:
         return path
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        a = self.alg
-        out = {"eta": np.asarray(a.eta, dtype=float), "step_mult": np.array([a.step_mult]),
-               "iteration_count": np.array([a.iteration_count]), "s_step_count": np.array([a.s_step_count])}
-        for name in ("step_mults", "pol_wt", "lambda_K", "lambda_k"):  # BADMM's duals
-            if hasattr(a, name):
-                out[name] = np.asarray(getattr(a, name), dtype=float)
-        for m, p in enumerate(a.controllers):
-            out[f"cond{m}/K"], out[f"cond{m}/k"], out[f"cond{m}/pol_covar"] = p.K, p.k, p.pol_covar
-        return out
+        return gps_state_arrays(self.alg)
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        a = self.alg
-        a.eta = np.array(arrays["eta"], dtype=float)
-        a.step_mult = float(np.asarray(arrays["step_mult"]).reshape(-1)[0])
-        a.iteration_count = int(arrays["iteration_count"][0])
-        a.s_step_count = int(arrays["s_step_count"][0])
-        for name in ("step_mults", "pol_wt", "lambda_K", "lambda_k"):
-            if name in arrays and hasattr(a, name):
-                setattr(a, name, np.array(arrays[name], dtype=float))
-        a.controllers = [LinearGaussianPolicy(arrays[f"cond{m}/K"], arrays[f"cond{m}/k"], arrays[f"cond{m}/pol_covar"])
-                         for m in range(len(a.controllers))]
+        load_gps_state(self.alg, arrays)
 
     def load_policy(self, architecture: str, weights: bytes) -> None:
         """Restore the policy of a checkpoint (its weights replace the current ones in place)."""
@@ -267,3 +251,29 @@ def make(info: ExperimentInfo, init_controllers: str = "", pretrained_vision: st
     if info.algorithm in ("mdgps", "badmm"):
         return GPSAdapter(info, init_controllers, pretrained_vision)
     raise NotImplementedError(f"algorithm {info.algorithm!r} is not wired into the trainer node")
+
+
+def gps_state_arrays(a: Any) -> dict[str, np.ndarray]:
+    """The iteration state of an MDGPS / BADMM algorithm that a checkpoint needs besides the policy's
+    weights: step sizes, eta, counters, BADMM's duals and the local controllers."""
+    out = {"eta": np.asarray(a.eta, dtype=float), "step_mult": np.array([a.step_mult]),
+           "iteration_count": np.array([a.iteration_count]), "s_step_count": np.array([a.s_step_count])}
+    for name in ("step_mults", "pol_wt", "lambda_K", "lambda_k"):  # BADMM's duals
+        if hasattr(a, name):
+            out[name] = np.asarray(getattr(a, name), dtype=float)
+    for m, p in enumerate(a.controllers):
+        out[f"cond{m}/K"], out[f"cond{m}/k"], out[f"cond{m}/pol_covar"] = p.K, p.k, p.pol_covar
+    return out
+
+
+def load_gps_state(a: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Inverse of :func:`gps_state_arrays` (the GMM priors are re-fitted from the next samples)."""
+    a.eta = np.array(arrays["eta"], dtype=float)
+    a.step_mult = float(np.asarray(arrays["step_mult"]).reshape(-1)[0])
+    a.iteration_count = int(np.asarray(arrays["iteration_count"]).reshape(-1)[0])
+    a.s_step_count = int(np.asarray(arrays["s_step_count"]).reshape(-1)[0])
+    for name in ("step_mults", "pol_wt", "lambda_K", "lambda_k"):
+        if name in arrays and hasattr(a, name):
+            setattr(a, name, np.array(arrays[name], dtype=float))
+    a.controllers = [LinearGaussianPolicy(arrays[f"cond{m}/K"], arrays[f"cond{m}/k"], arrays[f"cond{m}/pol_covar"])
+                     for m in range(len(a.controllers))]

@@ -154,14 +154,18 @@ def run_gps(
     stop_at_success: float | None = None,
     on_iteration: Callable[[GPSIteration, PolicyEvaluation | None], None] | None = None,
     evaluate: bool = True,
+    resume: bool = True,
 ) -> tuple[MDGPS, list[dict[str, Any]]]:
     """Run ``cfg.iterations`` GPS iterations on the simulator: sample the local controllers (with the
     policy's observations), iterate, then evaluate the policy alone (mean actions, one trial per training
     condition). Stops early once the policy's success rate reaches ``stop_at_success``.
 
-    With ``output_dir``: after every iteration, policy.safetensors, controllers.npz and metrics.json
-    (config + one row per iteration, with "sampling_s" and the algorithm's timings) are rewritten, so a
-    later phase (or a crashed run's inspection) starts from the latest iterate. Returns (algorithm, rows).
+    With ``output_dir``: after every iteration, policy.safetensors, controllers.npz, metrics.json
+    (config + one row per iteration, with "sampling_s" and the algorithm's timings) and gps_state.npz
+    (step sizes, duals, controllers, random-generator states) are rewritten, so a later phase starts from
+    the latest iterate and, with ``resume``, a stopped run goes on at its first missing iteration with
+    nothing recorded lost (the GMM priors are re-fitted from the new samples, so a resumed run is not
+    bit-identical to an uninterrupted one). Returns (algorithm, rows).
     """
     from gps_sim import ArmSim
 
@@ -176,9 +180,16 @@ def run_gps(
     rng = np.random.default_rng(cfg.seed)
     out = Path(output_dir) if output_dir is not None else None
     rows: list[dict[str, Any]] = []
+    if resume and out is not None:
+        rows = _resume_gps(algo, rng, out, cfg)
+        done = rows and stop_at_success is not None and rows[-1].get("policy_success_rate", 0.0) >= stop_at_success
+        if done or len(rows) >= cfg.iterations:
+            if own_sim:
+                sim.close()
+            return algo, rows
     smoothing = alg_cfg.sampling.smooth_noise_std
     try:
-        for it in range(cfg.iterations):
+        for it in range(len(rows), cfg.iterations):
             t0 = time.perf_counter()
             batches = [collect_rollouts(sim, algo.controllers[m], m, cfg.samples_per_condition, T, rng,
                                         noise=alg_cfg.sampling.noise, smoothing_std=smoothing, images=visual)
@@ -201,12 +212,55 @@ def run_gps(
                 save_policy(algo.policy, out / "policy.safetensors")
                 save_controllers(algo.controllers, out / "controllers.npz")
                 _write_json(out / "metrics.json", {"config": config_to_dict(cfg), "iterations": rows})
+                _save_gps_state(algo, rng, len(rows), out / "gps_state.npz")  # last: what resume trusts
             if (stop_at_success is not None and ev is not None and ev.success_rate >= stop_at_success):
                 break
     finally:
         if own_sim:
             sim.close()
     return algo, rows
+
+
+def _save_gps_state(algo: MDGPS, rng: np.random.Generator, iterations_done: int, path: Path) -> None:
+    from gps_trainer.algorithm_adapter import gps_state_arrays
+
+    arrays = gps_state_arrays(algo)
+    arrays["iterations_done"] = np.array([iterations_done])
+    for name, tensor in algo.policy.state_dict().items():
+        arrays[f"policy/{name}"] = tensor.detach().cpu().numpy()
+    arrays["numpy_rng_state"] = np.frombuffer(json.dumps(rng.bit_generator.state).encode(), dtype=np.uint8)
+    arrays["torch_rng_state"] = torch.get_rng_state().numpy()
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _resume_gps(algo: MDGPS, rng: np.random.Generator, out: Path, cfg: GPSExperimentConfig) -> list[dict[str, Any]]:
+    """The rows of a stopped run in ``out`` after restoring its state into ``algo`` and ``rng``; [] for a
+    new run. gps_state.npz is written last in an iteration, so it decides how many rows count. Refuses a
+    folder whose run had another configuration (``iterations`` may differ: a finished run can be extended)."""
+    from gps_trainer.algorithm_adapter import load_gps_state
+
+    metrics, state = out / "metrics.json", out / "gps_state.npz"
+    if not (metrics.exists() and state.exists()):
+        return []
+    data = json.loads(metrics.read_text())
+    old_cfg, new_cfg = dict(data.get("config") or {}), json.loads(json.dumps(config_to_dict(cfg)))
+    old_cfg.pop("iterations", None)
+    new_cfg.pop("iterations", None)
+    if old_cfg != new_cfg:
+        raise ValueError(f"{out} holds a run with another configuration; use another --out (or delete it) "
+                         "to start this one")
+    with np.load(state) as arrays:
+        load_gps_state(algo, dict(arrays))
+        done = int(arrays["iterations_done"][0])
+        algo.policy.load_state_dict({k[len("policy/"):]: torch.from_numpy(arrays[k].copy())
+                                     for k in arrays.files if k.startswith("policy/")})
+        rng.bit_generator.state = json.loads(arrays["numpy_rng_state"].tobytes().decode())
+        torch.set_rng_state(torch.from_numpy(arrays["torch_rng_state"].copy()))
+    rows = list(data.get("iterations", []))[:done]
+    LOGGER.info("resuming %s at iteration %d", out, len(rows))
+    return rows
 
 
 # --------------------------------------------------------------------------- phases 1 and 2
