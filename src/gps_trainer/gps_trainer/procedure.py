@@ -180,16 +180,14 @@ def run_gps(
     rng = np.random.default_rng(cfg.seed)
     out = Path(output_dir) if output_dir is not None else None
     rows: list[dict[str, Any]] = []
-    if resume and out is not None:
-        rows = _resume_gps(algo, rng, out, cfg)
-        done = rows and stop_at_success is not None and rows[-1].get("policy_success_rate", 0.0) >= stop_at_success
-        if done or len(rows) >= cfg.iterations:
-            if own_sim:
-                sim.close()
-            return algo, rows
     smoothing = alg_cfg.sampling.smooth_noise_std
     try:
-        for it in range(len(rows), cfg.iterations):
+        if resume and out is not None:
+            rows = _resume_gps(algo, rng, out, cfg)
+        start = len(rows)
+        if rows and stop_at_success is not None and rows[-1].get("policy_success_rate", 0.0) >= stop_at_success:
+            start = cfg.iterations  # it had stopped there
+        for it in range(start, cfg.iterations):
             t0 = time.perf_counter()
             batches = [collect_rollouts(sim, algo.controllers[m], m, cfg.samples_per_condition, T, rng,
                                         noise=alg_cfg.sampling.noise, smoothing_std=smoothing, images=visual)
@@ -361,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--vision", default=None, help="phase-1 vision.safetensors")
             p.add_argument("--controllers", default=None, help="phase-2 controllers.npz")
             p.add_argument("--stop-at-success", type=float, default=None)
+            p.add_argument("--restart", action="store_true",
+                           help="start afresh in --out instead of resuming the run found there")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if a.threads:
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.controllers:
         raw.setdefault("algorithm", {})["init_controllers_file"] = a.controllers
     cfg = gps_experiment_from_dict(raw)
-    _, rows = run_gps(cfg, a.out, stop_at_success=a.stop_at_success)
+    _, rows = run_gps(cfg, a.out, stop_at_success=a.stop_at_success, resume=not a.restart)
     last = rows[-1] if rows else {}
     print(json.dumps({"policy": str(Path(a.out) / "policy.safetensors"), "iterations": len(rows),
                       "policy_success_rate": last.get("policy_success_rate"),
