@@ -175,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     import shlex
     import sys
 
-    import yaml
-
+    from gps_trainer.config import parse_overrides
     from gps_trainer.policy_opt import load_yaml_section
 
     ap = argparse.ArgumentParser(prog="gps_trainer.architectures", description=__doc__,
@@ -189,11 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, a.threads))
     data = load_yaml_section(a.config, "pose_pretrain") if a.config else {}
-    for item in a.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"override {item!r} is not key=value")
-        data[key] = yaml.safe_load(value)
+    try:
+        data.update(parse_overrides(a.overrides))
+    except ValueError as e:
+        ap.error(str(e))
     data["output"] = ""
     command = "python -m gps_trainer.architectures " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     res = run_architecture_table(data, a.out, tuple(a.only), verbose=True, command=command)

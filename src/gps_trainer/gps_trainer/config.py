@@ -27,6 +27,7 @@ __all__ = [
     "ExperimentConfig",
     "from_dict",
     "load_experiment_config",
+    "parse_overrides",
     "DEFAULT_COST",
 ]
 
@@ -164,3 +165,14 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
     if cfg.algorithm.type != "traj_opt":
         raise ValueError(f"{path}: algorithm.type {cfg.algorithm.type!r} is not handled by TrajOptOnlyConfig")
     return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Command-line ``key=value`` overrides (dotted keys kept as they are; values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        out[key] = yaml.safe_load(value)
+    return out

@@ -310,18 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m gps_trainer.pose_pretraining --config config/policy/pose_pretrain.yaml [key=value ...]``."""
     import argparse
 
-    import yaml
+    from gps_trainer.config import parse_overrides
 
     ap = argparse.ArgumentParser(description="Pose pretraining of the visuomotor CNN's vision layers")
     ap.add_argument("--config", default=None, help="YAML file with a pose_pretrain section")
     ap.add_argument("overrides", nargs="*", help="key=value overrides (values parsed as YAML)")
     args = ap.parse_args(argv)
     data = load_yaml_section(args.config, "pose_pretrain") if args.config else {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"override {item!r} is not key=value")
-        data[key] = yaml.safe_load(value)
+    try:
+        data.update(parse_overrides(args.overrides))
+    except ValueError as e:
+        ap.error(str(e))
     metrics = pretrain_pose(PosePretrainConfig.from_dict(data))
     summary = {k: metrics[k] for k in ("test_error_cm", "baseline_mean_error_cm", "train_error_cm",
                                        "num_train", "num_test", "wall_time_s")}

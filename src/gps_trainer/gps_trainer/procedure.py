@@ -38,7 +38,7 @@ from gps_controller.policies.neural import make_policy
 from gps_controller.policies.serialization import save_policy
 from gps_trainer.algorithms.mdgps import MDGPS, GPSIteration
 from gps_trainer.algorithms.traj_opt_only import TrajOptOnly, initial_controllers
-from gps_trainer.config import ExperimentConfig, from_dict
+from gps_trainer.config import ExperimentConfig, from_dict, parse_overrides
 from gps_trainer.gps_config import BADMMConfig, GPSExperimentConfig, config_to_dict, gps_experiment_from_dict
 from gps_trainer.rollouts import PolicyEvaluation, collect_rollouts, evaluate_policy
 
@@ -323,13 +323,10 @@ def pretrain_vision(config_path: str | Path | None, output_dir: str | Path | Non
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"override {item!r} is not key=value")
-        out[key] = yaml.safe_load(value)
-    return out
+    try:
+        return parse_overrides(items)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _apply(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,8 @@ import numpy as np
 from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
 from gps_controller.policies.neural import GaussianPolicy
 from gps_trainer.algorithms.mdgps import MDGPS, GPSIteration, expected_cost, fit_policy_linearization
-from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics
-from gps_trainer.costs import Cost, quadratic_cost_model
+from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics, local_cost_models
+from gps_trainer.costs import Cost
 from gps_trainer.dynamics import LinearGaussianDynamics, fit_dynamics
 from gps_trainer.gps_config import BADMMConfig
 from gps_trainer.policy_opt import PolicyOptDiagnostics
@@ -231,11 +231,7 @@ class BADMM(MDGPS):
         # 1. Dynamics and quadratic cost models per condition; the samples' actual cost.
         dynamics = [fit_dynamics(b, self.dynamics_priors[m], dcfg.regularization, dcfg.initial_state_var)
                     for m, b in enumerate(batches)]
-        costs, sample_costs = [], []
-        for b in batches:
-            exp = self.cost.eval(b.X, b.U, b.ee_jacobians)
-            costs.append(CostModel(*quadratic_cost_model(exp, b.X, b.U)))
-            sample_costs.append(float(exp.l.sum(axis=1).mean()))
+        costs, sample_costs = local_cost_models(self.cost, batches)
         timings["dynamics"] += time.perf_counter() - t0
 
         # 2. Schedules for this iteration.

@@ -36,9 +36,9 @@ import numpy as np
 
 from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
 from gps_controller.policies.neural import GaussianPolicy
-from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics
+from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics, local_cost_models
 from gps_trainer.config import GMMPriorConfig
-from gps_trainer.costs import Cost, cost_from_config, quadratic_cost_model
+from gps_trainer.costs import Cost, cost_from_config
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
 from gps_trainer.gps_config import MDGPSConfig
 from gps_trainer.policy_opt import PolicyOptDiagnostics, train_policy
@@ -231,11 +231,7 @@ class MDGPS:
         t1 = time.perf_counter()
 
         # 2. Cost: l ~ cc + cv^T z + 0.5 z^T cm z around the rollouts; the rollouts' actual mean cost.
-        costs, sample_costs = [], []
-        for b in batches:
-            exp = self.cost.eval(b.X, b.U, b.ee_jacobians)
-            costs.append(CostModel(*quadratic_cost_model(exp, b.X, b.U)))
-            sample_costs.append(float(exp.l.sum(axis=1).mean()))
+        costs, sample_costs = local_cost_models(self.cost, batches)
 
         # 3. First iteration: the policy has learned nothing yet; train it on the initial controllers
         #    so that its linearization (the C-step's trust region) is meaningful.

@@ -24,7 +24,7 @@ from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics
 from gps_trainer.samples import SampleBatch
 from gps_trainer.traj_opt import CostModel, estimate_cost, forward_pass, kl_constrained_update, new_step_mult
 
-__all__ = ["TrajOptOnly", "ConditionDiagnostics", "initial_controllers"]
+__all__ = ["TrajOptOnly", "ConditionDiagnostics", "initial_controllers", "local_cost_models"]
 
 
 @dataclass
@@ -68,6 +68,17 @@ def initial_controllers(cfg: TrajOptOnlyConfig, x0s: list[np.ndarray], dU: int, 
         return [init_pd(x0, dU, T, pos_gains=np.asarray(ic.pos_gains), vel_gains_mult=ic.vel_gains_mult,
                         init_var=ic.init_var) for x0 in x0s]
     raise ValueError(f"init_controller.type {ic.type!r} unknown; expected 'lqr' or 'pd'")
+
+
+def local_cost_models(cost: Cost, batches: list[SampleBatch]) -> tuple[list[CostModel], list[float]]:
+    """Per condition, the quadratic expansion l ~ cc + cv^T z + 0.5 z^T cm z of the cost around the
+    rollouts (the C-step's cost model) and the rollouts' actual mean cost."""
+    models, sample_costs = [], []
+    for b in batches:
+        exp = cost.eval(b.X, b.U, b.ee_jacobians)
+        models.append(CostModel(*quadratic_cost_model(exp, b.X, b.U)))
+        sample_costs.append(float(exp.l.sum(axis=1).mean()))
+    return models, sample_costs
 
 
 def _marginal_cost(policy: LinearGaussianPolicy, dyn: LinearGaussianDynamics, cost: CostModel) -> float:
@@ -115,11 +126,7 @@ class TrajOptOnly:
         t1 = time.perf_counter()
 
         # 2. Cost: l ~ cc + cv^T z + 0.5 z^T cm z around the rollouts; and the rollouts' actual cost.
-        costs, sample_costs = [], []
-        for b in batches:
-            exp = self.cost.eval(b.X, b.U, b.ee_jacobians)
-            costs.append(CostModel(*quadratic_cost_model(exp, b.X, b.U)))
-            sample_costs.append(float(exp.l.sum(axis=1).mean()))
+        costs, sample_costs = local_cost_models(self.cost, batches)
         t2 = time.perf_counter()
 
         # 3. Step size: did the last C-step improve the cost as much as its model predicted?
