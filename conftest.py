@@ -18,7 +18,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 def ros_env() -> dict:
     """Environment for node/peer subprocesses: this session's domain, and the source tree on PYTHONPATH."""
     here = os.path.dirname(os.path.abspath(__file__))
-    src = [os.path.join(here, "src", p) for p in ("gps_sim", "gps_trainer", "gps_controller")]
+    src = [os.path.join(here, "src", p) for p in ("gps_core", "gps_sim", "gps_trainer", "gps_controller")]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(src + [env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"

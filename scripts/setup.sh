@@ -46,7 +46,7 @@ fi
 # shellcheck disable=SC1091
 . "$ROOT/install/setup.bash"
 # The library code is imported from the source tree so edits take effect without a rebuild.
-export PYTHONPATH="$ROOT/src/gps_sim:$ROOT/src/gps_trainer:$ROOT/src/gps_controller${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT/src/gps_core:$ROOT/src/gps_sim:$ROOT/src/gps_trainer:$ROOT/src/gps_controller${PYTHONPATH:+:$PYTHONPATH}"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 export GPS_ROOT="$ROOT"

@@ -9,9 +9,9 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
-        ('share/' + package_name + '/models', ['gps_sim/models/pr2_arm.xml', 'gps_sim/models/pr2_arm.urdf']),
+        ('share/' + package_name + '/models', ['gps_sim/models/pr2_arm.urdf']),
     ],
-    package_data={package_name: ['models/*.xml', 'models/*.urdf']},
+    package_data={package_name: ['models/*.urdf']},
     include_package_data=True,
     install_requires=['setuptools'],
     zip_safe=True,

@@ -118,7 +118,7 @@ class ControllerNode(Node):
         self.period = 1.0 / p["control_rate_hz"]
         self.dU = len(p["joint_names"])
 
-        from gps_sim.tasks import load_task
+        from gps_core.tasks import load_task
 
         self.task = load_task(p["task"])
         self.conditions = self.task.condition_list(p["condition_set"])
@@ -272,7 +272,7 @@ class ControllerNode(Node):
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Accept a new ``condition_set`` (a known set with conditions in this task) when no trial is
         running. (Every other parameter is read once at start-up; setting one later has no effect.)"""
-        from gps_sim.tasks import CONDITION_SETS
+        from gps_core.tasks import CONDITION_SETS
 
         updates = {}
         for param in params:
@@ -486,7 +486,7 @@ class ControllerNode(Node):
                     raise ValueError("no neural policy: push one with set_policy_weights first")
                 smoothing = 0.0
         if request.use_noise:
-            from gps_controller.policies.linear_gaussian import smooth_noise
+            from gps_core.linear_gaussian import smooth_noise
 
             noise = smooth_noise(rng, horizon, self.dU, smoothing)
         else:
@@ -616,15 +616,12 @@ class ControllerNode(Node):
 
     # ------------------------------------------------------------------ policy pushes
     def _on_set_linear_gaussian(self, request, response):
-        from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
 
         try:
             if request.condition >= len(self.conditions):
                 raise conv.MessageValidationError(
                     "condition", f"unknown condition {request.condition}; this robot's task has {len(self.conditions)}")
-            arrays = conv.linear_gaussian_from_msg(request.controller, self.dX, self.dU)
-            policy = LinearGaussianPolicy(arrays.gains, arrays.bias, arrays.covariance)
-            policy.noise_smoothing_std = arrays.noise_smoothing_std
+            policy = conv.linear_gaussian_from_msg(request.controller, self.dX, self.dU)
         except ValueError as exc:  # MessageValidationError is a ValueError
             response.success, response.message = False, str(exc)
             self.get_logger().warning(f"set_linear_gaussian rejected: {exc}")

@@ -12,151 +12,37 @@ is orders of magnitude slower in rclpy.
 
 from __future__ import annotations
 
-import array
 import hashlib
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Pose
-from sensor_msgs.msg import Image
 
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_msgs.msg import LinearGaussianController, Rollout, TrainerStatus
 
-#: Image encodings the controller and trainer accept, with their channel count.
-IMAGE_ENCODINGS = {"rgb8": 3, "bgr8": 3}
 #: The ``policy_type`` values a Rollout or RunTrial request may carry.
 POLICY_TYPES = ("linear_gaussian", "neural")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-class MessageValidationError(ValueError):
-    """A message (or request) failed validation; ``field`` names the offending field."""
-
-    def __init__(self, field_name: str, reason: str):
-        super().__init__(f"{field_name}: {reason}")
-        self.field = field_name
-        self.reason = reason
-
-
-# --------------------------------------------------------------------------- primitives
-
-
-def to_float64_array(values: np.ndarray, field_name: str = "array", allow_nonfinite: bool = False) -> array.array:
-    """Flatten ``values`` row-major into an ``array.array('d')`` for a ``float64[]`` field."""
-    flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
-    if not allow_nonfinite and not np.isfinite(flat).all():
-        raise MessageValidationError(field_name, f"contains NaN or Inf at flat index {_first_nonfinite(flat)}")
-    out = array.array("d")
-    out.frombytes(flat.tobytes())
-    return out
-
-
-def to_uint8_array(values: np.ndarray | bytes) -> array.array:
-    """An ``array.array('B')`` for a ``uint8[]`` field, from a uint8 array or bytes."""
-    out = array.array("B")
-    if isinstance(values, bytes | bytearray | memoryview):
-        out.frombytes(bytes(values))
-    else:
-        out.frombytes(np.ascontiguousarray(values, dtype=np.uint8).tobytes())
-    return out
-
-
-def read_float64(values, shape: tuple[int, ...], field_name: str, allow_nonfinite: bool = False) -> np.ndarray:
-    """Read a flattened ``float64[]`` field back into ``shape``; size and finiteness are checked."""
-    expected = int(np.prod(shape, dtype=np.int64))
-    if isinstance(values, array.array) and values.typecode == "d":
-        flat = np.frombuffer(values, dtype=np.float64)
-    else:
-        flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    if flat.size != expected:
-        raise MessageValidationError(
-            field_name, f"has {flat.size} elements, expected {expected} for shape {tuple(shape)}"
-        )
-    if not allow_nonfinite and not np.isfinite(flat).all():
-        raise MessageValidationError(field_name, f"contains NaN or Inf at flat index {_first_nonfinite(flat)}")
-    return flat.reshape(shape).copy()
-
-
-def read_uint8(values, shape: tuple[int, ...], field_name: str) -> np.ndarray:
-    """Read a ``uint8[]`` field (array.array('B'), bytes or a sequence) back into ``shape``."""
-    expected = int(np.prod(shape, dtype=np.int64))
-    if isinstance(values, array.array | bytes | bytearray | memoryview):
-        flat = np.frombuffer(values, dtype=np.uint8)
-    else:
-        flat = np.asarray(values, dtype=np.uint8).reshape(-1)
-    if flat.size != expected:
-        raise MessageValidationError(
-            field_name, f"has {flat.size} elements, expected {expected} for shape {tuple(shape)}"
-        )
-    return flat.reshape(shape).copy()
-
-
-def _first_nonfinite(flat: np.ndarray) -> int:
-    return int(np.flatnonzero(~np.isfinite(flat))[0])
-
-
-def _require_positive(value: int, field_name: str) -> int:
-    if value <= 0:
-        raise MessageValidationError(field_name, "must be > 0 (required dimension is empty)")
-    return int(value)
-
-
-def seconds_to_time(seconds: float) -> Time:
-    """ROS ``builtin_interfaces/Time`` from seconds."""
-    sec = int(np.floor(seconds))
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
-
-
-def time_to_seconds(stamp: Time) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-# --------------------------------------------------------------------------- images
-
-
-def image_to_msg(image: np.ndarray, stamp: Time | None = None, frame_id: str = "", encoding: str = "rgb8") -> Image:
-    """``sensor_msgs/Image`` from an (H, W, 3) uint8 array (the numpy equivalent of cv_bridge)."""
-    if encoding not in IMAGE_ENCODINGS:
-        raise MessageValidationError("encoding", f"unknown image encoding {encoding!r}; known: {sorted(IMAGE_ENCODINGS)}")
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != IMAGE_ENCODINGS[encoding] or image.dtype != np.uint8:
-        raise MessageValidationError(
-            "data", f"expected an (H, W, 3) uint8 image, got shape {image.shape} dtype {image.dtype}"
-        )
-    height, width, channels = image.shape
-    msg = Image(
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=0,
-        step=width * channels,
-        data=to_uint8_array(image),
-    )
-    if stamp is not None:
-        msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    return msg
-
-
-def image_from_msg(msg: Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB array from an rgb8 or bgr8 ``sensor_msgs/Image`` (row padding allowed)."""
-    if msg.encoding not in IMAGE_ENCODINGS:
-        raise MessageValidationError(
-            "encoding", f"unknown image encoding {msg.encoding!r}; known: {sorted(IMAGE_ENCODINGS)}"
-        )
-    channels = IMAGE_ENCODINGS[msg.encoding]
-    height = _require_positive(msg.height, "height")
-    width = _require_positive(msg.width, "width")
-    if msg.step < width * channels:
-        raise MessageValidationError("step", f"{msg.step} is smaller than width*channels = {width * channels}")
-    rows = read_uint8(msg.data, (height, msg.step), "data")
-    image = rows[:, : width * channels].reshape(height, width, channels)
-    if msg.encoding == "bgr8":
-        image = image[:, :, ::-1]
-    return np.ascontiguousarray(image)
-
+from gps_core.wire import (  # noqa: E402, F401  (re-exported: the controller's one conversion module)
+    IMAGE_ENCODINGS,
+    MessageValidationError,
+    _first_nonfinite,
+    _require_positive,
+    array_to_pose,
+    image_from_msg,
+    image_to_msg,
+    joint_vector,
+    pose_to_array,
+    read_float64,
+    read_uint8,
+    seconds_to_time,
+    time_to_seconds,
+    to_float64_array,
+    to_uint8_array,
+)
 
 # --------------------------------------------------------------------------- rollouts
 
@@ -286,37 +172,21 @@ def rollout_from_msg(msg: Rollout) -> RolloutData:
 # --------------------------------------------------------------------------- linear-Gaussian controllers
 
 
-@dataclass
-class LinearGaussianArrays:
-    """p(u_t|x_t) = N(K_t x_t + k_t, Sigma_t): gains (T, dU, dX), bias (T, dU), covariance (T, dU, dU)."""
-
-    gains: np.ndarray
-    bias: np.ndarray
-    covariance: np.ndarray
-    noise_smoothing_std: float = 0.0
-
-
-def linear_gaussian_to_msg(ctrl: LinearGaussianArrays) -> LinearGaussianController:
-    gains = np.asarray(ctrl.gains)
-    if gains.ndim != 3:
-        raise MessageValidationError("gains", f"expected a (T, dU, dX) array, got shape {gains.shape}")
-    horizon, action_dim, state_dim = gains.shape
-    arrays = LinearGaussianArrays(gains, np.asarray(ctrl.bias), np.asarray(ctrl.covariance), ctrl.noise_smoothing_std)
-    _check_linear_gaussian(arrays, horizon, action_dim, state_dim)
+def linear_gaussian_to_msg(ctrl: LinearGaussianPolicy) -> LinearGaussianController:
     return LinearGaussianController(
-        horizon=horizon,
-        state_dim=state_dim,
-        action_dim=action_dim,
-        gains=to_float64_array(gains, "gains"),
-        bias=to_float64_array(arrays.bias, "bias"),
-        covariance=to_float64_array(arrays.covariance, "covariance"),
+        horizon=ctrl.T,
+        state_dim=ctrl.dX,
+        action_dim=ctrl.dU,
+        gains=to_float64_array(ctrl.K, "gains"),
+        bias=to_float64_array(ctrl.k, "bias"),
+        covariance=to_float64_array(ctrl.pol_covar, "covariance"),
         noise_smoothing_std=float(ctrl.noise_smoothing_std),
     )
 
 
 def linear_gaussian_from_msg(
     msg: LinearGaussianController, state_dim: int | None = None, action_dim: int | None = None
-) -> LinearGaussianArrays:
+) -> LinearGaussianPolicy:
     """Unpack and validate; when given, ``state_dim``/``action_dim`` must match the receiver's robot."""
     horizon = _require_positive(msg.horizon, "horizon")
     dx = _require_positive(msg.state_dim, "state_dim")
@@ -327,27 +197,9 @@ def linear_gaussian_from_msg(
         raise MessageValidationError("action_dim", f"is {du}, this controller drives {action_dim} joints")
     if not np.isfinite(msg.noise_smoothing_std) or msg.noise_smoothing_std < 0:
         raise MessageValidationError("noise_smoothing_std", f"must be finite and >= 0, got {msg.noise_smoothing_std}")
-    arrays = LinearGaussianArrays(
-        gains=read_float64(msg.gains, (horizon, du, dx), "gains"),
-        bias=read_float64(msg.bias, (horizon, du), "bias"),
-        covariance=read_float64(msg.covariance, (horizon, du, du), "covariance"),
-        noise_smoothing_std=float(msg.noise_smoothing_std),
-    )
-    _check_linear_gaussian(arrays, horizon, du, dx)
-    return arrays
-
-
-def _check_linear_gaussian(ctrl: LinearGaussianArrays, horizon: int, action_dim: int, state_dim: int) -> None:
-    for name, arr, shape in (
-        ("gains", ctrl.gains, (horizon, action_dim, state_dim)),
-        ("bias", ctrl.bias, (horizon, action_dim)),
-        ("covariance", ctrl.covariance, (horizon, action_dim, action_dim)),
-    ):
-        if arr.shape != shape:
-            raise MessageValidationError(name, f"expected shape {shape}, got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise MessageValidationError(name, f"contains NaN or Inf at flat index {_first_nonfinite(arr.reshape(-1))}")
-    cov = ctrl.covariance
+    gains = read_float64(msg.gains, (horizon, du, dx), "gains")
+    bias = read_float64(msg.bias, (horizon, du), "bias")
+    cov = read_float64(msg.covariance, (horizon, du, du), "covariance")
     if not np.allclose(cov, np.swapaxes(cov, 1, 2), rtol=1e-6, atol=1e-9):
         raise MessageValidationError("covariance", "is not symmetric")
     # Batched Cholesky: fails exactly when some Sigma_t is not positive definite.
@@ -359,6 +211,11 @@ def _check_linear_gaussian(ctrl: LinearGaussianArrays, horizon: int, action_dim:
         raise MessageValidationError(
             "covariance", f"is not positive definite at t={bad} (smallest eigenvalue {eig_min[bad]:.3g})"
         ) from None
+    cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+    try:
+        return LinearGaussianPolicy(gains, bias, cov, noise_smoothing_std=float(msg.noise_smoothing_std))
+    except ValueError as exc:
+        raise MessageValidationError("controller", str(exc)) from None
 
 
 # --------------------------------------------------------------------------- policy weights
@@ -381,34 +238,6 @@ def check_weights_payload(architecture: str, weights, sha256_hex: str) -> bytes:
     if digest != sha256_hex:
         raise MessageValidationError("sha256", f"does not match the weights (payload digest {digest})")
     return blob
-
-
-# --------------------------------------------------------------------------- poses and joint vectors
-
-
-def pose_to_array(pose: Pose, field_name: str = "pose") -> np.ndarray:
-    """(7,) = position xyz + quaternion wxyz; rejects NaN and a zero quaternion, normalizes the rest."""
-    p, q = pose.position, pose.orientation
-    arr = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z], dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise MessageValidationError(field_name, "contains NaN or Inf")
-    norm = np.linalg.norm(arr[3:])
-    if norm < 1e-9:
-        raise MessageValidationError(field_name, "orientation quaternion is zero")
-    arr[3:] /= norm
-    return arr
-
-
-def array_to_pose(arr: np.ndarray) -> Pose:
-    pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in arr[:3])
-    pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(v) for v in arr[3:7])
-    return pose
-
-
-def joint_vector(values, expected: int, field_name: str) -> np.ndarray:
-    """A finite (expected,) float vector from a sequence field."""
-    return read_float64(values, (expected,), field_name)
 
 
 # --------------------------------------------------------------------------- trainer status

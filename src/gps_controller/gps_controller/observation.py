@@ -7,7 +7,7 @@ The same definitions as ``gps_sim.ArmSim.state()/config()``, computed here from 
 forward kinematics of the robot model, and from /gps/target_pose for the target points.
 
 Forward kinematics:
-- ``MujocoKinematics``: the MuJoCo MJCF of the simulated arm (``gps_sim.kinematics.ArmKinematics``).
+- ``MujocoKinematics``: the MuJoCo MJCF of the simulated arm (``gps_core.kinematics.ArmKinematics``).
 - ``PinocchioKinematics``: a URDF read by pinocchio (PyPI ``pin``) for a real robot. pinocchio is
   optional and is NOT installed in the embedded default environment; constructing this class
   without it raises an ``ImportError`` saying so.
@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from gps_core.layout import quat_wxyz_to_matrix, target_points_from_pose  # noqa: F401
 
 
 class JointOrderError(ValueError):
@@ -74,26 +76,11 @@ class JointReorder:
         return q, qd
 
 
-def quat_wxyz_to_matrix(quat) -> np.ndarray:
-    w, x, y, z = np.asarray(quat, dtype=np.float64) / np.linalg.norm(quat)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def target_points_from_pose(pose7, offsets) -> np.ndarray:
-    """(3, 3) target points in the base frame: pose (xyz + quaternion wxyz), offsets in the object frame."""
-    pose7 = np.asarray(pose7, dtype=np.float64)
-    return pose7[:3] + np.asarray(offsets, dtype=np.float64) @ quat_wxyz_to_matrix(pose7[3:7]).T
-
-
 class MujocoKinematics:
-    """EE points and Jacobians from the simulated arm's MJCF (via gps_sim.kinematics)."""
+    """EE points and Jacobians from the simulated arm's MJCF (via gps_core.kinematics)."""
 
     def __init__(self, ee_offsets):
-        from gps_sim.kinematics import ArmKinematics
+        from gps_core.kinematics import ArmKinematics
 
         self._kin = ArmKinematics(np.asarray(ee_offsets, dtype=np.float64))
         model = self._kin.model

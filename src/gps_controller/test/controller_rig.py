@@ -12,6 +12,7 @@ import yaml
 
 from gps_controller import conversions as conv
 from gps_controller.qos import LATEST_QOS, ROLLOUT_QOS
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_msgs.msg import Rollout
 from gps_msgs.srv import RunTrial, SetLinearGaussian, SetPolicyWeights
 
@@ -125,14 +126,14 @@ class Trainer:
 
 
 def pd_controller(T=20, bias_joint4=0.0, cov=0.1):
-    from gps_controller.policies.linear_gaussian import init_pd
+    from gps_core.linear_gaussian import init_pd
 
     x0 = np.zeros(DX)
     x0[:7] = Q0
     pol = init_pd(x0, DU, T, pos_gains=10.0, init_var=cov)
     bias = pol.k.copy()
     bias[:, 4] += bias_joint4
-    return conv.LinearGaussianArrays(pol.K, bias, pol.pol_covar)
+    return LinearGaussianPolicy(pol.K, bias, pol.pol_covar)
 
 
 def lg_request(condition, arrays):

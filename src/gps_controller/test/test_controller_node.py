@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import rclpy
 
+from gps_core.linear_gaussian import LinearGaussianPolicy
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from controller_rig import (  # noqa: E402
     DU,
@@ -61,8 +63,7 @@ def test_linear_gaussian_trial_publishes_a_consistent_rollout(rig):
     assert r.policy_type == "linear_gaussian" and not r.aborted
     assert np.all(np.diff(r.stamps) > 0)
     # The commanded actions are the controller's law u = K x + k + chol(Sigma)^T noise, made safe.
-    from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
-    pol = LinearGaussianPolicy(arrays.gains, arrays.bias, arrays.covariance)
+    pol = arrays.copy()
     expected = np.array([pol.act(r.states[t], t, r.noise[t]) for t in range(20)])
     assert np.all(np.abs(r.actions) <= LIMITS + 1e-12)
     np.testing.assert_array_equal(r.actions[:, 4], -30.0)  # clamped, never beyond the limit
@@ -73,7 +74,7 @@ def test_linear_gaussian_trial_publishes_a_consistent_rollout(rig):
     np.testing.assert_allclose(r.states[:, :14], r.observations[:, :14])
     assert np.ptp(r.states[:, 4]) > 1e-3
     # Noise is reproducible from the seed (smooth_noise with the pushed smoothing 0).
-    from gps_controller.policies.linear_gaussian import smooth_noise
+    from gps_core.linear_gaussian import smooth_noise
     np.testing.assert_allclose(r.noise, smooth_noise(np.random.default_rng(7), 20, DU, 0.0))
 
 
@@ -86,12 +87,12 @@ def test_bad_requests_get_reasons_and_the_node_keeps_running(rig):
     resp = trainer.call("set_linear_gaussian", SetLinearGaussian.Request(condition=0, controller=msg))
     assert not resp.success and resp.message.startswith("gains:")
     # state_dim mismatch
-    wrong = conv.LinearGaussianArrays(np.zeros((20, DU, 10)), np.zeros((20, DU)), good.covariance)
+    wrong = LinearGaussianPolicy(np.zeros((20, DU, 10)), np.zeros((20, DU)), good.pol_covar)
     resp = trainer.call("set_linear_gaussian", lg_request(0, wrong))
     assert not resp.success and "state_dim" in resp.message
     # NaN
     msg = conv.linear_gaussian_to_msg(good)
-    bias = np.array(good.bias)
+    bias = np.array(good.k)
     bias[3, 2] = np.nan
     msg.bias = conv.to_float64_array(bias, allow_nonfinite=True)
     resp = trainer.call("set_linear_gaussian", SetLinearGaussian.Request(condition=0, controller=msg))

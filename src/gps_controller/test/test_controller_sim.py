@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import rclpy
 
+from gps_core.linear_gaussian import LinearGaussianPolicy
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from controller_rig import LIMITS, Trainer, _write_params, lg_request, subprocess_env  # noqa: E402
 
-from gps_controller import conversions as conv  # noqa: E402
 from gps_msgs.srv import RunTrial  # noqa: E402
 from testing_helpers import wait_for_output  # noqa: E402
 
@@ -52,7 +53,7 @@ def sim_rig(tmp_path_factory):
 
 
 def test_lockstep_trial_resets_and_is_deterministic(sim_rig):
-    from gps_controller.policies.linear_gaussian import init_lqr
+    from gps_core.linear_gaussian import init_lqr
     from gps_sim import ArmSim, load_task
 
     trainer, procs = sim_rig
@@ -61,7 +62,7 @@ def test_lockstep_trial_resets_and_is_deterministic(sim_rig):
     sim.reset(2)
     x0 = sim.state()
     lg = init_lqr(x0, 7, 12, 0.05, init_var=0.5)
-    arrays = conv.LinearGaussianArrays(lg.K, lg.k + 2.0, lg.pol_covar)  # a constant push so the arm moves
+    arrays = LinearGaussianPolicy(lg.K, lg.k + 2.0, lg.pol_covar)  # a constant push so the arm moves
     assert trainer.call("set_linear_gaussian", lg_request(2, arrays)).success
     rollouts = []
     for _ in range(2):

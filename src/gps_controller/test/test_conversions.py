@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from rclpy.serialization import deserialize_message, serialize_message
 
 from gps_controller import conversions as conv
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_msgs import msg as gmsg
 from gps_msgs import srv as gsrv
 
@@ -69,16 +70,16 @@ def test_rollout_round_trip_is_exact(T, dX, dU, dO, hw, seed):
 def test_linear_gaussian_round_trip_is_exact(T, dX, dU, seed):
     rng = np.random.default_rng(seed)
     a = rng.normal(size=(T, dU, dU))
-    ctrl = conv.LinearGaussianArrays(
-        gains=rng.normal(size=(T, dU, dX)),
-        bias=rng.normal(size=(T, dU)),
-        covariance=a @ np.swapaxes(a, 1, 2) + np.eye(dU),
+    ctrl = LinearGaussianPolicy(
+        K=rng.normal(size=(T, dU, dX)),
+        k=rng.normal(size=(T, dU)),
+        pol_covar=a @ np.swapaxes(a, 1, 2) + np.eye(dU),
         noise_smoothing_std=1.5,
     )
     back = conv.linear_gaussian_from_msg(_cdr_round_trip(conv.linear_gaussian_to_msg(ctrl)), dX, dU)
-    np.testing.assert_array_equal(back.gains, ctrl.gains)
-    np.testing.assert_array_equal(back.bias, ctrl.bias)
-    np.testing.assert_array_equal(back.covariance, ctrl.covariance)
+    np.testing.assert_array_equal(back.K, ctrl.K)
+    np.testing.assert_array_equal(back.k, ctrl.k)
+    np.testing.assert_array_equal(back.pol_covar, ctrl.pol_covar)
     assert back.noise_smoothing_std == 1.5
 
 
@@ -211,7 +212,7 @@ def test_image_errors():
 
 def _lg_msg(T=3, dX=4, dU=2):
     rng = np.random.default_rng(1)
-    return conv.linear_gaussian_to_msg(conv.LinearGaussianArrays(
+    return conv.linear_gaussian_to_msg(LinearGaussianPolicy(
         rng.normal(size=(T, dU, dX)), rng.normal(size=(T, dU)), np.tile(np.eye(dU), (T, 1, 1))))
 
 

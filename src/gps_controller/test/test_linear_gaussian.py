@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy, init_lqr, init_pd, smooth_noise
+from gps_core.linear_gaussian import LinearGaussianPolicy, init_lqr, init_pd, smooth_noise
 
 
 def _policy(rng, T=5, dU=3, dX=6):

@@ -8,9 +8,9 @@ import os
 import mujoco
 import numpy as np
 
-from gps_sim.kinematics import TOOL_BODY, TOOL_SITE, ee_jacobians_from_data, ee_points_from_data
+from gps_core.kinematics import TOOL_BODY, TOOL_SITE, ee_jacobians_from_data, ee_points_from_data
+from gps_core.tasks import TaskConfig, load_task, task_success
 from gps_sim.scenes import DISTRACTOR_PARK, NUM_DISTRACTORS, build_model
-from gps_sim.tasks import TaskConfig, load_task, tip_inside_hole
 
 JOINT_NAMES = (
     "r_shoulder_pan_joint",
@@ -213,10 +213,8 @@ class ArmSim:
         return float(np.mean(np.linalg.norm(self.ee_points() - self.target_points(), axis=1)))
 
     def is_success(self) -> bool:
-        if self.task.success_type == "inside_hole":
-            tip = (self.ee_points()[0] - self.data.mocap_pos[self._target_mocap]) @ self._target_rotation()
-            return tip_inside_hole(tip, self.task.scene_params)
-        return self.mean_distance() < self.task.success_tolerance
+        """The task's success rule (gps_core.tasks.task_success) on the current state."""
+        return task_success(self.task, self.state(), self.target_pose())
 
     def close(self) -> None:
         if self._renderer is not None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import mujoco
 import numpy as np
 
-from gps_sim.tasks import TaskConfig
+from gps_core.kinematics import ARM_MODEL
+from gps_core.tasks import TaskConfig
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-ARM_MODEL = MODELS_DIR / "pr2_arm.xml"
 NUM_DISTRACTORS = 3
 DISTRACTOR_PARK = np.array([0.0, 0.0, -5.0])
 

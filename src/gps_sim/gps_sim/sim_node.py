@@ -28,10 +28,10 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, UInt64
 
-from gps_controller.conversions import array_to_pose, image_to_msg
+from gps_core.tasks import CONDITION_SETS, repo_root
+from gps_core.wire import array_to_pose, image_to_msg
 from gps_msgs.srv import ResetCondition
 from gps_sim.arm_sim import ArmSim
-from gps_sim.tasks import CONDITION_SETS, repo_root
 
 STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.VOLATILE)

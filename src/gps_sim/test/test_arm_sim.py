@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from gps_core.kinematics import ArmKinematics
 from gps_sim import JOINT_NAMES, ArmSim, load_task
-from gps_sim.kinematics import ArmKinematics
 
 SHOULDER_PAN_ORIGIN = np.array([-0.05, -0.188, 0.7397])
 

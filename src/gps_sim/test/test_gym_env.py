@@ -41,7 +41,7 @@ def test_reward_higher_near_target_and_seeded_conditions():
     _, r_far, *_ = env.step(np.zeros(7))
     q_goal = env.sim.joint_positions()
     # move the arm so the EE points sit on the targets: reward rises to ~0
-    from gps_sim.kinematics import ArmKinematics
+    from gps_core.kinematics import ArmKinematics
     kin = ArmKinematics(env.sim.task.ee_points)
     tgt = env.sim.target_points()
     q_goal = kin.solve_ee_points(tgt, q_goal, iterations=200)

@@ -4,10 +4,10 @@ import mujoco
 import numpy as np
 import pytest
 
+from gps_core.kinematics import ArmKinematics
+from gps_core.tasks import load_task
 from gps_sim import ArmSim
-from gps_sim.kinematics import ArmKinematics
 from gps_sim.scenes import bevelled_block_vertices
-from gps_sim.tasks import load_task
 
 
 def test_bevelled_block_vertices():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from gps_core.kinematics import ArmKinematics
 from gps_sim import urdf
-from gps_sim.kinematics import ArmKinematics
 
 REPO = Path(__file__).resolve().parents[3]
 JOINTS = ["r_shoulder_pan_joint", "r_shoulder_lift_joint", "r_upper_arm_roll_joint", "r_elbow_flex_joint",

@@ -20,22 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from gps_controller.conversions import LinearGaussianArrays
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
-from gps_trainer.samples import SampleBatch
+from gps_core.linear_gaussian import LinearGaussianPolicy
+from gps_core.samples import SampleBatch
 from gps_trainer.training import ExperimentInfo, IterationOutput
 
 LOGGER = logging.getLogger(__name__)
 
 
-def _arrays(policy: LinearGaussianPolicy, smoothing: float) -> LinearGaussianArrays:
-    return LinearGaussianArrays(policy.K, policy.k, policy.pol_covar, smoothing)
+def _arrays(policy: LinearGaussianPolicy, smoothing: float) -> LinearGaussianPolicy:
+    out = policy.copy()
+    out.noise_smoothing_std = float(smoothing)
+    return out
 
 
 class TrajOptAdapter:
     def __init__(self, info: ExperimentInfo):
+        from gps_core.tasks import load_task
         from gps_sim.arm_sim import ArmSim
-        from gps_sim.tasks import load_task
         from gps_trainer.algorithms.traj_opt_only import TrajOptOnly, initial_controllers
         from gps_trainer.config import load_experiment_config
 
@@ -52,7 +53,7 @@ class TrajOptAdapter:
         self.smoothing = float(alg.sampling.smooth_noise_std) if alg.sampling.noise else 0.0
         self.alg = TrajOptOnly(alg, policies, seed=self.cfg.seed)
 
-    def initial_controllers(self) -> dict[int, LinearGaussianArrays]:
+    def initial_controllers(self) -> dict[int, LinearGaussianPolicy]:
         return {m: _arrays(p, self.smoothing) for m, p in enumerate(self.alg.policies)}
 
     def success(self, batches: list[SampleBatch]) -> float:
@@ -172,7 +173,7 @@ class GPSAdapter:
     def policy(self):
         return self.alg.policy
 
-    def initial_controllers(self) -> dict[int, LinearGaussianArrays]:
+    def initial_controllers(self) -> dict[int, LinearGaussianPolicy]:
         return {m: _arrays(p, self.smoothing) for m, p in enumerate(self.alg.controllers)}
 
     def serialized_policy(self) -> tuple[str, bytes, str]:

@@ -30,7 +30,7 @@ import yaml
 
 from gps_controller.policies.neural import GaussianPolicy, images_to_tensor
 from gps_controller.policies.serialization import load_policy
-from gps_sim.tasks import TaskConfig, load_task, yaw_quaternion
+from gps_core.tasks import TaskConfig, load_task, yaw_quaternion
 from gps_trainer.pose_pretraining import PoseRegressor, load_pose_regressor
 
 __all__ = ["METHODS", "METHOD_LABELS", "PosePredictionActor", "baseline_overrides", "evaluate_baselines"]

@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from gps_trainer.samples import SampleBatch
+from gps_core.samples import SampleBatch
 
 __all__ = [
     "NIWPrior",

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from gps_sim.tasks import tip_inside_hole
+from gps_core.tasks import task_success
 from gps_trainer.evaluation import (
     CONDITION_SETS,
     EvalResult,
@@ -59,29 +59,9 @@ def final_distance_from_state(x: np.ndarray) -> float:
     return float(np.mean(np.linalg.norm(d, axis=1)))
 
 
-def _quat_to_mat(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def success_from_state(task: Any, x: np.ndarray, target_pose: np.ndarray) -> bool:
-    """``ArmSim.is_success()`` from a state x and the target pose (xyz + quaternion wxyz) of the scene.
-
-    ``mean_distance``: :func:`final_distance_from_state` < ``task.success_tolerance``.
-    ``inside_hole``: tip = EE point 0 in the target's frame (EE point 0 = x[14:17] + target point 0,
-    target point 0 = position + R @ task.target_points[0]), tested by :func:`gps_sim.tasks.tip_inside_hole`.
-    """
-    if task.success_type == "inside_hole":
-        pose = np.asarray(target_pose, dtype=np.float64)
-        rot = _quat_to_mat(pose[3:])
-        tp0 = pose[:3] + rot @ np.asarray(task.target_points, dtype=np.float64)[0]
-        ee0 = np.asarray(x, dtype=np.float64)[EE_SLICE][:3] + tp0
-        return tip_inside_hole((ee0 - pose[:3]) @ rot, task.scene_params)
-    return final_distance_from_state(x) < task.success_tolerance
+    """``ArmSim.is_success()`` from a state x and the target pose: gps_core.tasks.task_success."""
+    return task_success(task, x, target_pose)
 
 
 class _ControllerClient:
@@ -171,8 +151,8 @@ def evaluate_policy_through_nodes(
     ``timeout``: per service call and per trial (s). Returns the same :class:`EvalResult`."""
     from gps_controller import conversions as conv
     from gps_controller.policies.serialization import serialize_policy
+    from gps_core.tasks import load_task
     from gps_msgs.srv import RunTrial, SetPolicyWeights
-    from gps_sim.tasks import load_task
 
     policy, policy_obs, name = load_policy_for_eval(policy_or_path, policy_obs)
     if policy_obs != "observation":

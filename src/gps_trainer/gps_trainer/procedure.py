@@ -33,9 +33,9 @@ import numpy as np
 import torch
 import yaml
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
 from gps_controller.policies.neural import make_policy
 from gps_controller.policies.serialization import save_policy
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_trainer.algorithms.mdgps import MDGPS, GPSIteration
 from gps_trainer.algorithms.traj_opt_only import TrajOptOnly, initial_controllers
 from gps_trainer.config import ExperimentConfig, from_dict, parse_overrides

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy, smooth_noise
 from gps_controller.policies.neural import GaussianPolicy
-from gps_trainer.samples import SampleBatch
+from gps_core.linear_gaussian import LinearGaussianPolicy, smooth_noise
+from gps_core.samples import SampleBatch
 
 __all__ = ["POLICY_OBS", "collect_rollouts", "policy_inputs", "evaluate_policy", "PolicyEvaluation"]
 

@@ -148,7 +148,7 @@ def gps_curve(metrics_path: str | Path) -> dict[str, Any]:
     samples = int(cfg.get("samples_per_condition", 5))
     T = cfg.get("horizon")
     if not T:
-        from gps_sim.tasks import load_task
+        from gps_core.tasks import load_task
 
         T = load_task(cfg.get("task", "reach")).horizon
     per_iter = conds * samples * int(T)

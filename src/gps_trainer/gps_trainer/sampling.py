@@ -6,9 +6,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
+from gps_core.linear_gaussian import LinearGaussianPolicy
+from gps_core.samples import SampleBatch
 from gps_trainer.rollouts import collect_rollouts
-from gps_trainer.samples import SampleBatch
 
 __all__ = ["collect_samples", "evaluate_policies", "SimLike"]
 

@@ -279,8 +279,8 @@ class TrainerNode(Node):
         metrics.update(timing)
         controllers = {}
         for m, c in out.controllers.items():
-            controllers[f"cond{m}/gains"], controllers[f"cond{m}/bias"] = c.gains, c.bias
-            controllers[f"cond{m}/covariance"] = c.covariance
+            controllers[f"cond{m}/gains"], controllers[f"cond{m}/bias"] = c.K, c.k
+            controllers[f"cond{m}/covariance"] = c.pol_covar
         self.checkpoints.save(it, self.algorithm.state_arrays(), controllers, out.policy,
                               {"experiment": info.name, "algorithm": info.algorithm,
                                "metrics": training._plain_dict(metrics),

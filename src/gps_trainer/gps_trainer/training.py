@@ -18,8 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 import yaml
 
-from gps_controller.conversions import LinearGaussianArrays, RolloutData
-from gps_trainer.samples import SampleBatch
+from gps_controller.conversions import RolloutData
+from gps_core.linear_gaussian import LinearGaussianPolicy
+from gps_core.samples import SampleBatch
 
 LOGGER = logging.getLogger(__name__)
 ALGORITHMS = ("traj_opt", "mdgps", "badmm", "record_only")
@@ -57,7 +58,7 @@ def load_experiment_info(path: str | Path) -> ExperimentInfo:
     num_conditions = raw.get("conditions", raw.get("num_conditions"))
     horizon = raw.get("horizon", 0)
     if num_conditions is None or not horizon:
-        from gps_sim.tasks import load_task
+        from gps_core.tasks import load_task
 
         t = load_task(task_name)
         num_conditions = t.num_conditions("train") if num_conditions is None else num_conditions
@@ -112,8 +113,8 @@ class EEJacobians:
     """EE-point Jacobians (T, 9, 7) from the joint angles x[:7] of each state (Rollouts don't carry them)."""
 
     def __init__(self, task_name: str = "reach"):
-        from gps_sim.kinematics import ArmKinematics
-        from gps_sim.tasks import load_task
+        from gps_core.kinematics import ArmKinematics
+        from gps_core.tasks import load_task
 
         self.kin = ArmKinematics(load_task(task_name).ee_points)
 
@@ -148,13 +149,13 @@ def batches_from_rollouts(rollouts: list[RolloutData], num_conditions: int, jaco
 class IterationOutput:
     """What one algorithm iteration hands back to the node."""
 
-    controllers: dict[int, LinearGaussianArrays]  # new local controller per condition (pushed to robots)
+    controllers: dict[int, LinearGaussianPolicy]  # new local controller per condition (pushed to robots)
     metrics: dict[str, Any]  # cost_per_condition, kl/eta/step_mult_per_condition, policy_loss, success_rate
     policy: tuple[str, bytes, str] | None = None  # (architecture_json, safetensors, sha256) for set_policy_weights
 
 
 class Algorithm(Protocol):
-    def initial_controllers(self) -> dict[int, LinearGaussianArrays]: ...
+    def initial_controllers(self) -> dict[int, LinearGaussianPolicy]: ...
     def iterate(self, iteration: int, batches: list[SampleBatch]) -> IterationOutput: ...
     def state_arrays(self) -> dict[str, np.ndarray]: ...
     def load_state(self, arrays: dict[str, np.ndarray]) -> None: ...
@@ -170,7 +171,7 @@ class RecordOnlyAlgorithm:
         self.info = info
         self.iterations_seen = 0
 
-    def initial_controllers(self) -> dict[int, LinearGaussianArrays]:
+    def initial_controllers(self) -> dict[int, LinearGaussianPolicy]:
         return {}
 
     def iterate(self, iteration: int, batches: list[SampleBatch]) -> IterationOutput:

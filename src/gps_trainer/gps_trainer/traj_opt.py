@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_trainer.dynamics import LinearGaussianDynamics
 
 __all__ = [

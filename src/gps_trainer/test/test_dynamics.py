@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from gps_core.samples import SampleBatch
 from gps_trainer.dynamics import GMMPrior, fit_dynamics, fit_linear_gaussian
-from gps_trainer.samples import SampleBatch
 
 
 def test_recovers_known_linear_system_from_noisy_samples():

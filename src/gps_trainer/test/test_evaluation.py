@@ -75,7 +75,7 @@ class _ScriptedSim:
 
 
 def test_success_counting_and_intervals_per_set():
-    from gps_sim.tasks import load_task
+    from gps_core.tasks import load_task
 
     pol = make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0)
     res = evaluate_policy(pol, "reach", trials_per_set=6, seed=0, horizon=2, sim=_ScriptedSim(load_task("reach")))

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
+from gps_core.samples import SampleBatch
 from gps_trainer import training
 from gps_trainer.algorithm_adapter import GPSAdapter, TrajOptAdapter, load_initial_controllers
 from gps_trainer.procedure import save_controllers
-from gps_trainer.samples import SampleBatch
 from gps_trainer.storage import CheckpointStore
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_trainer.algorithms.badmm import badmm_c_step, gaussian_log_terms, schedule_value
 from gps_trainer.algorithms.mdgps import fit_policy_linearization
 from gps_trainer.dynamics import LinearGaussianDynamics

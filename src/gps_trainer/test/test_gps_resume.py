@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gps_sim.tasks import repo_root
+from gps_core.tasks import repo_root
 from gps_trainer.gps_config import load_gps_experiment
 from gps_trainer.procedure import run_gps
 

@@ -68,7 +68,7 @@ def test_pose_prediction_actor_rebuilds_the_state_from_a_perfect_prediction():
 
 def test_report_has_every_section_from_a_tiny_run(tmp_path):
     from gps_controller.policies import make_policy, save_policy
-    from gps_sim.tasks import repo_root
+    from gps_core.tasks import repo_root
     from gps_trainer.architectures import run_architecture_table
     from gps_trainer.evaluation import evaluate_policy
     from gps_trainer.gps_config import load_gps_experiment

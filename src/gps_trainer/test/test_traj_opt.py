@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_trainer.dynamics import LinearGaussianDynamics
 from gps_trainer.traj_opt import (
     CostModel,

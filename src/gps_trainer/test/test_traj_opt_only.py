@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy, smooth_noise
+from gps_core.linear_gaussian import LinearGaussianPolicy, smooth_noise
+from gps_core.samples import SampleBatch
 from gps_trainer.algorithms.traj_opt_only import TrajOptOnly, initial_controllers
 from gps_trainer.config import ExperimentConfig, TrajOptOnlyConfig, load_experiment_config
 from gps_trainer.costs import ActionCost, CostSum, StateCost
-from gps_trainer.samples import SampleBatch
 
 ROOT = Path(__file__).resolve().parents[3]
 REACH = ROOT / "config" / "experiments" / "reach_traj_opt.yaml"

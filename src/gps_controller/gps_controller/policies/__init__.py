@@ -1,6 +1,6 @@
-"""Policies the controller runs: linear-Gaussian local controllers and neural (CNN / MLP) policies."""
+"""Neural policies the controller runs (CNN / MLP) and their serialization; the linear-Gaussian
+controller type lives in gps_core.linear_gaussian."""
 
-from .linear_gaussian import LinearGaussianPolicy, init_lqr, init_pd, smooth_noise
 from .neural import (
     GaussianPolicy,
     MLPConfig,
@@ -24,7 +24,6 @@ from .spatial_softmax import SpatialSoftmax
 
 __all__ = [
     "GaussianPolicy",
-    "LinearGaussianPolicy",
     "MLPConfig",
     "MLPPolicy",
     "PolicyFormatError",
@@ -34,13 +33,10 @@ __all__ = [
     "count_parameters",
     "deserialize_policy",
     "images_to_tensor",
-    "init_lqr",
-    "init_pd",
     "load_policy",
     "make_mlp_policy",
     "make_policy",
     "make_visuomotor_policy",
     "save_policy",
     "serialize_policy",
-    "smooth_noise",
 ]

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from gps_controller.policies.linear_gaussian import LinearGaussianPolicy, init_lqr, init_pd
+from gps_core.linear_gaussian import LinearGaussianPolicy, init_lqr, init_pd
+from gps_core.samples import SampleBatch
 from gps_trainer.config import TrajOptOnlyConfig
 from gps_trainer.costs import Cost, cost_from_config, quadratic_cost_model
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics
-from gps_trainer.samples import SampleBatch
 from gps_trainer.traj_opt import CostModel, estimate_cost, forward_pass, kl_constrained_update, new_step_mult
 
 __all__ = ["TrajOptOnly", "ConditionDiagnostics", "initial_controllers", "local_cost_models"]

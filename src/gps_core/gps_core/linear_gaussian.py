@@ -25,6 +25,9 @@ class LinearGaussianPolicy:
     ``chol_pol_covar`` upper Cholesky factor C_t with Sigma_t = C_t^T C_t, ``inv_pol_covar`` Sigma_t^-1.
     The factor and inverse are computed when not given. Construction checks shapes, finiteness,
     symmetry and positive definiteness and raises ``ValueError`` naming the offending array and step.
+    ``noise_smoothing_std``: the std (in steps) of the Gaussian filter applied to the exploration noise
+    when this controller samples (:func:`smooth_noise`; 0 = white noise). It travels with the
+    controller (LinearGaussianController.noise_smoothing_std) so a robot samples as the trainer expects.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class LinearGaussianPolicy:
         inv_pol_covar: np.ndarray | None = None,
         *,
         validate: bool = True,
+        noise_smoothing_std: float = 0.0,
     ) -> None:
         K = np.ascontiguousarray(K, dtype=np.float64)
         k = np.ascontiguousarray(k, dtype=np.float64)
@@ -74,6 +78,9 @@ class LinearGaussianPolicy:
                 if a.shape != pol_covar.shape:
                     raise ValueError(f"LinearGaussianPolicy: {name} must have shape {pol_covar.shape}, got {a.shape}")
                 _check_finite(name, a)
+        if validate and not (np.isfinite(noise_smoothing_std) and noise_smoothing_std >= 0):
+            raise ValueError(f"LinearGaussianPolicy: noise_smoothing_std must be finite and >= 0, got {noise_smoothing_std}")
+        self.noise_smoothing_std = float(noise_smoothing_std)
         self.K, self.k, self.pol_covar = K, k, pol_covar
         self.chol_pol_covar, self.inv_pol_covar = chol_pol_covar, inv_pol_covar
         # Transposed factor cached so act() is one matvec per term.
@@ -108,7 +115,7 @@ class LinearGaussianPolicy:
     def copy(self) -> LinearGaussianPolicy:
         return LinearGaussianPolicy(
             self.K.copy(), self.k.copy(), self.pol_covar.copy(), self.chol_pol_covar.copy(),
-            self.inv_pol_covar.copy(), validate=False,
+            self.inv_pol_covar.copy(), validate=False, noise_smoothing_std=self.noise_smoothing_std,
         )
 
     def __repr__(self) -> str:

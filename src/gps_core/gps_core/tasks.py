@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from gps_core.layout import ee_points, mean_ee_distance, quat_wxyz_to_matrix
+
 CONDITION_SETS = ("train", "spatial_test", "visual_test")
 NUM_JOINTS = 7
 
@@ -147,6 +149,23 @@ def load_task(name_or_path: str | os.PathLike) -> TaskConfig:
 def task_from_dict(data: dict[str, Any]) -> TaskConfig:
     """Build a TaskConfig from an in-memory dict with the YAML layout."""
     return _parse(data, None)
+
+
+def task_success(task: TaskConfig, x: np.ndarray, target_pose: np.ndarray) -> bool:
+    """The task's success rule on a state x at the end of a trial, given the target's pose (xyz +
+    quaternion wxyz): the one rule the simulator, the trainer and the evaluation use.
+
+    ``mean_distance``: the mean EE-point distance to the target points < ``success_tolerance``.
+    ``inside_hole``: EE point 0 (the block's tip) in the target's frame passes :func:`tip_inside_hole`
+    (EE point 0 = x's first relative EE point + target point 0).
+    """
+    if task.success_type == "inside_hole":
+        pose = np.asarray(target_pose, dtype=np.float64)
+        rot = quat_wxyz_to_matrix(pose[3:])
+        tp0 = pose[:3] + rot @ np.asarray(task.target_points, dtype=np.float64)[0]
+        tip = ee_points(x)[0] + tp0
+        return tip_inside_hole((tip - pose[:3]) @ rot, task.scene_params)
+    return mean_ee_distance(x) < task.success_tolerance
 
 
 def tip_inside_hole(tip: np.ndarray, scene_params: dict[str, Any]) -> bool:

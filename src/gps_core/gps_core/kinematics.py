@@ -7,9 +7,14 @@ as the simulation does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mujoco
 import numpy as np
 
+#: The arm's MJCF: the one description of its kinematics and dynamics (the simulation adds the task
+#: scene to it; the URDF for Gazebo is generated from it).
+ARM_MODEL = Path(__file__).resolve().parent / "models" / "pr2_arm.xml"
 TOOL_SITE = "r_gripper_tool_frame"
 TOOL_BODY = "r_gripper_palm_link"
 #: Default EE points in the tool frame (the reach task's): tool origin, 5 cm across the gripper
@@ -34,14 +39,19 @@ def ee_jacobians_from_data(model: mujoco.MjModel, data: mujoco.MjData, points: n
     return jac[:, :nq]
 
 
+def arm_model() -> mujoco.MjModel:
+    """The bare arm (no task scene), gravity off: all FK needs."""
+    spec = mujoco.MjSpec.from_file(str(ARM_MODEL))
+    spec.option.gravity = np.zeros(3)
+    return spec.compile()
+
+
 class ArmKinematics:
     """FK of the three EE points. ee_points: (3, 3) offsets in the tool frame (default: reach task's)."""
 
     def __init__(self, ee_points: np.ndarray | None = None, model: mujoco.MjModel | None = None):
         if model is None:
-            from gps_sim.scenes import build_model
-
-            model = build_model(None)
+            model = arm_model()
         self.model = model
         self._data = mujoco.MjData(model)
         self.offsets = np.array(DEFAULT_EE_POINTS if ee_points is None else ee_points, dtype=float)
