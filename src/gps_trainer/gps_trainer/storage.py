@@ -13,7 +13,7 @@ Rollouts
 Checkpoints
     :class:`CheckpointStore` writes ``<output>/checkpoints/iter_NNNNN/`` with ``algorithm.npz``
     (numpy arrays, loaded with ``allow_pickle=False``), ``controllers.npz``, optional
-    ``policy.safetensors`` + ``policy_architecture.json``, and ``metadata.json`` (iteration index,
+    ``policy.safetensors`` (save_policy: the architecture in its metadata), and ``metadata.json`` (iteration index,
     SHA-256 of each file). It is written into a temporary directory, fsync'ed and renamed into place,
     so a checkpoint directory either exists complete or not at all. Nothing is ever pickled.
 
@@ -290,8 +290,13 @@ class Checkpoint:
     algorithm: dict[str, np.ndarray]
     controllers: dict[str, np.ndarray]
     metadata: dict[str, Any]
-    policy_architecture: str | None = None
-    policy_weights: bytes | None = None
+
+    @property
+    def policy_path(self) -> Path | None:
+        """The checkpoint's policy file (gps_controller.policies.serialization.save_policy's format:
+        safetensors with the architecture in its metadata, what ``gps eval --policy`` takes), if any."""
+        path = self.path / "policy.safetensors"
+        return path if path.exists() else None
 
 
 def _sha256_file(path: Path) -> str:
@@ -321,12 +326,12 @@ class CheckpointStore:
         iteration: int,
         algorithm: dict[str, np.ndarray],
         controllers: dict[str, np.ndarray] | None = None,
-        policy: tuple[str, bytes, str] | None = None,
+        policy: Any = None,
         metadata: dict[str, Any] | None = None,
     ) -> Path:
         """Write the checkpoint of completed ``iteration``; returns its directory.
 
-        ``policy`` is ``(architecture_json, safetensors_bytes, sha256)`` as serialize_policy returns.
+        ``policy``: a GaussianPolicy, written with ``save_policy`` (the one policy file format).
         """
         final = self.path(iteration)
         tmp = self.directory / f".tmp-{final.name}-{os.getpid()}"
@@ -337,11 +342,9 @@ class CheckpointStore:
         np.savez(tmp / "algorithm.npz", **_check_arrays(algorithm, "algorithm"))
         np.savez(tmp / "controllers.npz", **_check_arrays(controllers or {}, "controllers"))
         if policy is not None:
-            arch, weights, sha = policy
-            if hashlib.sha256(bytes(weights)).hexdigest() != sha:
-                raise ValueError("policy: sha256 does not match the weights")
-            (tmp / "policy.safetensors").write_bytes(bytes(weights))
-            (tmp / "policy_architecture.json").write_text(arch)
+            from gps_controller.policies.serialization import save_policy
+
+            save_policy(policy, tmp / "policy.safetensors")
         for p in sorted(tmp.iterdir()):
             files[p.name] = _sha256_file(p)
             _fsync_path(p)
@@ -389,11 +392,7 @@ class CheckpointStore:
             algorithm = {k: z[k] for k in z.files}
         with np.load(path / "controllers.npz", allow_pickle=False) as z:
             controllers = {k: z[k] for k in z.files}
-        arch = weights = None
-        if (path / "policy.safetensors").exists():
-            weights = (path / "policy.safetensors").read_bytes()
-            arch = (path / "policy_architecture.json").read_text()
-        return Checkpoint(int(meta["iteration"]), path, algorithm, controllers, meta, arch, weights)
+        return Checkpoint(int(meta["iteration"]), path, algorithm, controllers, meta)
 
     def cleanup_temporaries(self) -> int:
         """Remove leftovers of checkpoints interrupted before their rename; returns how many."""
