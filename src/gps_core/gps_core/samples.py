@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SampleBatch"]
+__all__ = ["SampleBatch", "POLICY_OBS", "policy_inputs"]
 
 
 @dataclass
@@ -100,3 +100,19 @@ class SampleBatch:
 
         return SampleBatch(cat("X"), cat("U"), cat("obs"), cat("images"), cat("noise"), cat("ee_jacobians"),
                            batches[0].condition)
+
+
+#: What the global policy observes: "state" = x (tasks without vision / quick tests: an MLP on the
+#: full state), "observation" = o (robot configuration; plus the image for a visuomotor CNN).
+POLICY_OBS = ("state", "observation")
+
+
+def policy_inputs(batch: SampleBatch, policy_obs: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(obs (N, T, dO), images (N, T, H, W, 3) or None) the global policy sees for this batch."""
+    if policy_obs == "state":
+        return batch.X, None
+    if policy_obs == "observation":
+        if batch.obs is None:
+            raise ValueError("policy_obs='observation' needs batches recorded with their observations")
+        return batch.obs, batch.images
+    raise ValueError(f"policy_obs {policy_obs!r} unknown; expected one of {POLICY_OBS}")

@@ -34,7 +34,7 @@ import numpy as np
 
 from gps_controller.policies.neural import GaussianPolicy
 from gps_controller.policies.serialization import load_policy
-from gps_trainer.rollouts import POLICY_OBS
+from gps_core.samples import POLICY_OBS
 
 __all__ = ["CONDITION_SETS", "wilson_interval", "SetResult", "EvalResult", "evaluate_policy",
            "load_policy_for_eval", "format_table", "run_trial", "joint_limit_guard"]

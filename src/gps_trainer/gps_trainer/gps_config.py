@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
+from gps_core.samples import POLICY_OBS
 from gps_trainer.config import ExperimentConfig, GMMPriorConfig, TrajOptOnlyConfig, from_dict
 from gps_trainer.policy_opt import PolicyOptConfig
-from gps_trainer.rollouts import POLICY_OBS
 
 __all__ = ["MDGPSConfig", "BADMMConfig", "GPSExperimentConfig", "load_gps_experiment", "GPS_ALGORITHMS"]
 
