@@ -141,3 +141,74 @@ def test_architecture_round_trip():
     assert again.net.config == cfg
     with pytest.raises(ValueError, match="unknown policy type"):
         GaussianPolicy.from_architecture({"type": "rnn", "net": {}})
+
+
+# ----- reduced-precision inference (issue 16) ----------------------------------------------------
+
+def test_resolve_precision_rules(monkeypatch):
+    from gps_controller.policies import neural
+
+    assert neural.resolve_precision("fp32") == "fp32"
+    assert neural.resolve_precision("bf16") == "bf16"  # explicit: kept even where emulated
+    assert neural.resolve_precision("auto", "cuda") == "bf16"
+    for native in (True, False):
+        monkeypatch.setattr(neural, "cpu_supports_bf16", lambda native=native: native)
+        assert neural.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        neural.resolve_precision("int4")
+
+
+def test_cpu_bf16_detection_reads_the_flags(tmp_path, monkeypatch):
+    from gps_controller.policies import neural
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu avx2 avx512f avx512bw\n")
+    assert neural._cpuinfo_flags(str(info)) == {"fpu", "avx2", "avx512f", "avx512bw"}
+    assert neural._cpuinfo_flags(str(tmp_path / "missing")) == set()
+    # Without torch's cpuinfo the kernel's flags decide; AVX-512 alone is not native bf16.
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {})
+    for flags, native in (("avx2 avx512f avx512bw", False), ("avx512f avx512_bf16", True), ("amx_bf16", True)):
+        monkeypatch.setattr(neural, "_cpuinfo_flags", lambda flags=flags: set(flags.split()))
+        neural.cpu_supports_bf16.cache_clear()
+        assert neural.cpu_supports_bf16() is native
+    neural.cpu_supports_bf16.cache_clear()
+
+
+def test_set_inference_precision_api():
+    cnn = make_visuomotor_policy(VisuomotorConfig(config_dim=3, action_dim=2, image_height=16, image_width=16,
+                                                  conv_filters=(4, 4, 4)))
+    mlp = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2))
+    assert cnn.inference_precision == "fp32"  # the default
+    assert cnn.set_inference_precision("bf16") == "bf16"
+    assert mlp.set_inference_precision("auto") == "fp32"  # nothing to gain for a small MLP
+    assert mlp.set_inference_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        cnn.set_inference_precision("fp8")
+    assert cnn.inference_precision == "bf16"  # a rejected value changes nothing
+    # not part of the saved state
+    assert not any("precision" in k for k in cnn.state_dict())
+
+
+@pytest.mark.parametrize("size", [64, 240])
+def test_bf16_actions_close_to_fp32(size):
+    """bf16 autocast against fp32 on a fixed seeded batch at 64x64 and the paper's 240x240: actions within
+    3e-3 (outputs of scale ~0.15, about 2 %) and feature points within 2e-3 (a 120x120 map's pixel pitch is
+    1.7e-2); act and predict agree with each other in bf16 too."""
+    pol = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7, image_height=size,
+                                                  image_width=size), seed=0)
+    rng = np.random.default_rng(0)
+    n = 8
+    imgs = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    obs = rng.normal(size=(n, 32))
+    pol.fit_normalization(rng.normal(size=(50, 32)))
+    ref_u, ref_p = pol.predict(obs, imgs)
+    assert pol.set_inference_precision("bf16") == "bf16"
+    u, p = pol.predict(obs, imgs)
+    assert u.dtype == np.float64 and p.dtype == np.float64
+    assert np.max(np.abs(ref_u)) > 0.05  # a non-trivial output scale
+    assert np.max(np.abs(u - ref_u)) < 3e-3
+    assert np.max(np.abs(p - ref_p)) < 2e-3
+    assert not np.array_equal(u, ref_u)  # it really ran in reduced precision
+    u0, p0 = pol.act(obs[0], imgs[0], return_features=True)
+    np.testing.assert_allclose(u0, u[0], atol=1e-6)
+    np.testing.assert_allclose(p0, p[0], atol=1e-6)

@@ -2,16 +2,19 @@
 controller type lives in gps_core.linear_gaussian."""
 
 from .neural import (
+    PRECISIONS,
     GaussianPolicy,
     MLPConfig,
     MLPPolicy,
     VisuomotorCNN,
     VisuomotorConfig,
     count_parameters,
+    cpu_supports_bf16,
     images_to_tensor,
     make_mlp_policy,
     make_policy,
     make_visuomotor_policy,
+    resolve_precision,
 )
 from .serialization import (
     PolicyFormatError,
@@ -23,6 +26,7 @@ from .serialization import (
 from .spatial_softmax import SpatialSoftmax
 
 __all__ = [
+    "PRECISIONS",
     "GaussianPolicy",
     "MLPConfig",
     "MLPPolicy",
@@ -31,12 +35,14 @@ __all__ = [
     "VisuomotorCNN",
     "VisuomotorConfig",
     "count_parameters",
+    "cpu_supports_bf16",
     "deserialize_policy",
     "images_to_tensor",
     "load_policy",
     "make_mlp_policy",
     "make_policy",
     "make_visuomotor_policy",
+    "resolve_precision",
     "save_policy",
     "serialize_policy",
 ]

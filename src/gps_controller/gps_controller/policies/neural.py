@@ -14,11 +14,18 @@ Conventions
   ``make_*`` helpers) draw the initial weights inside ``torch.random.fork_rng`` after
   ``torch.manual_seed(s)``, so the same seed gives the same weights and the global torch RNG is
   left untouched.
+- Inference precision (``act``/``predict``): ``fp32`` (default), ``bf16`` (autocast: convolutions and
+  matrix products in bfloat16, results returned as float64 as always) or ``auto`` = bf16 only where the
+  hardware does bf16 natively (x86 AVX512_BF16 / AMX_BF16, ARM BF16; any CUDA device), fp32
+  elsewhere. See :func:`resolve_precision` and ``GaussianPolicy.set_inference_precision``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +36,74 @@ from torch import nn
 from .spatial_softmax import SpatialSoftmax
 
 POLICY_TYPES = ("visuomotor_cnn", "mlp")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+LOGGER = logging.getLogger(__name__)
+
+# CPU feature flags that mean bf16 arithmetic in hardware (not emulated through fp32 conversions).
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+
+
+def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """Feature flags of the first CPU in /proc/cpuinfo (x86 'flags', ARM 'Features'); empty if unreadable."""
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively: x86 AVX512_BF16 or AMX_BF16, ARM BF16 / SVE_BF16.
+
+    Asks torch's cpuinfo (``torch.cpu.get_capabilities``, torch >= 2.8) and falls back to the kernel's
+    /proc/cpuinfo flags. AVX-512 alone is not enough: there torch emulates bf16 and it is slower than fp32.
+    """
+    caps: dict[str, Any] = {}
+    get = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
+    if get is not None:
+        try:
+            caps = dict(get())
+        except Exception:  # noqa: BLE001 - an old or unusual build: use the kernel's flags instead
+            caps = {}
+    if caps:
+        return any(bool(caps.get(f, False)) for f in _NATIVE_BF16_FLAGS)
+    return bool(_cpuinfo_flags() & set(_NATIVE_BF16_FLAGS))
+
+
+def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
+    """``fp32`` | ``bf16`` | ``auto`` -> the precision inference runs in on ``device``: ``fp32`` or ``bf16``.
+
+    ``auto`` is ``bf16`` on CUDA and on a CPU with native bf16 (:func:`cpu_supports_bf16`), else ``fp32``.
+    An explicit ``bf16`` is kept even where it is emulated (slow but valid). On CUDA, ``bf16`` means
+    the usual autocast: bfloat16 where the GPU supports it, float16 otherwise.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
+    dev = torch.device(device)
+    if name != "auto":
+        return name
+    if dev.type == "cuda":
+        return "bf16"
+    return "bf16" if dev.type == "cpu" and cpu_supports_bf16() else "fp32"
+
+
+def autocast_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
+    """The autocast region for a resolved precision (``fp32``: no autocast) on ``device``."""
+    dev = torch.device(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"autocast_context takes a resolved precision 'fp32' or 'bf16', got {precision!r}")
+    dtype = torch.bfloat16
+    if dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return torch.autocast(dev.type, dtype=dtype)
 
 
 def _tuple_of_ints(value: Any, name: str) -> tuple[int, ...]:
@@ -243,6 +318,30 @@ class GaussianPolicy(nn.Module):
         self.register_buffer("obs_bias", torch.zeros(d_o))
         self.register_buffer("pol_var", torch.full((d_u,), float(init_var)))
         self.register_buffer("norm_initialized", torch.zeros((), dtype=torch.uint8))
+        # A run-time setting, not saved with the weights: the deployment machine decides.
+        self._precision_request = "fp32"
+
+    # ----- precision ---------------------------------------------------------------------------
+    def set_inference_precision(self, precision: str) -> str:
+        """Precision of ``act`` and ``predict``: ``fp32``, ``bf16`` or ``auto``; returns what it resolves
+        to on the current device (re-resolved if the policy moves). ``auto`` keeps an MLP in fp32: its
+        forward pass is microseconds, reduced precision would only cost accuracy."""
+        resolve_precision(precision, self.device)  # validates the name
+        if precision == "bf16" and self.device.type == "cpu" and not cpu_supports_bf16():
+            LOGGER.warning("precision bf16 on a CPU without native bf16: emulated, likely slower than fp32")
+        self._precision_request = precision
+        return self.inference_precision
+
+    @property
+    def inference_precision(self) -> str:
+        """The precision ``act``/``predict`` run in now: ``fp32`` or ``bf16``."""
+        if self._precision_request == "auto" and not self.uses_images:
+            return "fp32"
+        return resolve_precision(self._precision_request, self.device)
+
+    def inference_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast region of the inference precision (for callers that run ``forward`` themselves)."""
+        return autocast_context(self.inference_precision, self.device)
 
     # ----- description -------------------------------------------------------------------------
     @property
@@ -344,7 +443,8 @@ class GaussianPolicy(nn.Module):
                 raise ValueError("this policy needs an image")
             self._check_image(image, ())
             img = images_to_tensor(image, self.device)
-        mean, points = self.forward(o.unsqueeze(0), img)
+        with self.inference_autocast():
+            mean, points = self.forward(o.unsqueeze(0), img)
         u = mean[0].to(torch.float64).cpu().numpy()
         if noise is not None:
             n = np.asarray(noise, dtype=np.float64)
@@ -352,7 +452,7 @@ class GaussianPolicy(nn.Module):
                 raise ValueError(f"noise must have shape ({self.action_dim},), got {n.shape}")
             u = u + np.sqrt(self.variance()) * n
         if return_features:
-            return u, (None if points is None else points[0].cpu().numpy())
+            return u, (None if points is None else points[0].float().cpu().numpy())
         return u
 
     @torch.inference_mode()
@@ -371,10 +471,12 @@ class GaussianPolicy(nn.Module):
             self._check_image(images, lead)
             imgs = np.asarray(images).reshape(-1, *self.image_shape)
         means, pts = [], []
+        autocast = self.inference_autocast
         for start in range(0, o.shape[0], batch_size):
             ob = torch.as_tensor(o[start:start + batch_size], device=self.device)
             ib = None if imgs is None else images_to_tensor(imgs[start:start + batch_size], self.device)
-            m, p = self.forward(ob, ib)
+            with autocast():
+                m, p = self.forward(ob, ib)
             means.append(m.to(torch.float64).cpu().numpy())
             if p is not None:
                 pts.append(p.to(torch.float64).cpu().numpy())
