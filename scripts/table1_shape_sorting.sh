@@ -32,7 +32,7 @@ gps eval --policy "$OUT/gps_mdgps_state/policy.safetensors" --task shape_sorting
 V=(--config config/experiments/shape_sorting_mdgps_visual.yaml --vision "$OUT/pose_pretrain/vision.safetensors"
    --controllers "$OUT/controllers/controllers.npz" --out "$OUT" --trials 12 --stop-at-success 1.0
    iterations=6 algorithm.policy_opt.device=cpu)
-python -m gps_trainer.baselines --methods pose_features --fc-steps 2000 "${V[@]}"
-python -m gps_trainer.baselines --methods end_to_end --fc-steps 1000 --e2e-steps 1000 "${V[@]}"
-python -m gps_trainer.baselines --methods pose_prediction --state-policy "$OUT/gps_mdgps_state/policy.safetensors" "${V[@]}"
+python -m gps_trainer.paper.baselines --methods pose_features --fc-steps 2000 "${V[@]}"
+python -m gps_trainer.paper.baselines --methods end_to_end --fc-steps 1000 --e2e-steps 1000 "${V[@]}"
+python -m gps_trainer.paper.baselines --methods pose_prediction --state-policy "$OUT/gps_mdgps_state/policy.safetensors" "${V[@]}"
 echo "Table I inputs in $OUT; write the report with: gps report --results runs/results --out docs/results.md"

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from gps_trainer.architectures import ARCHITECTURES, ConvFCRegressor, compare_architectures, make_pose_network
+from gps_trainer.paper.architectures import (
+    ARCHITECTURES,
+    ConvFCRegressor,
+    compare_architectures,
+    make_pose_network,
+)
 from gps_trainer.pose_pretraining import PosePretrainConfig
 
 SMALL_NET = {"conv_filters": [4, 4, 4], "conv_kernels": [3, 3, 3], "conv_strides": [2, 1, 1]}

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-MODULES = ["gps_trainer.cli", "gps_trainer.procedure", "gps_trainer.baselines", "gps_trainer.architectures",
-           "gps_trainer.sample_efficiency", "gps_trainer.pose_pretraining", "gps_sim.urdf",
+MODULES = ["gps_trainer.cli", "gps_trainer.procedure", "gps_trainer.paper.baselines", "gps_trainer.paper.architectures",
+           "gps_trainer.paper.sample_efficiency", "gps_trainer.paper.report", "gps_trainer.pose_pretraining", "gps_sim.urdf",
            "gps_controller.transport_probe"]
 
 

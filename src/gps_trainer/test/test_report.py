@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gps_trainer.sample_efficiency import gps_curve, steps_to_threshold, summarize
+from gps_trainer.paper.sample_efficiency import gps_curve, steps_to_threshold, summarize
 
 SMALL_CNN = {"type": "visuomotor_cnn", "init_var": 0.1,
              "net": {"image_height": 16, "image_width": 16, "conv_filters": [4, 4, 4],
@@ -45,7 +45,7 @@ def test_gps_curve_counts_environment_steps(tmp_path):
 def test_pose_prediction_actor_rebuilds_the_state_from_a_perfect_prediction():
     from gps_controller.policies import VisuomotorConfig, make_policy
     from gps_sim import ArmSim
-    from gps_trainer.baselines import PosePredictionActor
+    from gps_trainer.paper.baselines import PosePredictionActor
     from gps_trainer.pose_pretraining import PoseRegressor
 
     sim = ArmSim("reach", image_size=16, render_images=True)
@@ -69,12 +69,12 @@ def test_pose_prediction_actor_rebuilds_the_state_from_a_perfect_prediction():
 def test_report_has_every_section_from_a_tiny_run(tmp_path):
     from gps_controller.policies import make_policy, save_policy
     from gps_core.tasks import repo_root
-    from gps_trainer.architectures import run_architecture_table
     from gps_trainer.evaluation import evaluate_policy
     from gps_trainer.gps_config import load_gps_experiment
+    from gps_trainer.paper.architectures import run_architecture_table
+    from gps_trainer.paper.report import SECTIONS, generate_report
+    from gps_trainer.paper.sample_efficiency import run_model_free
     from gps_trainer.procedure import run_gps
-    from gps_trainer.report import SECTIONS, generate_report
-    from gps_trainer.sample_efficiency import run_model_free
 
     res = tmp_path / "results"
     # evaluation of a (tiny, untrained) visuomotor policy -> Table I row and the rollout GIF
@@ -88,7 +88,7 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
     # architecture comparison on 10 rendered images
     run_architecture_table({"image_size": 16, "num_train": 6, "num_test": 4, "iterations": 2, "batch_size": 3,
                             "device": "cpu", "output": "", "net": SMALL_CNN["net"] | {"fc_hidden": [8]}},
-                           res / "architectures.json", command="python -m gps_trainer.architectures ...")
+                           res / "architectures.json", command="python -m gps_trainer.paper.architectures ...")
     # model-free RL: one PPO update
     run_model_free("ppo", 0, 64, 64, res / "model_free" / "ppo_seed0", eval_episodes=1, quiet=True,
                    hyper={"n_steps": 64, "batch_size": 32, "n_epochs": 1}, command="python -m ...")
@@ -137,7 +137,7 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
 
 
 def test_report_says_what_is_missing(tmp_path):
-    from gps_trainer.report import SECTIONS, generate_report
+    from gps_trainer.paper.report import SECTIONS, generate_report
 
     text = generate_report(tmp_path / "nothing", tmp_path / "results.md").read_text()
     assert all(s in text for s in SECTIONS)
@@ -149,7 +149,7 @@ def test_gif_replays_the_chosen_visual_test_trial(tmp_path):
     replaying (condition, reset seed) reproduces that trial's final distance."""
     from gps_controller.policies import make_policy, save_policy
     from gps_trainer.evaluation import evaluate_policy
-    from gps_trainer.report import _first_success, rollout_gif
+    from gps_trainer.paper.report import _first_success, rollout_gif
 
     fake = {"sets": {"visual_test": {"success": [False, True, True], "conditions": [0, 1, 2],
                                      "reset_seeds": [11, 22, 33]}}}

@@ -169,7 +169,7 @@ def run_architecture_table(cfg: PosePretrainConfig | dict[str, Any], output: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gps_trainer.architectures [--config FILE] [--out JSON] [key=value ...]`` (keys of
+    """``python -m gps_trainer.paper.architectures [--config FILE] [--out JSON] [key=value ...]`` (keys of
     PosePretrainConfig; defaults from config/policy/pose_pretrain.yaml's section when --config is given)."""
     import argparse
     import shlex
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from gps_trainer.config import parse_overrides
     from gps_trainer.policy_opt import load_yaml_section
 
-    ap = argparse.ArgumentParser(prog="gps_trainer.architectures", description=__doc__,
+    ap = argparse.ArgumentParser(prog="gps_trainer.paper.architectures", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="YAML with a pose_pretrain section")
     ap.add_argument("--out", default="runs/results/architectures.json")
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
     data["output"] = ""
-    command = "python -m gps_trainer.architectures " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    command = "python -m gps_trainer.paper.architectures " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     res = run_architecture_table(data, a.out, tuple(a.only), verbose=True, command=command)
     print(json.dumps({k: v["test_error_cm"] for k, v in res["architectures"].items()}))
     return 0

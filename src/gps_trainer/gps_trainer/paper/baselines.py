@@ -15,7 +15,7 @@
 :func:`baseline_overrides` gives the experiment overrides for the two visuomotor variants (used with
 ``python -m gps_trainer.procedure gps --config config/experiments/reach_mdgps_visual.yaml``);
 :func:`evaluate_baselines` evaluates whatever runs exist on the three condition sets and writes one
-JSON per method; ``python -m gps_trainer.baselines`` does both (a finished GPS run is not rerun).
+JSON per method; ``python -m gps_trainer.paper.baselines`` does both (a finished GPS run is not rerun).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gps_trainer.baselines --vision V --state-policy P [--controllers C] --out runs/results``"""
+    """``python -m gps_trainer.paper.baselines --vision V --state-policy P [--controllers C] --out runs/results``"""
     import argparse
     import json
     import shlex
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from gps_trainer.gps_config import load_gps_experiment
     from gps_trainer.procedure import _overrides, run_gps
 
-    ap = argparse.ArgumentParser(prog="gps_trainer.baselines", description=__doc__,
+    ap = argparse.ArgumentParser(prog="gps_trainer.paper.baselines", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config/experiments/reach_mdgps_visual.yaml")
     ap.add_argument("--vision", required=True, help="phase-1 vision.safetensors (pose pretraining)")
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if set(a.methods) - set(METHODS):
         ap.error(f"--methods: unknown {sorted(set(a.methods) - set(METHODS))}")
     torch.set_num_threads(max(1, a.threads))
-    command = "python -m gps_trainer.baselines " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    command = "python -m gps_trainer.paper.baselines " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     out = Path(a.out)
     policies: dict[str, str] = {}
     base = load_gps_experiment(a.config)

@@ -2,12 +2,12 @@
 
 Reads (all optional; a missing input gives a section that says so and how to produce it):
 
-- ``<results>/**/eval_<method>.json``  policy evaluations (``gps eval`` / gps_trainer.baselines), method in
+- ``<results>/**/eval_<method>.json``  policy evaluations (``gps eval`` / gps_trainer.paper.baselines), method in
   end_to_end, pose_features, pose_prediction (any other name is listed too); one Table I per task
   (e.g. ``<results>/eval_*.json`` for reach and ``<results>/shape_sorting/eval_*.json``)
-- ``<results>/architectures*.json``  architecture comparisons (python -m gps_trainer.architectures), one
+- ``<results>/architectures*.json``  architecture comparisons (python -m gps_trainer.paper.architectures), one
   table each
-- ``<results>/model_free/<algo>_seed<s>/progress.json``  SB3 runs (python -m gps_trainer.sample_efficiency)
+- ``<results>/model_free/<algo>_seed<s>/progress.json``  SB3 runs (python -m gps_trainer.paper.sample_efficiency)
 - GPS runs: every ``<results>/**/metrics.json`` written by ``python -m gps_trainer.procedure gps``
 
 Writes the markdown file, PNG plots (cost per iteration, success vs environment steps, pose error per
@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gps_trainer.baselines import METHOD_LABELS, METHODS
-from gps_trainer.sample_efficiency import gps_curve, load_model_free_curves, summarize
+from gps_trainer.paper.baselines import METHOD_LABELS, METHODS
+from gps_trainer.paper.sample_efficiency import gps_curve, load_model_free_curves, summarize
 
 __all__ = ["PAPER_TABLE_I", "SECTIONS", "generate_report", "rollout_gif"]
 
@@ -133,7 +134,7 @@ def _plot_architectures(arch: dict[str, Any], path: Path) -> None:
 
 def _architectures(archs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Path) -> list[str]:
     if not archs:
-        return ["No architecture comparison found (`python -m gps_trainer.architectures`)."]
+        return ["No architecture comparison found (`python -m gps_trainer.paper.architectures`)."]
     lines: list[str] = []
     for path, arch in archs:
         lines += _architecture_table(arch, img_dir / f"pose_error_per_{path.stem}.png", md_dir) + [""]
@@ -183,7 +184,7 @@ def _plot_success(mf: list[dict[str, Any]], gps: list[dict[str, Any]], path: Pat
 
 def _sample_efficiency(mf: list[dict[str, Any]], gps: list[dict[str, Any]], img_dir: Path, md_dir: Path) -> list[str]:
     if not mf and not gps:
-        return ["No runs found (`python -m gps_trainer.sample_efficiency`, `python -m gps_trainer.procedure gps`)."]
+        return ["No runs found (`python -m gps_trainer.paper.sample_efficiency`, `python -m gps_trainer.procedure gps`)."]
     lines = ["Environment steps used for learning until the policy's success rate first reaches 90% (evaluation "
              "episodes not counted). SB3: deterministic policy, success over the listed number of episodes from "
              "the training conditions (cycled) every 'eval every' steps. GPS: iterations x conditions x samples "
@@ -344,6 +345,15 @@ def _gif(evals_by_task: dict[str, dict[str, dict[str, Any]]], runs: list[tuple[P
             "`python -m gps_trainer.procedure gps --config config/experiments/reach_mdgps_visual.yaml ...`)."]
 
 
+# Result files written before the paper's tooling moved to gps_trainer.paper record the old module
+# paths; the reproduction section prints commands that still run.
+_MOVED = re.compile(r"\bgps_trainer\.(report|baselines|architectures|sample_efficiency|evaluation)\b")
+
+
+def _current_command(cmd: str) -> str:
+    return _MOVED.sub(r"gps_trainer.paper.\1", cmd)
+
+
 def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[tuple[Path, dict[str, Any]]],
                mf: list[dict[str, Any]], runs: list[tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
     lines = ["Every result file records the command that produced it; all runs are seeded "
@@ -366,7 +376,7 @@ def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[
                       f"seed {c.get('seed')}; full config in {vm}"))
     for _, arch in archs:
         items.append((f"architecture comparison `{arch.get('config', {}).get('task')}`",
-                      arch.get("command") or "python -m gps_trainer.architectures",
+                      arch.get("command") or "python -m gps_trainer.paper.architectures",
                       f"seed {arch.get('config', {}).get('seed')}"))
     cmds = sorted({r.get("command", "") for r in mf if r.get("command")})
     for c in cmds:
@@ -377,7 +387,7 @@ def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[
                       f"gps eval --policy {e['policy']} --task {e['task']} --trials {e['trials_per_set']} "
                       f"--seed {e['seed']}", f"seed {e['seed']}, {e['trials_per_set']} trials per set"))
     for what, cmd, note in items:
-        lines += [f"- {what} ({note}):", "", "  ```", f"  {cmd}", "  ```"]
+        lines += [f"- {what} ({note}):", "", "  ```", f"  {_current_command(cmd)}", "  ```"]
     lines += ["- this report:", "", "  ```", "  gps report --results runs/results --out docs/results.md", "  ```"]
     return lines
 
@@ -423,3 +433,23 @@ def generate_report(results_dir: str | Path = "runs/results", out: str | Path = 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(body))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gps_trainer.paper.report --results runs/results --out docs/results.md`` (= ``gps report``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="gps_trainer.paper.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default="runs/results", help="folder with the result files")
+    ap.add_argument("--out", default="docs/results.md")
+    ap.add_argument("--images", default=None, help="image folder (default: <out dir>/images/results)")
+    ap.add_argument("--gps-run", nargs="*", default=[], help="extra GPS run folders (metrics.json)")
+    ap.add_argument("--no-gif", action="store_true")
+    a = ap.parse_args(argv)
+    print(f"wrote {generate_report(a.results, a.out, a.images, gps_runs=a.gps_run, gif=not a.no_gif)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -189,12 +189,12 @@ def summarize(model_free: list[dict[str, Any]], gps: dict[str, Any] | None, thre
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gps_trainer.sample_efficiency --algos sac ppo --seeds 0 1 --steps 50000 --eval-every 5000``"""
+    """``python -m gps_trainer.paper.sample_efficiency --algos sac ppo --seeds 0 1 --steps 50000 --eval-every 5000``"""
     import argparse
     import shlex
     import sys
 
-    ap = argparse.ArgumentParser(prog="gps_trainer.sample_efficiency", description=__doc__,
+    ap = argparse.ArgumentParser(prog="gps_trainer.paper.sample_efficiency", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/results/model_free")
     ap.add_argument("--stop-at-threshold", action="store_true", help="stop a run once it reaches 90%%")
     a = ap.parse_args(argv)
-    command = "python -m gps_trainer.sample_efficiency " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    command = "python -m gps_trainer.paper.sample_efficiency " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     for algo in a.algos:
         for seed in a.seeds:
             p = run_model_free(algo, seed, a.steps, a.eval_every, Path(a.out) / f"{algo}_seed{seed}",
