@@ -295,8 +295,8 @@ def cmd_eval(a) -> int:
 
 
 def cmd_report(a) -> int:
-    """docs/results.md from the result files (gps_trainer.report)."""
-    from gps_trainer.report import generate_report
+    """docs/results.md from the result files (gps_trainer.paper.report)."""
+    from gps_trainer.paper.report import generate_report
 
     path = generate_report(a.results, a.out, a.images, gps_runs=a.gps_run, gif=not a.no_gif)
     print(f"wrote {path}")
