@@ -1,7 +1,6 @@
 """RolloutStore (MCAP, de-dup, truncation tolerance) and CheckpointStore (atomic, no pickle)."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -49,27 +48,34 @@ def test_dedup_across_restart_uses_a_new_segment_and_standard_readers_agree(tmp_
     assert store.add(_cdr(3)) is not None
     store.close()
     segments = store.segments()
-    assert [s.name for s in segments] == ["rollouts-00000.mcap", "rollouts-00001.mcap"]
+    assert [s.name for s in segments] == ["iter_00000-00.mcap", "iter_00000-01.mcap"]
     # The files are ordinary ROS 2 MCAP: the reference reader decodes them with the embedded schema.
     ids = [m.ros_msg.rollout_id for s in segments for m in read_ros2_messages(str(s))]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 3
     assert all(m.channel.topic == "/gps/rollouts" for m in read_ros2_messages(str(segments[0])))
+    assert store.integrity["corrupted_records"] == 0 and store.integrity["missing_rollouts"] == 0
 
 
-def test_truncated_segment_of_a_killed_run_is_read_up_to_the_last_complete_message(tmp_path):
+def test_truncated_segment_of_a_killed_run_is_read_up_to_the_cut_and_the_loss_reported(tmp_path):
     store = RolloutStore(tmp_path, fsync=False)
-    sizes = []
-    for i in range(4):
-        store.add(_cdr(i, images=True))
-        sizes.append(os.path.getsize(store.segments()[0]))
-    # No close(): like SIGKILL, the file has no summary/footer. Then also cut into the last record.
+    starts = [store.add(_cdr(i, images=True)).offset for i in range(4)]
+    # No close(): like SIGKILL, the file has no summary/footer. Then also cut into the records.
     seg = store.segments()[0]
     full = seg.read_bytes()
-    for cut, expected in ((len(full), 4), (sizes[3] - 1, 3), (sizes[2] + 7, 3), (sizes[0] - 3, 0), (5, 0)):
+    starts.append(len(full))
+    for cut, expected in ((len(full), 4), (starts[3] + 100, 3), (starts[2] + 7, 2), (starts[2], 2),
+                          (starts[0] + 30, 0), (5, 0)):
         seg.write_bytes(full[:cut])
         reopened = RolloutStore(tmp_path, fsync=False)
+        assert [r.sample_index for r in reopened.load(0)] == list(range(expected)), cut
         assert len(reopened) == expected, cut
-        assert [r.sample_index for r in reopened.load(0)] == list(range(expected))
+        integrity = reopened.integrity
+        # Every acknowledged rollout past the cut is reported lost (the journal names them) ...
+        assert integrity["missing_rollouts"] == 4 - expected, (cut, integrity)
+        # ... and a cut inside a record is a truncated tail with its bytes counted.
+        inside = cut not in (len(full), starts[2])
+        assert integrity["truncated_segments"] == int(inside), (cut, integrity)
+        assert integrity["lost_bytes"] == (cut - (starts[expected] if cut > 8 else 0)) * inside, (cut, integrity)
         reopened.close()
         for extra in reopened.segments()[1:]:
             extra.unlink()
@@ -110,6 +116,7 @@ def test_checkpoint_roundtrip_atomic_and_verified(tmp_path):
     (ckpts.path(1) / "algorithm.npz").write_bytes(b"garbage")
     assert ckpts.iterations() == [0]
     assert ckpts.latest().iteration == 0
+    assert [(s["iteration"], "algorithm.npz" in s["reason"]) for s in ckpts.skipped_checkpoints] == [(1, True)]
 
 
 def test_checkpoint_refuses_object_arrays(tmp_path):
