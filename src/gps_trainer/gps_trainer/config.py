@@ -1,92 +1,131 @@
-"""Typed experiment configuration for trajectory optimization, loaded from YAML (config/experiments/).
+"""The experiment configuration (config/experiments/*.yaml): one typed, range-checked :class:`ExperimentConfig`
+and one loader, :func:`load_experiment`, for the Python API, the trainer node, the scripts and the benchmarks.
 
-Defaults follow the reference GPS implementation (cbfinn/gps): KL step 0.2 per time step, step
-multiplier in [0.01, 10], eta starting at 1, GMM dynamics prior with at most 20 clusters, at least 40
-points per cluster, the 20 most recent rollouts, regularization 1e-6, initial LQR controller.
-Unknown keys are errors (a typo must not silently fall back to a default).
+``algorithm.type`` picks the algorithm's settings: ``traj_opt`` (:class:`TrajOptOnlyConfig`, trajectory
+optimization only), ``mdgps`` (:class:`MDGPSConfig`, mirror-descent GPS) or ``badmm``
+(:class:`BADMMConfig`, the paper's BADMM GPS). The GPS configs extend the trajectory-only one (dynamics,
+C-step, initial controllers, sampling noise, cost: same keys, same defaults) with the global policy, its
+S-step and the policy linearization's mixture prior.
+
+Defaults follow the reference GPS implementation (cbfinn/gps): KL step 0.2 per time step, step multiplier
+in [0.01, 10], eta starting at 1, GMM dynamics prior with at most 20 clusters, at least 40 points per
+cluster, the 20 most recent rollouts, regularization 1e-6, initial LQR controller; ALG_MDGPS / ALG_BADMM
+for the GPS settings.
+
+Every key is typed and range-checked; unknown keys are errors (a typo must not silently fall back to a
+default). Errors are :class:`ConfigError` (a ValueError) naming the file, the dotted key and the value.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
+import copy
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from gps_core.samples import POLICY_OBS
+from gps_trainer.config_schema import (
+    Checked,
+    ConfigError,
+    invalid,
+    load_yaml,
+    ranged,
+    to_plain,
+    typed_from_dict,
+)
+from gps_trainer.policy_opt import PolicyOptConfig
+
 __all__ = [
-    "GMMPriorConfig",
-    "DynamicsConfig",
-    "TrajOptConfig",
-    "InitControllerConfig",
-    "SamplingConfig",
-    "TrajOptOnlyConfig",
-    "ExperimentConfig",
-    "from_dict",
-    "load_experiment_config",
-    "parse_overrides",
+    "ALGORITHMS",
+    "BADMMConfig",
+    "ConfigError",
     "DEFAULT_COST",
+    "DynamicsConfig",
+    "ExperimentConfig",
+    "GMMPriorConfig",
+    "InitControllerConfig",
+    "MDGPSConfig",
+    "SamplingConfig",
+    "TrajOptConfig",
+    "TrajOptOnlyConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "experiment_from_dict",
+    "load_experiment",
+    "parse_overrides",
+    "typed_from_dict",
 ]
 
+ALGORITHMS = ("traj_opt", "mdgps", "badmm")
+POLICY_TYPES = ("mlp", "visuomotor_cnn")
+
 
 @dataclass
-class GMMPriorConfig:
+class GMMPriorConfig(Checked):
     """Mixture prior over (x_t, u_t, x_t+1) (gps_trainer.dynamics.GMMPrior)."""
 
-    max_clusters: int = 20
-    min_samples_per_cluster: int = 40
-    max_samples: int = 20
-    strength: float = 1.0
+    max_clusters: int = ranged(20, ge=1)
+    min_samples_per_cluster: int = ranged(40, ge=1)
+    max_samples: int = ranged(20, ge=1)  # most recent rollouts kept per condition
+    strength: float = ranged(1.0, gt=0.0)
 
 
 @dataclass
-class DynamicsConfig:
+class DynamicsConfig(Checked):
     """Per-step linear-Gaussian dynamics fit."""
 
-    regularization: float = 1e-6
-    initial_state_var: float = 1e-6
-    prior: GMMPriorConfig | None = field(default_factory=GMMPriorConfig)
+    regularization: float = ranged(1e-6, ge=0.0)
+    initial_state_var: float = ranged(1e-6, ge=0.0)
+    prior: GMMPriorConfig | None = field(default_factory=GMMPriorConfig)  # null: no prior
 
 
 @dataclass
-class TrajOptConfig:
+class TrajOptConfig(Checked):
     """KL-constrained LQR (the C-step) and step-size adaptation."""
 
-    kl_step: float = 0.2  # per time step; the constraint is kl_step * step_mult * T
-    min_step_mult: float = 0.01
-    max_step_mult: float = 10.0
-    init_eta: float = 1.0
-    min_eta: float = 1e-8
-    max_eta: float = 1e16
-    del0: float = 1e-4  # first eta increment on a non-PD Q_uu
-    max_eta_iterations: int = 50
-    kl_tolerance: float = 0.1  # accept |KL - target| < kl_tolerance * target
+    kl_step: float = ranged(0.2, gt=0.0)  # per time step; the constraint is kl_step * step_mult * T
+    min_step_mult: float = ranged(0.01, gt=0.0)
+    max_step_mult: float = ranged(10.0, gt=0.0)
+    init_eta: float = ranged(1.0, gt=0.0)
+    min_eta: float = ranged(1e-8, gt=0.0)
+    max_eta: float = ranged(1e16, gt=0.0)
+    del0: float = ranged(1e-4, gt=0.0)  # first eta increment on a non-PD Q_uu
+    max_eta_iterations: int = ranged(50, ge=1)
+    kl_tolerance: float = ranged(0.1, gt=0.0, le=1.0)  # accept |KL - target| < kl_tolerance * target
+
+    def _check(self) -> None:
+        if self.min_step_mult > self.max_step_mult:
+            raise invalid("min_step_mult", self.min_step_mult, f"must be <= max_step_mult ({self.max_step_mult})")
+        if self.min_eta > self.max_eta:
+            raise invalid("min_eta", self.min_eta, f"must be <= max_eta ({self.max_eta})")
 
 
 @dataclass
-class InitControllerConfig:
+class InitControllerConfig(Checked):
     """Initial controllers: ``lqr`` (hold x0 under a double-integrator guess) or ``pd``."""
 
-    type: str = "lqr"
-    init_var: float = 1.0
-    stiffness: float = 1.0
-    stiffness_vel: float = 0.5
-    final_weight: float = 1.0
-    gains: list[float] | float = 1.0  # per-joint inverse inertia used by the dynamics guess
-    acc: list[float] | float = 0.0
-    pos_gains: list[float] | float = 10.0  # pd only
-    vel_gains_mult: float = 0.01  # pd only
+    type: Literal["lqr", "pd"] = "lqr"
+    init_var: float = ranged(1.0, gt=0.0)
+    stiffness: float = ranged(1.0, gt=0.0)
+    stiffness_vel: float = ranged(0.5, ge=0.0)
+    final_weight: float = ranged(1.0, gt=0.0)
+    # per-joint inverse inertia used by the dynamics guess (a number: the same for every joint)
+    gains: list[float] | float = ranged(1.0, gt=0.0, nonempty=True)
+    acc: list[float] | float = ranged(0.0, nonempty=True)
+    pos_gains: list[float] | float = ranged(10.0, ge=0.0, nonempty=True)  # pd only
+    vel_gains_mult: float = ranged(0.01, ge=0.0)  # pd only
 
 
 @dataclass
-class SamplingConfig:
+class SamplingConfig(Checked):
     """Exploration noise of the local controllers."""
 
     noise: bool = True
-    smooth_noise_std: float = 2.0  # Gaussian filter std in time steps
+    smooth_noise_std: float = ranged(2.0, ge=0.0)  # Gaussian filter std in time steps
     renormalize_noise: bool = True
 
 
@@ -99,72 +138,248 @@ DEFAULT_COST: list[dict[str, Any]] = [
 
 
 @dataclass
-class TrajOptOnlyConfig:
-    """Algorithm "trajectory optimization only" (no global policy)."""
+class TrajOptOnlyConfig(Checked):
+    """Algorithm "trajectory optimization only" (no global policy).
 
-    type: str = "traj_opt"
+    cost: a list of cost terms (gps_trainer.costs.cost_from_config: ``type`` in action, state, ee_points,
+    ee_waypoint, the term's keyword arguments, optional ``weight``); checked by building it.
+    """
+
+    type: Literal["traj_opt"] = "traj_opt"
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     traj_opt: TrajOptConfig = field(default_factory=TrajOptConfig)
     init_controller: InitControllerConfig = field(default_factory=InitControllerConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    cost: list[dict[str, Any]] = field(default_factory=lambda: [dict(c) for c in DEFAULT_COST])
+    cost: list[dict[str, Any]] = ranged(default_factory=lambda: [dict(c) for c in DEFAULT_COST], nonempty=True)
+
+    def _check(self) -> None:
+        from gps_trainer.costs import cost_from_config
+
+        for i, term in enumerate(self.cost):
+            try:
+                cost_from_config(dict(term))
+            except (ValueError, TypeError) as e:
+                raise invalid(f"cost[{i}]", term, str(e)) from None
+
+
+def _default_policy() -> dict[str, Any]:
+    return {"type": "mlp", "init_var": 0.1, "net": {"hidden": [64, 64]}}
 
 
 @dataclass
-class ExperimentConfig:
-    """One experiment: task, conditions, sample counts and the algorithm's settings."""
+class MDGPSConfig(TrajOptOnlyConfig):
+    """Mirror-descent GPS (Montgomery & Levine 2016; reference AlgorithmMDGPS, 'traj_opt' linearization).
+
+    policy:        ``gps_controller.policies.make_policy`` spec {type: mlp | visuomotor_cnn, init_var, net}
+    policy_obs:    what the policy sees: "state" (x; MLP on the full state) or "observation" (o [+ image])
+    policy_opt:    S-step settings (:class:`gps_trainer.policy_opt.PolicyOptConfig` keys)
+    policy_prior:  GMM prior of the policy linearization pi(u|x) ~ N(K x + k, S) around the samples
+                   (reference: 20 clusters, 40 points per cluster, 20 most recent rollouts)
+    step_rule:     "laplace" (expected costs of the linearized policies; the reference default) or
+                   "mc" (the samples' mean costs)
+    pretrained_vision: optional pose-pretraining safetensors file whose conv layers initialize the CNN
+    init_controllers_file: optional controllers .npz (from local-controller pretraining) to start from
+    policy_seed:   seed of the policy's initial weights and of the S-step minibatches
+    """
+
+    type: Literal["mdgps"] = "mdgps"
+    policy: dict[str, Any] = field(default_factory=_default_policy)
+    policy_obs: Literal[POLICY_OBS] = "state"  # type: ignore[valid-type]
+    policy_opt: dict[str, Any] = field(default_factory=dict)
+    policy_prior: GMMPriorConfig = field(default_factory=GMMPriorConfig)
+    policy_regularization: float = ranged(1e-6, ge=0.0)
+    step_rule: Literal["laplace", "mc"] = "laplace"
+    pretrained_vision: str | None = None
+    init_controllers_file: str | None = None
+    policy_seed: int = ranged(0, ge=0)
+
+    def _check(self) -> None:
+        super()._check()
+        _check_policy_spec(self.policy)
+        if self.policy.get("type") == "visuomotor_cnn" and self.policy_obs != "observation":
+            raise invalid("policy_obs", self.policy_obs,
+                          "a visuomotor_cnn policy sees observations (images): set policy_obs: observation")
+        self.policy_opt_config(where="policy_opt")
+
+    def policy_opt_config(self, where: str = "") -> PolicyOptConfig:
+        """The S-step settings (``policy_seed`` unless policy_opt sets its own seed)."""
+        return typed_from_dict(PolicyOptConfig, {"seed": self.policy_seed, **self.policy_opt}, where=where)
+
+
+def _check_policy_spec(spec: dict[str, Any]) -> None:
+    """``policy: {type, init_var, net}``: the net's keys and sizes as the policy classes check them."""
+    from gps_controller.policies.neural import MLPConfig, VisuomotorConfig
+
+    unknown = sorted(set(spec) - {"type", "init_var", "net"})
+    if unknown:
+        raise invalid(f"policy.{unknown[0]}", spec[unknown[0]], "unknown key; known keys: init_var, net, type")
+    kind = spec.get("type", "visuomotor_cnn")  # make_policy's default
+    if isinstance(kind, bool) or kind not in POLICY_TYPES:
+        raise invalid("policy.type", kind, f"expected one of {', '.join(map(repr, POLICY_TYPES))}")
+    init_var = spec.get("init_var", 0.1)
+    if isinstance(init_var, bool) or not isinstance(init_var, int | float) or not 0.0 < init_var < float("inf"):
+        raise invalid("policy.init_var", init_var, "expected a positive number")
+    net = spec.get("net") or {}
+    if not isinstance(net, Mapping):
+        raise invalid("policy.net", net, "expected a mapping")
+    cls, dims = (MLPConfig, ("obs_dim", "action_dim")) if kind == "mlp" else \
+        (VisuomotorConfig, ("config_dim", "action_dim"))
+    for d in dims:  # they come from the task
+        if d in net:
+            raise invalid(f"policy.net.{d}", net[d], "set by the task, not the config")
+    typed_from_dict(cls, {**net, **{d: 1 for d in dims}}, where="policy.net")
+
+
+@dataclass
+class BADMMConfig(MDGPSConfig):
+    """BADMM GPS, the paper's algorithm (Levine et al. 2016 Sec. IV; reference AlgorithmBADMM).
+
+    inner_iterations:   alternations of C-step, S-step and dual update per iteration (reference 4)
+    init_pol_wt:        initial KL weight nu_t of the policy term (reference 0.01)
+    policy_dual_rate:   step size of the Lagrange multipliers lambda_t (reference 0.1)
+    policy_dual_rate_covar: step size of the linear (feedback) multipliers (reference 0.0)
+    lg_step_schedule:   step size of the nu_t update, a number or a list interpolated log-linearly over
+                        the iterations (reference 10.0)
+    ent_reg_schedule:   entropy regularizer of the S-step covariance, same form (reference 0.0)
+    fixed_lg_step:      nu_t update rule: 0 = dual gradient step nu += lg_step KL_t (reference),
+                        1 = fixed increment, 2 = by KL change, 3 = by distance from the mean KL
+    """
+
+    type: Literal["badmm"] = "badmm"  # type: ignore[assignment]
+    inner_iterations: int = ranged(4, ge=1)
+    init_pol_wt: float = ranged(0.01, gt=0.0)
+    policy_dual_rate: float = ranged(0.1, ge=0.0)
+    policy_dual_rate_covar: float = ranged(0.0, ge=0.0)
+    lg_step_schedule: list[float] | float = ranged(10.0, ge=0.0, nonempty=True)
+    ent_reg_schedule: list[float] | float = ranged(0.0, ge=0.0, nonempty=True)
+    fixed_lg_step: Literal[0, 1, 2, 3] = 0
+    exp_step_increase: float = ranged(2.0, gt=0.0)
+    exp_step_decrease: float = ranged(0.5, gt=0.0)
+    exp_step_upper: float = ranged(0.5, gt=0.0)
+    exp_step_lower: float = ranged(1.0, gt=0.0)
+
+
+AlgorithmConfig = TrajOptOnlyConfig | MDGPSConfig | BADMMConfig
+
+
+@dataclass
+class ExperimentConfig(Checked):
+    """One experiment: task, conditions, sample counts, seed and the algorithm's settings.
+
+    task:       a task name (config/tasks/<name>.yaml) or a task YAML path
+    conditions: the first this many of the task's training conditions
+    horizon:    time steps per rollout; null or 0: the task's
+    image_size: camera image size (square) for a visuomotor policy
+    """
 
     name: str = "experiment"
     task: str = "reach"
-    conditions: int = 4
-    samples_per_condition: int = 5
-    iterations: int = 10
-    seed: int = 0
-    horizon: int | None = None  # default: the task's horizon
-    algorithm: TrajOptOnlyConfig = field(default_factory=TrajOptOnlyConfig)
+    conditions: int = ranged(4, ge=1)
+    samples_per_condition: int = ranged(5, ge=1)
+    iterations: int = ranged(10, ge=1)
+    seed: int = ranged(0, ge=0)
+    horizon: int | None = ranged(None, ge=0)
+    image_size: int = ranged(64, ge=8, le=1024)
+    algorithm: AlgorithmConfig = field(default_factory=TrajOptOnlyConfig)
+
+    def _check(self) -> None:
+        if not self.name:
+            raise invalid("name", self.name, "must not be empty")
+        from gps_core.tasks import load_task
+
+        try:
+            task = load_task(self.task)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise invalid("task", self.task, f"no such task ({e})") from None
+        available = task.num_conditions("train")
+        if self.conditions > available:
+            raise invalid("conditions", self.conditions,
+                          f"task {self.task!r} has {available} training conditions")
+        policy = getattr(self.algorithm, "policy", None)
+        if policy and policy.get("type") == "visuomotor_cnn":
+            net = policy.get("net") or {}
+            for key in ("image_height", "image_width"):
+                if key in net and net[key] != self.image_size:
+                    raise invalid(f"algorithm.policy.net.{key}", net[key],
+                                  f"must equal image_size ({self.image_size}): the camera renders that size")
 
 
-def _resolve(tp: Any) -> Any:
-    """The dataclass inside ``X | None`` or ``X``, else None."""
-    if dataclasses.is_dataclass(tp):
-        return tp
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        for a in typing.get_args(tp):
-            if dataclasses.is_dataclass(a):
-                return a
-    return None
+# --------------------------------------------------------------------------- loading
 
 
-def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses; unknown keys raise."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where or cls.__name__}: unknown keys {unknown}; known: {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        sub = _resolve(hints[key])
-        path = f"{where}.{key}" if where else key
-        kwargs[key] = from_dict(sub, value, path) if sub is not None and value is not None else value
-    return cls(**kwargs)
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Set dotted keys (``{"algorithm.traj_opt.kl_step": 0.1}``; a number indexes a list:
+    ``algorithm.cost.0.wu``) in the raw mapping, creating missing mappings. Returns ``raw``."""
+    for key, value in (overrides or {}).items():
+        node: Any = raw
+        parts = str(key).split(".")
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[:i]) or "<top level>"
+            if isinstance(node, list):
+                if not p.isdigit() or int(p) >= len(node):
+                    raise ConfigError(key, f"override: {where} is a list of {len(node)}; {p!r} is not an index "
+                                           "into it")
+                if last:
+                    node[int(p)] = value
+                else:
+                    node = node[int(p)]
+            elif isinstance(node, dict):
+                if last:
+                    node[p] = value
+                else:
+                    if node.get(p) is None:  # a missing or empty (null) section
+                        node[p] = {}
+                    node = node[p]
+            else:
+                raise ConfigError(key, f"override: {where} is not a mapping", node)
+    return raw
 
 
-def load_experiment_config(path: str | Path) -> ExperimentConfig:
-    """Read an experiment YAML into an :class:`ExperimentConfig` (errors name the file and key)."""
+def experiment_from_dict(raw: Mapping[str, Any] | None, source: str = "<dict>") -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a parsed YAML mapping; errors name ``source``, the key, the value."""
+    if raw is None:
+        raise ConfigError("", "empty experiment configuration (expected a mapping of name, task, conditions, "
+                              "..., algorithm)", source=source)
+    if not isinstance(raw, Mapping):
+        raise ConfigError("", "an experiment configuration must be a mapping", raw, source=source)
+    return typed_from_dict(ExperimentConfig, copy.deepcopy(dict(raw)), source=source)
+
+
+def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML; ``overrides`` (dotted keys -> values, see :func:`parse_overrides`) are
+    applied to the raw YAML first. Raises :class:`ConfigError` naming the file, the key and the value."""
     path = Path(path)
-    raw = yaml.safe_load(path.read_text()) or {}
     try:
-        cfg = from_dict(ExperimentConfig, raw)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: {e}") from None
-    if cfg.algorithm.type != "traj_opt":
-        raise ValueError(f"{path}: algorithm.type {cfg.algorithm.type!r} is not handled by TrajOptOnlyConfig")
-    return cfg
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError("", f"cannot read the experiment file: {e.strerror or e}", source=str(path)) from None
+    raw = load_yaml(text, str(path))
+    if raw is None:
+        raise ConfigError("", "empty experiment file", source=str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError("", "an experiment file must be a mapping at the top level", raw, source=str(path))
+    try:
+        apply_overrides(raw, overrides)
+        return experiment_from_dict(raw, str(path))
+    except ConfigError as e:
+        by_override = bool(e.key) and any(_under(e.key, k) or _under(k, e.key) for k in map(_indexed, overrides or {}))
+        raise e.within(str(path), note="set by an override" if by_override else "") from None
+
+
+def _indexed(override_key: str) -> str:
+    """``algorithm.cost.0.wu`` -> ``algorithm.cost[0].wu`` (how errors spell key paths)."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", override_key)
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith((f"{prefix}.", f"{prefix}["))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-able plain dict of a (nested) config dataclass (metrics files, run directories); for an
+    ExperimentConfig it round-trips: ``experiment_from_dict(config_to_dict(cfg)) == cfg``."""
+    return to_plain(cfg)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -172,7 +387,36 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise ValueError(f"override {item!r} is not key=value")
         out[key] = yaml.safe_load(value)
     return out
+
+
+# --------------------------------------------------------------------------- deprecated names
+# TODO(lead): remove once callers moved (procedure.py, training.py, algorithm_adapter.py, trainer_node.py,
+# cli.py, benchmarks/iteration.py, benchmarks/traj_opt_speed.py, algorithms/*, gps_config.py).
+
+GPSExperimentConfig = ExperimentConfig
+GPS_ALGORITHMS = ("mdgps", "badmm")
+
+
+def load_gps_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Deprecated: :func:`load_experiment`."""
+    return load_experiment(path, overrides)
+
+
+def gps_experiment_from_dict(raw: Mapping[str, Any], where: str = "") -> ExperimentConfig:
+    """Deprecated: :func:`experiment_from_dict`."""
+    return experiment_from_dict(raw, where.rstrip(": ") or "<dict>")
+
+
+def load_experiment_config(path: str | Path) -> ExperimentConfig:
+    """Deprecated: :func:`load_experiment`."""
+    return load_experiment(path)
+
+
+def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "") -> Any:
+    """Deprecated: :func:`typed_from_dict` (or :func:`experiment_from_dict`)."""
+    return typed_from_dict(cls, data, where=where)
+

@@ -104,7 +104,9 @@ class PolicyOptConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PolicyOptConfig:
-        return _dataclass_from_dict(cls, data)
+        from gps_trainer.config_schema import typed_from_dict  # the one typed, range-checked from-dict
+
+        return typed_from_dict(cls, data)
 
     @classmethod
     def from_yaml(cls, path: str | Path, section: str | None = "policy_opt") -> PolicyOptConfig:

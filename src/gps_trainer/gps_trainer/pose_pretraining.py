@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,46 +31,70 @@ from torch import nn
 
 from gps_controller.policies.neural import GaussianPolicy, VisuomotorCNN, VisuomotorConfig, images_to_tensor
 from gps_controller.policies.serialization import PolicyFormatError, read_safetensors_metadata, sha256_hex
-from gps_trainer.policy_opt import _dataclass_from_dict, load_yaml_section, resolve_device
+from gps_trainer.config_schema import Checked, ConfigError, invalid, ranged, typed_from_dict
+from gps_trainer.policy_opt import load_yaml_section, resolve_device
 
 VISION_PREFIX = "net."  # vision tensors are stored under the policy's names: net.convs.*, net.softmax.*
 
 
 @dataclass
-class PosePretrainConfig:
-    """Pose pretraining settings (defaults: config/policy/pose_pretrain.yaml)."""
+class PosePretrainConfig(Checked):
+    """Pose pretraining settings (defaults: config/policy/pose_pretrain.yaml); typed and range-checked."""
 
     task: str = "reach"
-    image_size: int = 64
-    num_train: int = 400
-    num_test: int = 100
-    condition_set: str = "train"           # conditions whose arm poses / target heights are used
-    target_margin: float = 0.05            # m added around the conditions' targets (x, y)
+    image_size: int = ranged(64, ge=8, le=1024)
+    num_train: int = ranged(400, ge=1)
+    num_test: int = ranged(100, ge=0)          # 0: no held-out evaluation
+    condition_set: Literal["train", "spatial_test", "visual_test"] = "train"  # arm poses / target heights
+    target_margin: float = ranged(0.05, ge=0.0)  # m added around the conditions' targets (x, y)
     target_box: list[list[float]] | None = None  # explicit [[x,y,z]_low, [x,y,z]_high] instead
-    joint_noise: float = 0.15              # rad, std of the arm-pose perturbation
-    iterations: int = 2000
-    batch_size: int = 25
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    log_every: int = 100
+    joint_noise: float = ranged(0.15, ge=0.0)    # rad, std of the arm-pose perturbation
+    iterations: int = ranged(2000, ge=0)
+    batch_size: int = ranged(25, ge=1)
+    learning_rate: float = ranged(1e-3, gt=0.0)
+    weight_decay: float = ranged(0.0, ge=0.0)
+    seed: int = ranged(0, ge=0)
+    device: str = "auto"                        # auto | cpu | cuda[:n]
+    log_every: int = ranged(100, ge=1)
     output: str = "runs/pose_pretrain/vision.safetensors"
     net: dict[str, Any] = field(default_factory=dict)  # VisuomotorConfig overrides (conv sizes, ...)
 
+    def _check(self) -> None:
+        if self.target_box is not None:
+            box = self.target_box
+            if len(box) != 2 or any(len(row) != 3 for row in box):
+                raise invalid("target_box", box, "expected [[x, y, z]_low, [x, y, z]_high]")
+            if any(lo > hi for lo, hi in zip(box[0], box[1], strict=True)):
+                raise invalid("target_box", box, "low corner above the high corner")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise invalid("device", self.device, "expected auto, cpu or cuda[:n]") from None
+        for key in ("config_dim", "action_dim", "image_height", "image_width"):
+            if key in self.net:
+                raise invalid(f"net.{key}", self.net[key], "set by the task / image_size, not here")
+        try:
+            self.vision_config()
+        except ConfigError as e:
+            raise e.within(prefix="net") from None
+        except (ValueError, TypeError) as e:
+            raise invalid("net", self.net, str(e)) from None
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> PosePretrainConfig:
-        return _dataclass_from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any] | None, source: str | None = None, where: str = "") -> PosePretrainConfig:
+        return typed_from_dict(cls, data, source=source, where=where)
 
     @classmethod
     def from_yaml(cls, path: str | Path, section: str | None = "pose_pretrain") -> PosePretrainConfig:
-        return cls.from_dict(load_yaml_section(path, section))
+        data = load_yaml_section(path, section)
+        return cls.from_dict(data, source=str(path), where=section if section and data is not None else "")
 
     def vision_config(self) -> VisuomotorConfig:
         # config_dim / action_dim do not affect the vision layers; the head is not used here.
         net = {"config_dim": 1, "action_dim": 1, **self.net,
                "image_height": self.image_size, "image_width": self.image_size}
-        return VisuomotorConfig(**net)
+        return typed_from_dict(VisuomotorConfig, net)
 
 
 class PoseRegressor(nn.Module):
@@ -319,9 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     data = load_yaml_section(args.config, "pose_pretrain") if args.config else {}
     try:
         data.update(parse_overrides(args.overrides))
+        cfg = PosePretrainConfig.from_dict(data, source=args.config)
     except ValueError as e:
         ap.error(str(e))
-    metrics = pretrain_pose(PosePretrainConfig.from_dict(data))
+    metrics = pretrain_pose(cfg)
     summary = {k: metrics[k] for k in ("test_error_cm", "baseline_mean_error_cm", "train_error_cm",
                                        "num_train", "num_test", "wall_time_s")}
     summary["weights"] = metrics.get("weights")
