@@ -232,12 +232,20 @@ def _scan_segment(data: memoryview) -> _Scan:
         return scan
     pos = 8
     while pos < end:
-        ok = pos + _REC_HEAD.size <= end
-        if ok:
-            opcode, length = _REC_HEAD.unpack_from(data, pos)
-            ok = length <= end - pos - _REC_HEAD.size
-        if not ok:  # framing broken: a truncated tail, or a damaged length field followed by more chunks
+        if pos + _REC_HEAD.size > end:
+            scan.truncated = True
+            scan.lost_bytes += end - pos
+            scan.problems.append(f"truncated: the last {end - pos} bytes (from offset {pos}) are an incomplete record")
+            break
+        opcode, length = _REC_HEAD.unpack_from(data, pos)
+        known = opcode in _KNOWN_OPCODES
+        if not known or length > end - pos - _REC_HEAD.size:  # framing broken: a truncated tail, or damage followed by more chunks
             nxt = _resync(data, pos + 1, end)
+            if nxt is None and not known:
+                scan.corrupted += 1
+                scan.lost_bytes += end - pos
+                scan.problems.append(f"damaged from offset {pos} to the end ({end - pos} bytes): no valid chunk after it")
+                break
             if nxt is None:
                 scan.truncated = True
                 scan.lost_bytes += end - pos
@@ -258,8 +266,6 @@ def _scan_segment(data: memoryview) -> _Scan:
             elif opcode == Opcode.DATA_END:
                 scan.problems.append("summary or footer damaged (data section read in full)")
                 break
-            elif opcode not in _KNOWN_OPCODES:
-                raise ValueError(f"unknown record opcode {opcode:#04x}")
         except (ValueError, struct.error, UnicodeDecodeError) as e:
             scan.corrupted += 1
             scan.lost_bytes += 9 + length
@@ -349,6 +355,7 @@ class RolloutStore:
         self._channel_id = 0
         self._sequence = 0
         self.problems: list[str] = []  # one line per damage found (also logged)
+        self._reported: set[str] = set()
 
     # ---- files
 
@@ -374,8 +381,10 @@ class RolloutStore:
     # ---- verification
 
     def _report(self, line: str) -> None:
-        self.problems.append(line)
-        log.warning("rollout store: %s", line)
+        if line not in self._reported:  # re-verifying an iteration finds the same damage again
+            self._reported.add(line)
+            self.problems.append(line)
+            log.warning("rollout store: %s", line)
 
     def _decode_valid(self, cdr: bytes) -> tuple[Any, RolloutData]:
         """Decode and validate one body; ValueError naming the cause otherwise."""
