@@ -13,7 +13,11 @@ import yaml
 
 from gps_core.layout import ee_points, mean_ee_distance, quat_wxyz_to_matrix
 
-CONDITION_SETS = ("train", "spatial_test", "visual_test")
+# train: the GPS training positions (the trainer's resets, never perturbed). The evaluation sets
+# (gps_trainer.paper.evaluation): train_perturbed (the training positions, perturbed starts), spatial_test
+# (positions drawn over the training region), visual_test (training positions, random distractor scenes),
+# and their validation twins for development decisions: validation (drawn positions), visual_validation.
+CONDITION_SETS = ("train", "spatial_test", "visual_test", "train_perturbed", "validation", "visual_validation")
 NUM_JOINTS = 7
 
 
@@ -42,6 +46,11 @@ class Condition:
     target_pose: np.ndarray  # (7,) position xyz + quaternion wxyz, base frame
     distractors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     colors: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # geom name -> rgba
+    # Drawn at reset from (condition set, condition, seed): each start joint angle moves by U(-p, p) rad,
+    # and a random distractor scene + table colour (gps_sim.scenes.draw_distractor_scene) replaces
+    # `distractors`/`colors` when `random_scene` is a spec.
+    perturbation: float = 0.0
+    random_scene: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -59,6 +68,7 @@ class TaskConfig:
     scene_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     cost: dict[str, Any] = dataclasses.field(default_factory=dict)
     path: str | None = None
+    set_trials: dict[str, int] = dataclasses.field(default_factory=dict)  # default evaluation trials per set
 
     def num_conditions(self, condition_set: str = "train") -> int:
         return len(self.condition_list(condition_set))
@@ -97,9 +107,13 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
     yaw_origin = data.get("face_targets_towards")
     yaw_origin = None if yaw_origin is None else _vec(yaw_origin, 3, "face_targets_towards")
     conditions: dict[str, list[Condition]] = {}
+    trials: dict[str, int] = {}
     for cset in CONDITION_SETS:
         conds = []
-        for i, entry in enumerate(data.get("conditions", {}).get(cset, []) or []):
+        entries, set_trials = _set_entries(data, cset, conditions, path)
+        if set_trials:
+            trials[cset] = set_trials
+        for i, entry in enumerate(entries):
             q = entry.get("joint_angles", default_q)
             if q is None:
                 raise ValueError(f"{cset}[{i}]: no joint_angles and no initial_joint_angles")
@@ -109,6 +123,8 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
                     target_pose=_target_pose(entry, yaw_origin),
                     distractors=list(entry.get("distractors", []) or []),
                     colors={k: list(map(float, v)) for k, v in (entry.get("colors", {}) or {}).items()},
+                    perturbation=float(entry.get("perturbation", 0.0)),
+                    random_scene=entry.get("random_scene"),
                 )
             )
         conditions[cset] = conds
@@ -131,7 +147,82 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
         scene_params=dict(data.get("scene_params", {}) or {}),
         cost=dict(data.get("cost", {}) or {}),
         path=path,
+        set_trials=trials,
     )
+
+
+_SET_KEYS = {"positions", "draw", "perturbation", "random_scene", "trials"}
+_DRAW_KEYS = {"count", "seed", "from", "min_separation"}
+
+
+def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Condition]], path: str | None
+                 ) -> tuple[list[dict[str, Any]], int]:
+    """A condition set's entries and default trial count. A set is a list of entries, or a spec:
+
+    ``positions: <earlier set>`` copies that set's target positions (and start joint angles);
+    ``draw: {count, seed, from, min_separation}`` draws ``count`` target positions uniformly (seeded) over
+    the x-y bounding box of set ``from``'s positions at their height, each at least ``min_separation`` (m)
+    from every position of ``from``, of every earlier drawn set and of each other (so training,
+    validation and test positions never coincide). ``perturbation`` (rad), ``random_scene`` (a
+    distractor-scene spec) and ``trials`` (default evaluation trials) apply to every entry.
+    """
+    where = f"{path or '<task dict>'}: conditions.{cset}"
+    spec = (data.get("conditions", {}) or {}).get(cset, []) or []
+    if isinstance(spec, list):
+        return spec, 0
+    if not isinstance(spec, dict) or not spec.keys() <= _SET_KEYS or ("positions" in spec) == ("draw" in spec):
+        raise ValueError(f"{where}: expected a list of conditions or a spec with one of 'positions'/'draw' "
+                         f"and optional {sorted(_SET_KEYS - {'positions', 'draw'})}, got {spec!r}")
+    common: dict[str, Any] = {}
+    p = float(spec.get("perturbation", 0.0))
+    if not 0.0 <= p <= 0.2:
+        raise ValueError(f"{where}.perturbation: expected 0 <= rad <= 0.2, got {spec['perturbation']!r}")
+    common["perturbation"] = p
+    if spec.get("random_scene") is not None:
+        if not isinstance(spec["random_scene"], dict):
+            raise ValueError(f"{where}.random_scene: expected a mapping, got {spec['random_scene']!r}")
+        common["random_scene"] = dict(spec["random_scene"])
+    trials = int(spec.get("trials", 0))
+    if trials < 0:
+        raise ValueError(f"{where}.trials: expected >= 0, got {spec['trials']!r}")
+    if "positions" in spec:
+        src = parsed.get(str(spec["positions"]))
+        if not src:
+            raise ValueError(f"{where}.positions: {spec['positions']!r} is not an earlier set with conditions")
+        entries = [{"target_position": c.target_pose[:3].tolist(), "target_quaternion": c.target_pose[3:].tolist(),
+                    "joint_angles": c.joint_angles.tolist(), **common} for c in src]
+        return entries, trials
+    draw = spec["draw"]
+    if not isinstance(draw, dict) or not draw.keys() <= _DRAW_KEYS or "count" not in draw:
+        raise ValueError(f"{where}.draw: expected {{count, seed, from, min_separation}}, got {draw!r}")
+    count, sep = int(draw["count"]), float(draw.get("min_separation", 0.01))
+    src = parsed.get(str(draw.get("from", "train")))
+    if count < 1 or not 0.0 <= sep < 0.1 or not src:
+        raise ValueError(f"{where}.draw: need count >= 1, 0 <= min_separation < 0.1 and 'from' an earlier set "
+                         f"with conditions, got {draw!r}")
+    src_pos = np.array([c.target_pose[:3] for c in src])
+    if np.ptp(src_pos[:, 2]) > 1e-9:
+        raise ValueError(f"{where}.draw: the positions of {draw.get('from', 'train')!r} are not at one height")
+    taken = [q[:3] for s, conds in parsed.items() if s == draw.get("from", "train") or s in _drawn_sets(data)
+             for q in (c.target_pose for c in conds)]
+    lo, hi = src_pos[:, :2].min(axis=0), src_pos[:, :2].max(axis=0)
+    rng = np.random.default_rng(int(draw.get("seed", 0)))
+    out: list[np.ndarray] = []
+    for _ in range(1000 * count):
+        if len(out) == count:
+            break
+        xy = rng.uniform(lo, hi)
+        pos = np.array([xy[0], xy[1], src_pos[0, 2]])
+        if all(np.linalg.norm(pos - q) >= sep for q in taken + out):
+            out.append(pos)
+    if len(out) < count:
+        raise ValueError(f"{where}.draw: only {len(out)} of {count} positions fit at min_separation {sep}")
+    return [{"target_position": q.tolist(), **common} for q in out], trials or count
+
+
+def _drawn_sets(data: dict[str, Any]) -> set[str]:
+    conds = data.get("conditions", {}) or {}
+    return {k for k, v in conds.items() if isinstance(v, dict) and "draw" in v}
 
 
 def load_task(name_or_path: str | os.PathLike) -> TaskConfig:

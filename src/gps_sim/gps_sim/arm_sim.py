@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import zlib
 
 import mujoco
 import numpy as np
 
 from gps_core.kinematics import TOOL_BODY, TOOL_SITE, ee_jacobians_from_data, ee_points_from_data
 from gps_core.tasks import TaskConfig, load_task, task_success
-from gps_sim.scenes import DISTRACTOR_PARK, NUM_DISTRACTORS, build_model
+from gps_sim.scenes import (
+    DISTRACTOR_PARK,
+    DISTRACTOR_SHAPES,
+    NUM_DISTRACTORS,
+    build_model,
+    draw_distractor_scene,
+)
 
 JOINT_NAMES = (
     "r_shoulder_pan_joint",
@@ -31,6 +39,13 @@ class Observation:
     image: np.ndarray | None  # (H, W, 3) uint8, or None when images are not rendered
     config: np.ndarray  # (32,)
     time: float = 0.0  # sim seconds since reset
+
+
+def reset_rng(condition_set: str, condition: int, seed: int | None) -> np.random.Generator:
+    """The generator of a reset's random parts (start perturbation, distractor scene): seeded by the
+    condition set's name (CRC-32), the condition and the seed, so sets with the same seeds differ."""
+    return np.random.default_rng([zlib.crc32(str(condition_set).encode()), int(condition),
+                                  int(seed or 0) % 2**63])
 
 
 class ArmSim:
@@ -64,6 +79,13 @@ class ArmSim:
         self._distractor_mocap = [self.model.body_mocapid[self._body_id(f"distractor_{i}")]
                                   for i in range(NUM_DISTRACTORS)]
         self._default_rgba = self.model.geom_rgba.copy()
+        # For random distractor scenes: the target's colours (never a distractor's) and the table.
+        self._target_colors = self._default_rgba[self._geom_ids("target")]
+        table = self._geom_ids("table")
+        self._table_rgba = self._default_rgba[table[0]] if table else np.array([0.6, 0.5, 0.4, 1.0])
+        self._table_bounds = (np.array([self.model.geom_pos[table[0], :2] - self.model.geom_size[table[0], :2],
+                                        self.model.geom_pos[table[0], :2] + self.model.geom_size[table[0], :2]])
+                              if table else np.array([[-np.inf, -np.inf], [np.inf, np.inf]]))
         self._renderer: mujoco.Renderer | None = None
         self.condition: tuple[str, int] | None = None
         self.reset(0) if self.task.num_conditions("train") else mujoco.mj_forward(self.model, self.data)
@@ -92,7 +114,10 @@ class ArmSim:
 
     # ------------------------------------------------------------------ resets
     def reset(self, condition: int, seed: int | None = 0, condition_set: str = "train") -> Observation:
-        """Move arm and scene to a task condition; seed drives the visual test's distractor jitter."""
+        """Move arm and scene to a task condition. ``seed`` drives the jitter of a condition's listed
+        distractors and, for conditions with ``perturbation`` / ``random_scene`` (the evaluation sets), the
+        start-angle perturbation and the random distractor scene: a deterministic function of
+        (condition_set, condition, seed) (:func:`reset_rng`), so a reset through gps_sim/reset repeats it."""
         conds = self.task.condition_list(condition_set)
         if not 0 <= int(condition) < len(conds):
             raise IndexError(f"condition {condition} out of range for set {condition_set!r} "
@@ -104,19 +129,37 @@ class ArmSim:
         self.data.qpos[:7] = cond.joint_angles
         self.data.mocap_pos[self._target_mocap] = cond.target_pose[:3]
         self.data.mocap_quat[self._target_mocap] = cond.target_pose[3:]
-        for key, rgba in cond.colors.items():
+        distractors, colors = cond.distractors, cond.colors
+        if cond.perturbation > 0.0 or cond.random_scene is not None:
+            r = reset_rng(condition_set, int(condition), seed)
+            if cond.perturbation > 0.0:
+                q = cond.joint_angles + r.uniform(-cond.perturbation, cond.perturbation, 7)
+                lim = self.joint_limited[:7]
+                self.data.qpos[:7] = np.where(lim, np.clip(q, self.joint_limits[:7, 0], self.joint_limits[:7, 1]), q)
+            if cond.random_scene is not None:
+                distractors, table = draw_distractor_scene(cond.random_scene, r, cond.target_pose[:2],
+                                                           self._target_colors, self._table_rgba,
+                                                           self._table_bounds)
+                colors = {**cond.colors, "table": table}
+        for key, rgba in colors.items():
             for g in self._geom_ids(key):
                 self.model.geom_rgba[g] = rgba
         for i, mid in enumerate(self._distractor_mocap):
             self.data.mocap_pos[mid] = DISTRACTOR_PARK
-            for shape in ("box", "sphere", "cylinder"):
+            self.data.mocap_quat[mid] = (1.0, 0.0, 0.0, 0.0)
+            for shape in DISTRACTOR_SHAPES:
                 self.model.geom_rgba[self._geom_ids(f"distractor_{i}_{shape}")[0], 3] = 0.0
-        for i, d in enumerate(cond.distractors[:NUM_DISTRACTORS]):
+        for i, d in enumerate(distractors[:NUM_DISTRACTORS]):
             mid = self._distractor_mocap[i]
-            offset = np.asarray(d.get("offset", [0.0, 0.0, 0.0]), float)
-            jitter = float(d.get("jitter", 0.01))
-            offset = offset + np.append(rng.uniform(-jitter, jitter, 2), 0.0)
-            self.data.mocap_pos[mid] = cond.target_pose[:3] + offset
+            if "position" in d:  # a drawn scene: absolute position and yaw
+                self.data.mocap_pos[mid] = d["position"]
+                yaw = float(d.get("yaw", 0.0))
+                self.data.mocap_quat[mid] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+            else:
+                offset = np.asarray(d.get("offset", [0.0, 0.0, 0.0]), float)
+                jitter = float(d.get("jitter", 0.01))
+                offset = offset + np.append(rng.uniform(-jitter, jitter, 2), 0.0)
+                self.data.mocap_pos[mid] = cond.target_pose[:3] + offset
             g = self._geom_ids(f"distractor_{i}_{d.get('shape', 'box')}")[0]
             size = np.zeros(3)
             sz = np.asarray(d.get("size", [0.03]), float)

@@ -11,8 +11,9 @@ import numpy as np
 from gps_core.kinematics import ARM_MODEL
 from gps_core.tasks import TaskConfig
 
-NUM_DISTRACTORS = 3
+NUM_DISTRACTORS = 4
 DISTRACTOR_PARK = np.array([0.0, 0.0, -5.0])
+DISTRACTOR_SHAPES = ("box", "sphere", "cylinder", "capsule", "ellipsoid")
 
 _GEOM_TYPES = {
     "box": mujoco.mjtGeom.mjGEOM_BOX,
@@ -121,8 +122,112 @@ def _distractor_geoms(spec: mujoco.MjSpec, task: TaskConfig) -> None:
     """One geom of each shape per distractor body; unused ones are made invisible at reset."""
     for i in range(NUM_DISTRACTORS):
         body = spec.body(f"distractor_{i}")
-        for shape in ("box", "sphere", "cylinder"):
+        if body is None:  # the arm model declares fewer distractor bodies than we use
+            body = spec.worldbody.add_body()
+            body.name, body.mocap, body.pos = f"distractor_{i}", True, DISTRACTOR_PARK
+        for shape in DISTRACTOR_SHAPES:
             _add_geom(body, f"distractor_{i}_{shape}", shape, [0.03, 0.03, 0.03], rgba=(0, 0, 0, 0))
+
+
+# Distractor-scene spec (task YAML `random_scene`) keys and defaults; sizes are MuJoCo half sizes (m).
+SCENE_DEFAULTS: dict[str, object] = {
+    "count": [2, 4],            # objects per scene (inclusive)
+    "min_gap": 0.06,            # m between a distractor's footprint and the target's
+    "target_radius": 0.05,      # m, the target's footprint radius (x-y)
+    "max_distance": 0.24,       # m, distractor centres at most this far from the target's (x-y)
+    "size": [0.015, 0.035],     # half sizes / radii drawn from this range
+    "min_color_distance": 0.45,  # RGB distance from every target colour (and the table's)
+    "table_color_distance": 0.25,  # the new table colour at least this far from the default
+    "table_top": 0.45,          # z of the table's top face
+}
+
+
+def _footprint(shape: str, size: np.ndarray) -> tuple[float, float]:
+    """(x-y bounding radius, half height) of a distractor geom standing upright."""
+    if shape == "box":
+        return float(np.hypot(size[0], size[1])), float(size[2])
+    if shape == "sphere":
+        return float(size[0]), float(size[0])
+    if shape == "cylinder":
+        return float(size[0]), float(size[1])
+    if shape == "capsule":
+        return float(size[0]), float(size[0] + size[1])
+    return float(max(size[0], size[1])), float(size[2])  # ellipsoid
+
+
+def scene_spec(spec: dict | None) -> dict:
+    """The spec with defaults filled in; a clear error for an unknown key or a value out of range."""
+    spec = dict(spec or {})
+    unknown = set(spec) - set(SCENE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"random_scene: unknown keys {sorted(unknown)}; known: {sorted(SCENE_DEFAULTS)}")
+    out = {**SCENE_DEFAULTS, **spec}
+    lo_n, hi_n = (int(v) for v in out["count"])
+    lo_s, hi_s = (float(v) for v in out["size"])
+    if not 1 <= lo_n <= hi_n <= NUM_DISTRACTORS:
+        raise ValueError(f"random_scene.count: expected [lo, hi] within 1..{NUM_DISTRACTORS}, got {out['count']!r}")
+    if not 0.005 <= lo_s <= hi_s <= 0.08:
+        raise ValueError(f"random_scene.size: expected 0.005 <= lo <= hi <= 0.08, got {out['size']!r}")
+    for k in ("min_gap", "target_radius", "max_distance", "min_color_distance", "table_color_distance"):
+        if not 0.0 <= float(out[k]) <= 1.0:
+            raise ValueError(f"random_scene.{k}: expected a number in [0, 1], got {out[k]!r}")
+    return out
+
+
+def draw_distractor_scene(spec: dict | None, rng: np.random.Generator, target_xy: np.ndarray,
+                          target_colors: np.ndarray, table_rgba: np.ndarray, table_bounds: np.ndarray
+                          ) -> tuple[list[dict], list[float]]:
+    """A random visual-test scene: (distractors, table rgba). 2-4 objects (spec `count`) of random
+    shape, size, yaw and colour standing on the table inside ``table_bounds`` ([[xlo, ylo], [xhi, yhi]]),
+    each footprint at least `min_gap` from the target's and 1 cm from the others, no colour within
+    `min_color_distance` (RGB) of a target colour; the table gets a new colour. Each distractor:
+    {shape, size (3), position (3, base frame), yaw, rgba}. Deterministic in ``rng``."""
+    s = scene_spec(spec)
+    target_xy = np.asarray(target_xy, float)[:2]
+    targets = np.atleast_2d(np.asarray(target_colors, float))[:, :3]
+    table_rgb = np.asarray(table_rgba, float)[:3]
+
+    def colour(avoid: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        for _ in range(1000):
+            c = rng.uniform(0.05, 0.95, 3)
+            if np.all(np.linalg.norm(avoid - c, axis=1) >= dist):
+                return c
+        raise RuntimeError("random_scene: no colour far enough from the target's")
+
+    dc, dt = float(s["min_color_distance"]), float(s["table_color_distance"])
+    # The table: a new colour, still unlike the target's (the target stays visible against it).
+    table_new = colour(np.vstack([targets, table_rgb]), np.array([dc] * len(targets) + [dt]))
+    avoid_obj, dist_obj = np.vstack([targets, table_new]), np.array([dc] * len(targets) + [0.15])
+    n = int(rng.integers(int(s["count"][0]), int(s["count"][1]) + 1))
+    lo_s, hi_s = (float(v) for v in s["size"])
+    placed: list[dict] = []
+    for _ in range(200 * n):
+        if len(placed) == n:
+            break
+        shape = DISTRACTOR_SHAPES[int(rng.integers(len(DISTRACTOR_SHAPES)))]
+        size = rng.uniform(lo_s, hi_s, 3)
+        if shape == "capsule":
+            size[1] = rng.uniform(0.5 * lo_s, hi_s)  # half length of the cylinder part
+        radius, half_h = _footprint(shape, size)
+        r_min = float(s["target_radius"]) + float(s["min_gap"]) + radius
+        if r_min > float(s["max_distance"]):
+            continue
+        r = rng.uniform(r_min, float(s["max_distance"]))
+        a = rng.uniform(0.0, 2 * math.pi)
+        xy = target_xy + r * np.array([math.cos(a), math.sin(a)])
+        if np.any(xy - radius < table_bounds[0]) or np.any(xy + radius > table_bounds[1]):
+            continue
+        if any(np.linalg.norm(xy - d["position"][:2]) < radius + d["radius"] + 0.01 for d in placed):
+            continue
+        rgb = colour(avoid_obj, dist_obj)
+        placed.append({"shape": shape, "size": size.tolist(), "radius": radius,
+                       "position": np.array([xy[0], xy[1], float(s["table_top"]) + half_h]),
+                       "yaw": float(rng.uniform(0.0, math.pi)), "rgba": [*rgb.tolist(), 1.0]})
+    if len(placed) < n:
+        raise RuntimeError(f"random_scene: only {len(placed)} of {n} distractors fit around {target_xy}")
+    for d in placed:
+        d["position"] = d["position"].tolist()
+    return placed, [*table_new.tolist(), 1.0]
 
 
 def build_model(task: TaskConfig | None, gravity: bool = False) -> mujoco.MjModel:

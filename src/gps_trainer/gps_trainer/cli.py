@@ -270,11 +270,15 @@ def cmd_eval(a) -> int:
 
     import torch
 
-    from gps_trainer.evaluation import evaluate_policy, format_table
+    from gps_trainer.paper.evaluation import evaluate_policy, format_table
 
     torch.set_num_threads(max(1, a.threads))
     if a.through_nodes:
         from gps_trainer.node_evaluation import evaluate_policy_through_nodes
+
+        if a.ablation:
+            print("--ablation runs on the simulation API only (drop --through-nodes)", file=sys.stderr)
+            return 2
 
         try:
             res = evaluate_policy_through_nodes(a.policy, a.task, tuple(a.sets), a.trials, a.seed,
@@ -284,7 +288,7 @@ def cmd_eval(a) -> int:
             return 1
     else:
         res = evaluate_policy(a.policy, a.task, tuple(a.sets), a.trials, a.seed, a.image_size,
-                              policy_obs=a.policy_obs, joint_limit_margin=a.joint_limit_guard)
+                              policy_obs=a.policy_obs, joint_limit_margin=a.joint_limit_guard, ablation=a.ablation)
     print(format_table(res))
     out = Path(a.out) if a.out else Path(a.policy).parent / "eval.json"
     command = "gps " + " ".join(shlex.quote(x) for x in a.argv)
@@ -331,9 +335,13 @@ def main(argv=None) -> int:
     ev = sub.add_parser("eval", help="success rates of a policy on the training / spatial / visual test conditions")
     ev.add_argument("--policy", required=True, help="policy.safetensors")
     ev.add_argument("--task", default="reach")
-    ev.add_argument("--trials", type=int, default=10, help="trials per condition set")
+    ev.add_argument("--trials", type=int, default=None,
+                    help="trials per condition set (default: the task's per set, e.g. 27 / 36 / 40)")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--sets", nargs="+", default=["train", "spatial_test", "visual_test"])
+    ev.add_argument("--sets", nargs="+", default=["train_perturbed", "spatial_test", "visual_test"],
+                    help="condition sets (Table I's by default; validation visual_validation for development)")
+    ev.add_argument("--ablation", default=None, choices=["blank", "swap"],
+                    help="vision ablation: the policy sees a black image or another condition's image")
     ev.add_argument("--image-size", type=int, default=None, help="default: the policy's input size")
     ev.add_argument("--policy-obs", default="auto", choices=["auto", "state", "observation"])
     ev.add_argument("--method", default="", help="label for the report (end_to_end, pose_features, ...)")

@@ -39,10 +39,12 @@ from typing import Any
 import numpy as np
 
 from gps_core.tasks import task_success
-from gps_trainer.evaluation import (
+from gps_trainer.paper.evaluation import (
     CONDITION_SETS,
     EvalResult,
     SetResult,
+    count_situations,
+    default_trials,
     load_policy_for_eval,
     wilson_interval,
 )
@@ -138,7 +140,7 @@ def evaluate_policy_through_nodes(
     policy_or_path: Any,
     task: str | None = None,
     condition_sets: tuple[str, ...] | list[str] = CONDITION_SETS,
-    trials_per_set: int = 10,
+    trials_per_set: int | None = None,
     seed: int = 0,
     *,
     policy_obs: str = "auto",
@@ -158,7 +160,7 @@ def evaluate_policy_through_nodes(
     if policy_obs != "observation":
         raise ValueError("through the nodes the controller feeds a neural policy the observation o; this policy "
                          f"observes {policy_obs!r} (evaluate it with the simulation API instead)")
-    if trials_per_set < 1:
+    if trials_per_set is not None and trials_per_set < 1:
         raise ValueError("trials_per_set must be >= 1")
     arch, weights, sha = serialize_policy(policy)
     cli = _ControllerClient(namespace, timeout)
@@ -182,8 +184,9 @@ def evaluate_policy_through_nodes(
                 if not conds:
                     raise ValueError(f"task {ctrl_task.name!r} has no {cset!r} conditions")
                 cli.set_condition_set(cset)
-                out = SetResult(cset, trials_per_set, 0, 0.0, 1.0)
-                for i in range(trials_per_set):
+                n_trials = default_trials(ctrl_task, cset) if trials_per_set is None else int(trials_per_set)
+                out = SetResult(cset, n_trials, 0, 0.0, 1.0)
+                for i in range(n_trials):
                     m = i % len(conds)
                     trial_seed = int(np.random.default_rng([int(seed), k, i]).integers(2**31))
                     req = RunTrial.Request(condition=m, iteration=EVAL_ITERATION, sample_index=i, policy_type="neural",
@@ -203,6 +206,7 @@ def evaluate_policy_through_nodes(
                     out.final_distance.append(final_distance_from_state(states[T]))
                 out.successes = int(sum(out.success))
                 out.ci_low, out.ci_high = wilson_interval(out.successes, out.trials)
+                out.situations = count_situations(ctrl_task, cset, out.conditions, out.reset_seeds)
                 sets[cset] = out
         finally:
             try:
@@ -212,5 +216,6 @@ def evaluate_policy_through_nodes(
     finally:
         cli.close()
     return EvalResult(task=ctrl_task.name, policy=name,
-                      policy_obs=policy_obs, seed=int(seed), trials_per_set=int(trials_per_set), horizon=T,
+                      policy_obs=policy_obs, seed=int(seed),
+                      trials_per_set=None if trials_per_set is None else int(trials_per_set), horizon=T,
                       image_size=image_size, sets=sets, joint_limit_margin=float(params["joint_limit_margin"]))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gps_controller.policies import make_policy
-from gps_trainer.evaluation import evaluate_policy, format_table, wilson_interval
+from gps_trainer.paper.evaluation import evaluate_policy, format_table, wilson_interval
 
 
 @pytest.fixture(autouse=True)
@@ -78,13 +78,24 @@ def test_success_counting_and_intervals_per_set():
     from gps_core.tasks import load_task
 
     pol = make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0)
-    res = evaluate_policy(pol, "reach", trials_per_set=6, seed=0, horizon=2, sim=_ScriptedSim(load_task("reach")))
+    task = load_task("reach")
+    res = evaluate_policy(pol, "reach", ("train", "spatial_test", "visual_test"), trials_per_set=40, seed=0,
+                          horizon=2, sim=_ScriptedSim(task))
     tr, sp, vi = res.sets["train"], res.sets["spatial_test"], res.sets["visual_test"]
-    assert (tr.successes, sp.successes, vi.successes) == (6, 2, 0)  # spatial: 3 conditions cycled, cond 0 twice
-    assert sp.conditions == [0, 1, 2, 0, 1, 2]
-    assert sp.rate == pytest.approx(2 / 6)
-    assert (sp.ci_low, sp.ci_high) == pytest.approx(wilson_interval(2, 6))
-    assert "2/6" in format_table(res)
+    n_sp = task.num_conditions("spatial_test")
+    assert (tr.successes, sp.successes, vi.successes) == (40, 2, 0)  # spatial: 36 conditions cycled, cond 0 twice
+    assert sp.conditions == [i % n_sp for i in range(40)]
+    assert sp.rate == pytest.approx(2 / 40)
+    assert (sp.ci_low, sp.ci_high) == pytest.approx(wilson_interval(2, 40))
+    # distinct situations: the unperturbed train set repeats its 4; on the spatial test the 4 repeated
+    # positions start from other perturbations; each visual-test trial is its own distractor scene
+    assert (tr.situations, sp.situations, vi.situations) == (4, 40, 40)
+    assert "2/40" in format_table(res)
+    # default trial counts: the task's (the paper's 27 / 36 / 40 on the Table I sets)
+    res = evaluate_policy(pol, "reach", seed=0, horizon=1, sim=_ScriptedSim(task))
+    assert list(res.sets) == ["train_perturbed", "spatial_test", "visual_test"] and res.trials_per_set is None
+    assert [s.trials for s in res.sets.values()] == [27, 36, 40]
+    assert [s.situations for s in res.sets.values()] == [27, 36, 40]
 
 
 def test_evaluation_is_deterministic_and_sets_differ(tmp_path):
@@ -95,13 +106,13 @@ def test_evaluation_is_deterministic_and_sets_differ(tmp_path):
     assert a == b
     c = evaluate_policy(pol, "reach", trials_per_set=3, seed=6, horizon=12).to_dict()
     assert c["sets"]["visual_test"]["reset_seeds"] != a["sets"]["visual_test"]["reset_seeds"]
-    tr = np.array(a["sets"]["train"]["initial_target_positions"])
+    tr = np.array(a["sets"]["train_perturbed"]["initial_target_positions"])
     sp = np.array(a["sets"]["spatial_test"]["initial_target_positions"])
     assert np.min(np.linalg.norm(tr[:, None] - sp[None], axis=-1)) > 0.01  # new positions on the spatial test
     # the policy moved the arm differently from different targets
-    assert len({round(d, 6) for d in a["sets"]["train"]["final_distance"]}) == 3
+    assert len({round(d, 6) for d in a["sets"]["train_perturbed"]["final_distance"]}) == 3
     assert all(math.isfinite(d) for s in a["sets"].values() for d in s["final_distance"])
-    from gps_trainer.evaluation import EvalResult  # noqa: F401
+    from gps_trainer.paper.evaluation import EvalResult  # noqa: F401
 
     path = evaluate_policy(pol, "reach", condition_sets=("train",), trials_per_set=1, horizon=3).write_json(
         tmp_path / "e.json", {"method": "x"})

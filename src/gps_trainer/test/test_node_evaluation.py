@@ -93,7 +93,7 @@ def test_eval_through_nodes_matches_the_simulation_api(tmp_path, ros_env, monkey
     their limits (measured: 94 of 700 torque components zeroed per trial; distances off by 3-20 cm)."""
     from gps_controller.policies.neural import make_policy
     from gps_controller.policies.serialization import save_policy
-    from gps_trainer.evaluation import evaluate_policy
+    from gps_trainer.paper.evaluation import evaluate_policy
     from gps_trainer.node_evaluation import evaluate_policy_through_nodes
     from testing_helpers import gps_cli, pid_alive, stack_pids, stop_stack, trainer_params_file
 

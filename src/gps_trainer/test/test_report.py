@@ -69,7 +69,7 @@ def test_pose_prediction_actor_rebuilds_the_state_from_a_perfect_prediction():
 def test_report_has_every_section_from_a_tiny_run(tmp_path):
     from gps_controller.policies import make_policy, save_policy
     from gps_core.tasks import repo_root
-    from gps_trainer.evaluation import evaluate_policy
+    from gps_trainer.paper.evaluation import evaluate_policy
     from gps_trainer.gps_config import load_gps_experiment
     from gps_trainer.paper.architectures import run_architecture_table
     from gps_trainer.paper.report import SECTIONS, generate_report
@@ -148,7 +148,7 @@ def test_gif_replays_the_chosen_visual_test_trial(tmp_path):
     """The report's GIF shows the evaluation's first successful visual-test trial (else its first one);
     replaying (condition, reset seed) reproduces that trial's final distance."""
     from gps_controller.policies import make_policy, save_policy
-    from gps_trainer.evaluation import evaluate_policy
+    from gps_trainer.paper.evaluation import evaluate_policy
     from gps_trainer.paper.report import _first_success, rollout_gif
 
     fake = {"sets": {"visual_test": {"success": [False, True, True], "conditions": [0, 1, 2],

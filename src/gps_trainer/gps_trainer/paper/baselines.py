@@ -114,7 +114,7 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
                        condition_sets: tuple[str, ...] = ("train", "spatial_test", "visual_test"),
                        command: str = "") -> dict[str, Any]:
     """Evaluate the methods whose inputs are given; writes <out_dir>/eval_<method>.json each."""
-    from gps_trainer.evaluation import evaluate_policy, format_table
+    from gps_trainer.paper.evaluation import evaluate_policy, format_table
 
     out = Path(out_dir)
     results: dict[str, Any] = {}

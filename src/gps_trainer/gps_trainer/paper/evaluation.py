@@ -1,20 +1,37 @@
-"""Success rates of a trained policy in the paper's three test conditions (Table I).
+"""Success rates of a trained policy in the paper's three test conditions (Table I), under an honest protocol.
 
-The paper evaluates every policy on (1) the training target positions, (2) new target positions in
-the same range ("spatial test") and (3) training positions with visual distractors and colour changes
-("visual test"). :func:`evaluate_policy` does the same on a task's condition sets ``train``,
-``spatial_test`` and ``visual_test``: the policy runs alone (its mean action, no noise, no local
-controllers) for the task horizon; a trial succeeds when ``ArmSim.is_success()`` holds at the end.
-Each rate comes with a Wilson score interval.
+The paper evaluates every policy on (1) the training target positions, (2) new target positions in the
+same range ("spatial test") and (3) the training positions with visual distractors ("visual test").
+The simulator and the policies are deterministic, so repeated trials of one situation say nothing new;
+here every trial is a different situation (the condition sets are defined in the task YAML,
+gps_core.tasks; drawn in ``ArmSim.reset`` from (condition set, condition, reset seed)):
 
-Trials: trial ``i`` of a set uses condition ``i mod (number of conditions)`` and a reset seed drawn
-from ``numpy.random.default_rng([seed, set_index, i])`` (the seed moves the visual test's
-distractors), so a result depends only on (policy, task, sets, trials, seed) and is the same on
-every run.
+- ``train_perturbed``: the training positions, each trial's start joint angles perturbed by
+  U(-0.03, 0.03) rad per joint (the GPS samples' set ``train`` is never perturbed); 27 trials;
+- ``spatial_test``: 36 target positions drawn (seeded, at task load) uniformly over the x-y box of the
+  training positions, >= 1 cm from every training and validation position; one trial each;
+- ``visual_test``: the training positions, each trial a random distractor scene (2-4 objects of 5
+  shapes, random sizes and colours, >= 6 cm from the target's footprint, never the target's colour) and a
+  new table colour; the target keeps its look; 40 trials;
+- ``validation`` (24 drawn positions) and ``visual_validation`` (24 other distractor scenes): for every
+  development decision; the test sets give final numbers only.
+
+:func:`evaluate_policy` runs the policy alone (its mean action, no noise, no local controllers) for the
+task horizon; a trial succeeds when ``ArmSim.is_success()`` holds at the end. Each rate comes with a
+Wilson score interval and the number of distinct situations behind it (``SetResult.situations``).
+Trial ``i`` of a set uses condition ``i mod (number of conditions)`` and the reset seed
+``numpy.random.default_rng([seed, set_index, i])`` (set_index: the set's place in ``condition_sets``),
+so a result depends only on (policy, task, sets, trials, seed). Default trial counts are the task's
+(``trials`` per set; the paper's 27 / 36 / 40).
+
+``ablation`` shows whether a visuomotor policy uses what it sees: ``blank`` feeds it a black image,
+``swap`` the image of another condition of the same set (same arm pose, the target elsewhere; a second
+simulator mirrors the arm), with the true state otherwise.
 
 Where it runs: directly on the simulator's Python API (``gps_sim.ArmSim``), in-process. The ROS path
 (controller node + lockstep sim node) is :mod:`gps_trainer.node_evaluation` (``gps eval
---through-nodes``): the same trials, the same numbers, with one difference in what acts on the arm:
+--through-nodes``): the same trials, the same numbers (perturbations and scenes are drawn by the sim
+node's reset from the same (set, condition, seed)), with one difference in what acts on the arm:
 the controller's safety layer also zeroes torque that pushes a joint further into its limit within
 ``joint_limit_margin`` (0.05 rad), while this evaluation only clamps the torques to the effort limits.
 ``joint_limit_margin=0.05`` here applies the controller's guard too (``gps_controller.safety``); then
@@ -36,10 +53,13 @@ from gps_controller.policies.neural import GaussianPolicy
 from gps_controller.policies.serialization import load_policy
 from gps_core.samples import POLICY_OBS
 
-__all__ = ["CONDITION_SETS", "wilson_interval", "SetResult", "EvalResult", "evaluate_policy",
-           "load_policy_for_eval", "format_table", "run_trial", "joint_limit_guard"]
+__all__ = ["CONDITION_SETS", "VALIDATION_SETS", "ABLATIONS", "wilson_interval", "SetResult", "EvalResult",
+           "evaluate_policy", "load_policy_for_eval", "format_table", "run_trial", "joint_limit_guard",
+           "ImageAblation", "default_trials", "count_situations"]
 
-CONDITION_SETS = ("train", "spatial_test", "visual_test")
+CONDITION_SETS = ("train_perturbed", "spatial_test", "visual_test")  # Table I's columns, in order
+VALIDATION_SETS = ("validation", "visual_validation")  # for development decisions
+ABLATIONS = ("blank", "swap")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -76,6 +96,7 @@ class SetResult:
     reset_seeds: list[int] = field(default_factory=list)
     initial_target_positions: list[list[float]] = field(default_factory=list)  # per trial, m
     final_distance: list[float] = field(default_factory=list)  # mean EE-point distance at the end, m
+    situations: int = 0  # distinct situations behind the rate (see count_situations)
 
     @property
     def rate(self) -> float:
@@ -91,11 +112,12 @@ class EvalResult:
     policy: str
     policy_obs: str
     seed: int
-    trials_per_set: int
+    trials_per_set: int | None  # None: the task's default per set (SetResult.trials has the count)
     horizon: int
     image_size: int
     sets: dict[str, SetResult]
     joint_limit_margin: float | None = None  # the joint-limit guard's margin (rad); None: effort clamp only
+    ablation: str | None = None  # "blank" / "swap": the image the policy saw (see ImageAblation); None: the true one
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "sets"}
@@ -110,13 +132,66 @@ class EvalResult:
 
 
 def format_table(result: EvalResult) -> str:
-    """Plain-text table: set, successes/trials, rate, 95% Wilson interval, mean final distance."""
-    lines = [f"{'set':<14}{'success':>10}{'rate':>9}   {'95% CI (Wilson)':<17}{'final dist (cm)':>16}"]
+    """Plain-text table: set, successes/trials, rate, 95% Wilson interval, distinct situations, mean final
+    distance."""
+    lines = [f"{'set':<18}{'success':>10}{'rate':>9}   {'95% CI (Wilson)':<17}{'situations':>11}"
+             f"{'final dist (cm)':>16}"]
     for name, s in result.sets.items():
         dist = 100 * float(np.mean(s.final_distance)) if s.final_distance else float("nan")
-        lines.append(f"{name:<14}{f'{s.successes}/{s.trials}':>10}{100 * s.rate:>8.1f}%   "
-                     f"[{100 * s.ci_low:5.1f}, {100 * s.ci_high:5.1f}]%  {dist:>14.2f}")
+        lines.append(f"{name:<18}{f'{s.successes}/{s.trials}':>10}{100 * s.rate:>8.1f}%   "
+                     f"[{100 * s.ci_low:5.1f}, {100 * s.ci_high:5.1f}]%  {s.situations:>10d}{dist:>16.2f}")
+    if result.ablation:
+        lines.append(f"(ablation: the policy saw the {result.ablation!r} image, not the true one)")
     return "\n".join(lines)
+
+
+def default_trials(task: Any, condition_set: str) -> int:
+    """The task's default trial count for a set (YAML ``trials``), else max(10, number of conditions)."""
+    return int(task.set_trials.get(condition_set) or max(10, task.num_conditions(condition_set)))
+
+
+def count_situations(task: Any, condition_set: str, conditions: list[int], seeds: list[int]) -> int:
+    """Distinct situations among a set's trials: distinct (condition, seed) pairs where the reset draws
+    something from the seed (a start perturbation or a random scene, or listed distractors, which the
+    seed jitters), else distinct conditions (a deterministic reset repeats the same situation)."""
+    conds = task.condition_list(condition_set)
+    keys = {(m, s) if (conds[m].perturbation > 0 or conds[m].random_scene is not None or conds[m].distractors)
+            else (m, None) for m, s in zip(conditions, seeds, strict=True)}
+    return len(keys)
+
+
+class ImageAblation:
+    """Replaces the image a policy sees (the vision ablation): ``blank`` a black image; ``swap`` the image of
+    condition (m + 1) mod n of the same set with the same reset seed, rendered by a second simulator whose
+    arm mirrors the real one (so only the scene, above all the target, differs)."""
+
+    def __init__(self, kind: str, sim: Any):
+        if kind not in ABLATIONS:
+            raise ValueError(f"ablation {kind!r} unknown; expected one of {ABLATIONS}")
+        self.kind, self.sim, self._other = kind, sim, None
+        if kind == "swap":
+            from gps_sim import ArmSim
+
+            self._other = ArmSim(sim.task, image_size=sim.image_size, render_images=True, gravity=sim.gravity)
+
+    def start(self, condition: int, condition_set: str, reset_seed: int) -> None:
+        if self._other is not None:
+            n = self.sim.num_conditions(condition_set)
+            if n < 2:
+                raise ValueError(f"the swap ablation needs >= 2 conditions in {condition_set!r}")
+            self._other.reset((condition + 1) % n, seed=int(reset_seed), condition_set=condition_set)
+
+    def image(self, image: np.ndarray | None) -> np.ndarray | None:
+        if image is None:
+            return None
+        if self.kind == "blank":
+            return np.zeros_like(image)
+        self._other.set_joint_state(self.sim.joint_positions(), self.sim.joint_velocities())
+        return self._other.render()
+
+    def close(self) -> None:
+        if self._other is not None:
+            self._other.close()
 
 
 def load_policy_for_eval(policy_or_path: GaussianPolicy | str | Path, policy_obs: str = "auto"
@@ -160,16 +235,20 @@ def joint_limit_guard(sim: Any, margin: float) -> Any:
 
 def run_trial(sim: Any, actor: Any, policy_obs: str, condition: int, condition_set: str, reset_seed: int,
               T: int, frames: list[tuple[np.ndarray, np.ndarray | None]] | None = None,
-              safety: Any = None) -> tuple[bool, float]:
+              safety: Any = None, ablation: ImageAblation | None = None) -> tuple[bool, float]:
     """One noise-free trial: reset, T steps of ``actor.act`` (torques clipped to the effort limits, or
     through ``safety.filter(u, q)``, e.g. :func:`joint_limit_guard`), success and mean EE-point
     distance (m) at the end. With ``frames`` (a list), each step's (image, feature points or None) is
-    appended (needs a rendering sim)."""
+    appended (needs a rendering sim). ``ablation`` replaces the image the actor sees."""
     lim = np.asarray(sim.effort_limits, dtype=np.float64)
     ob = sim.reset(condition, seed=int(reset_seed), condition_set=condition_set)
+    if ablation is not None:
+        ablation.start(condition, condition_set, reset_seed)
     for _ in range(T):
         o = sim.state() if policy_obs == "state" else ob.config
         img = ob.image if actor.uses_images else None
+        if ablation is not None:
+            img = ablation.image(img)
         if frames is not None and isinstance(actor, GaussianPolicy) and actor.uses_images:
             u, pts = actor.act(o, img, return_features=True)
             frames.append((img, pts))
@@ -187,7 +266,7 @@ def evaluate_policy(
     policy_or_path: GaussianPolicy | str | Path,
     task: str = "reach",
     condition_sets: tuple[str, ...] | list[str] = CONDITION_SETS,
-    trials_per_set: int = 10,
+    trials_per_set: int | None = None,
     seed: int = 0,
     image_size: int | None = None,
     *,
@@ -196,15 +275,18 @@ def evaluate_policy(
     sim: Any = None,
     actor: Any = None,
     joint_limit_margin: float | None = None,
+    ablation: str | None = None,
 ) -> EvalResult:
-    """Run the policy alone ``trials_per_set`` times on each condition set (conditions cycled).
+    """Run the policy alone ``trials_per_set`` times on each condition set (conditions cycled; None: the
+    task's default per set, :func:`default_trials`).
 
     ``image_size`` defaults to the policy's input size (64 for a state policy). ``sim`` may be given
     (an ``ArmSim`` of the task, rendering images if the policy needs them). ``actor`` replaces the
     policy as the thing that acts (anything with ``act(obs, image, noise)`` and ``uses_images``, e.g.
     the pose-prediction pipeline of :mod:`gps_trainer.baselines`); ``policy_or_path`` then only names it.
     ``joint_limit_margin`` (rad): also apply the controller's joint-limit guard (see the module
-    docstring; 0.05 = config/controller.yaml); None: effort clamp only.
+    docstring; 0.05 = config/controller.yaml); None: effort clamp only. ``ablation``: "blank" or "swap"
+    (:class:`ImageAblation`; needs a policy that sees images).
     """
     from gps_sim import ArmSim
 
@@ -213,8 +295,10 @@ def evaluate_policy(
     else:
         policy, name = actor, str(getattr(actor, "name", policy_or_path))
         policy_obs = "observation" if policy_obs == "auto" else policy_obs
-    if trials_per_set < 1:
+    if trials_per_set is not None and trials_per_set < 1:
         raise ValueError("trials_per_set must be >= 1")
+    if ablation is not None and (ablation not in ABLATIONS or not policy.uses_images):
+        raise ValueError(f"ablation {ablation!r}: expected one of {ABLATIONS}, for a policy that sees images")
     if image_size is None:
         image_size = policy.image_shape[0] if getattr(policy, "image_shape", None) else 64
     own_sim = sim is None
@@ -222,6 +306,7 @@ def evaluate_policy(
         sim = ArmSim(task, image_size=image_size, render_images=bool(policy.uses_images))
     T = int(horizon or sim.task.horizon)
     safety = None if joint_limit_margin is None else joint_limit_guard(sim, joint_limit_margin)
+    ablate = None if ablation is None else ImageAblation(ablation, sim)
     sets: dict[str, SetResult] = {}
     try:
         for k, cset in enumerate(condition_sets):
@@ -229,11 +314,13 @@ def evaluate_policy(
             if n_cond == 0:
                 raise ValueError(f"task {sim.task.name!r} has no {cset!r} conditions")
             conds = sim.task.condition_list(cset)
-            res = SetResult(cset, trials_per_set, 0, 0.0, 1.0)
-            for i in range(trials_per_set):
+            n_trials = default_trials(sim.task, cset) if trials_per_set is None else int(trials_per_set)
+            res = SetResult(cset, n_trials, 0, 0.0, 1.0)
+            for i in range(n_trials):
                 m = i % n_cond
                 trial_seed = int(np.random.default_rng([int(seed), k, i]).integers(2**31))
-                ok, dist = run_trial(sim, policy, policy_obs, m, cset, trial_seed, T, safety=safety)
+                ok, dist = run_trial(sim, policy, policy_obs, m, cset, trial_seed, T, safety=safety,
+                                     ablation=ablate)
                 res.success.append(ok)
                 res.conditions.append(m)
                 res.reset_seeds.append(trial_seed)
@@ -241,10 +328,15 @@ def evaluate_policy(
                 res.final_distance.append(dist)
             res.successes = int(sum(res.success))
             res.ci_low, res.ci_high = wilson_interval(res.successes, res.trials)
+            res.situations = count_situations(sim.task, cset, res.conditions, res.reset_seeds)
             sets[cset] = res
     finally:
+        if ablate is not None:
+            ablate.close()
         if own_sim:
             sim.close()
     return EvalResult(task=str(task), policy=name, policy_obs=policy_obs, seed=int(seed),
-                      trials_per_set=int(trials_per_set), horizon=T, image_size=int(image_size), sets=sets,
-                      joint_limit_margin=None if joint_limit_margin is None else float(joint_limit_margin))
+                      trials_per_set=None if trials_per_set is None else int(trials_per_set), horizon=T,
+                      image_size=int(image_size), sets=sets,
+                      joint_limit_margin=None if joint_limit_margin is None else float(joint_limit_margin),
+                      ablation=ablation)

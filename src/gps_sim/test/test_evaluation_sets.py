@@ -1,0 +1,164 @@
+"""The evaluation protocol's condition sets (issue 12): seeded position draws, no overlap between training,
+validation and test positions, start perturbations and random distractor scenes drawn in ArmSim.reset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gps_core.tasks import load_task, task_from_dict
+from gps_sim import ArmSim
+from gps_sim.scenes import DISTRACTOR_SHAPES, NUM_DISTRACTORS, draw_distractor_scene, scene_spec
+
+TASKS = ("reach", "shape_sorting")
+
+
+def _positions(task, cset):
+    return np.array([c.target_pose[:3] for c in task.condition_list(cset)])
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_drawn_positions_reproducible_inside_training_box_and_apart(name):
+    a, b = load_task(name), load_task(name)
+    np.testing.assert_array_equal(_positions(a, "spatial_test"), _positions(b, "spatial_test"))
+    tr, sp, va = _positions(a, "train"), _positions(a, "spatial_test"), _positions(a, "validation")
+    assert len(sp) >= 36 and len(va) >= 20
+    lo, hi = tr.min(axis=0), tr.max(axis=0)
+    for pos in (sp, va):
+        assert np.all(pos[:, :2] >= lo[:2]) and np.all(pos[:, :2] <= hi[:2])
+        np.testing.assert_allclose(pos[:, 2], tr[0, 2])  # the training height
+    # drawn uniformly: the points cover the box (each quadrant of it holds some)
+    mid = (lo + hi) / 2
+    quadrant = (sp[:, 0] > mid[0]) * 2 + (sp[:, 1] > mid[1])
+    assert set(quadrant.tolist()) == {0, 1, 2, 3}
+    # training / validation / spatial test pairwise >= 1 cm apart, also within a set
+    allpos = np.vstack([tr, va, sp])
+    d = np.linalg.norm(allpos[:, None] - allpos[None], axis=-1) + np.eye(len(allpos))
+    assert d.min() >= 0.01
+    # the Table I sets: training positions reused (same poses) for train_perturbed and the visual sets
+    for cset in ("train_perturbed", "visual_test", "visual_validation"):
+        np.testing.assert_allclose([c.target_pose for c in a.condition_list(cset)],
+                                   [c.target_pose for c in a.condition_list("train")])
+    assert a.set_trials["train_perturbed"] >= 27 and a.set_trials["spatial_test"] >= 36
+    assert a.set_trials["visual_test"] >= 40
+    assert not any(c.perturbation or c.random_scene for c in a.condition_list("train"))
+
+
+def _task_dict(spatial):
+    return {"name": "t", "scene": "reach", "initial_joint_angles": [0.0] * 7, "ee_points": np.eye(3).tolist(),
+            "target_points": np.eye(3).tolist(),
+            "conditions": {"train": [{"target_position": [0.5, -0.3, 0.47]}, {"target_position": [0.6, -0.1, 0.47]}],
+                           "spatial_test": spatial}}
+
+
+def test_draw_spec_seed_and_errors():
+    a = task_from_dict(_task_dict({"draw": {"count": 5, "seed": 1}}))
+    b = task_from_dict(_task_dict({"draw": {"count": 5, "seed": 2}}))
+    assert a.num_conditions("spatial_test") == 5 and a.set_trials["spatial_test"] == 5
+    assert not np.allclose(_positions(a, "spatial_test"), _positions(b, "spatial_test"))
+    for bad, key in [({"draw": {"count": 0}}, "draw"), ({"draw": {"count": 3}, "perturbation": 0.5}, "perturbation"),
+                     ({"draw": {"count": 3}, "positions": "train"}, "spatial_test"),
+                     ({"positions": "nope"}, "positions"), ({"draw": {"count": 3, "bogus": 1}}, "draw"),
+                     ({"draw": {"count": 500, "min_separation": 0.09}}, "fit")]:
+        with pytest.raises(ValueError, match=key):
+            task_from_dict(_task_dict(bad))
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_start_perturbation_small_seeded_and_only_on_evaluation_sets(name):
+    s = ArmSim(name)
+    q0 = s.task.condition_list("train")[1].joint_angles
+    qs = []
+    for seed in range(20):
+        s.reset(1, seed=seed, condition_set="train_perturbed")
+        qs.append(s.joint_positions())
+        s.reset(1, seed=seed, condition_set="train")  # the GPS samples' resets: never perturbed
+        np.testing.assert_array_equal(s.joint_positions(), q0)
+    dq = np.array(qs) - q0
+    assert np.abs(dq).max() <= 0.03 + 1e-12 and np.abs(dq).max() > 0.02  # a few hundredths of a radian
+    assert np.all(np.abs(dq).mean(axis=1) > 0.003)  # every trial perturbed
+    assert len({tuple(np.round(q, 9)) for q in qs}) == 20  # every seed its own start
+    s.reset(1, seed=7, condition_set="train_perturbed")
+    np.testing.assert_array_equal(s.joint_positions(), qs[7])  # a function of (set, condition, seed)
+    s.reset(1, seed=7, condition_set="visual_test")
+    assert not np.allclose(s.joint_positions(), qs[7])  # the set's name seeds it too
+    assert np.allclose(s.joint_velocities(), 0.0)
+
+
+def _scene_after_reset(s):
+    """(distractors [(shape, position, size, rgba)], table rgba) of the visible distractors."""
+    import mujoco
+
+    out = []
+    for i in range(NUM_DISTRACTORS):
+        for shape in DISTRACTOR_SHAPES:
+            g = mujoco.mj_name2id(s.model, mujoco.mjtObj.mjOBJ_GEOM, f"distractor_{i}_{shape}")
+            if s.model.geom_rgba[g, 3] > 0:
+                out.append((shape, s.data.geom_xpos[g].copy(), s.model.geom_size[g].copy(), s.model.geom_rgba[g].copy()))
+    table = mujoco.mj_name2id(s.model, mujoco.mjtObj.mjOBJ_GEOM, "table")
+    return out, s.model.geom_rgba[table].copy()
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_random_distractor_scenes_follow_the_rules(name):
+    s = ArmSim(name)
+    spec = scene_spec(s.task.condition_list("visual_test")[0].random_scene)
+    target_rgba = s._default_rgba[s._geom_ids("target")].copy()
+    default_table = _scene_after_reset(s)[1]
+    counts, shapes, tables = [], set(), []
+    for seed in range(40):
+        m = seed % 4
+        s.reset(m, seed=seed, condition_set="visual_test")
+        dis, table = _scene_after_reset(s)
+        counts.append(len(dis))
+        tables.append(tuple(table))
+        assert np.linalg.norm(table[:3] - default_table[:3]) >= 0.25
+        np.testing.assert_array_equal(s.model.geom_rgba[s._geom_ids("target")], target_rgba)  # target keeps its look
+        tp = s.target_pose()[:2]
+        for shape, pos, size, rgba in dis:
+            shapes.add(shape)
+            radius = {"box": np.hypot(size[0], size[1]), "ellipsoid": max(size[0], size[1])}.get(shape, size[0])
+            assert np.linalg.norm(pos[:2] - tp) - radius - spec["target_radius"] >= 0.06 - 1e-9
+            assert np.linalg.norm(pos[:2] - tp) >= 0.06 + spec["target_radius"]  # centre-to-edge >= 6 cm too
+            assert np.min(np.linalg.norm(target_rgba[:, :3] - rgba[:3], axis=1)) >= 0.45  # never the target's colour
+            assert pos[2] > 0.45  # on the table, above its top face
+            assert s._table_bounds[0][0] <= pos[0] <= s._table_bounds[1][0]
+        # distractors do not overlap each other
+        for i in range(len(dis)):
+            for j in range(i):
+                assert np.linalg.norm(dis[i][1][:2] - dis[j][1][:2]) > 0.02
+    assert set(counts) == {2, 3, 4} and shapes == set(DISTRACTOR_SHAPES)
+    assert len(set(tables)) == 40
+    # deterministic in (set, condition, seed): again equal, another seed or set different
+    s.reset(1, seed=5, condition_set="visual_test")
+    a = _scene_after_reset(s)
+    s.reset(1, seed=5, condition_set="visual_test")
+    b = _scene_after_reset(s)
+    assert len(a[0]) == len(b[0]) and all(np.array_equal(x[1], y[1]) for x, y in zip(a[0], b[0], strict=True))
+    s.reset(1, seed=5, condition_set="visual_validation")
+    c = _scene_after_reset(s)
+    assert not np.array_equal(a[1], c[1])
+    # the training set afterwards: no distractors, the default table
+    s.reset(1, seed=5, condition_set="train")
+    dis, table = _scene_after_reset(s)
+    assert dis == [] and np.array_equal(table, default_table)
+
+
+def test_distractors_visible_in_the_image():
+    s = ArmSim("shape_sorting", image_size=64, render_images=True)
+    plain = s.reset(0, seed=3, condition_set="train_perturbed").image
+    scene = s.reset(0, seed=3, condition_set="visual_test").image
+    # the same start (same set-independent parts aside): the table colour and the objects change many pixels
+    assert np.mean(np.any(plain != scene, axis=-1)) > 0.2
+    s.close()
+
+
+def test_scene_spec_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="unknown"):
+        scene_spec({"colour": 1})
+    with pytest.raises(ValueError, match="count"):
+        scene_spec({"count": [2, 9]})
+    with pytest.raises(RuntimeError, match="fit"):  # no room on a tiny table
+        draw_distractor_scene({"count": [4, 4]}, rng, np.zeros(2), np.array([[1.0, 0, 0, 1]]),
+                              np.array([0.5, 0.5, 0.5, 1]), np.array([[-0.1, -0.1], [0.1, 0.1]]))
