@@ -1,56 +1,53 @@
-"""gps_sim + gps_controller (one per robot namespace) + gps_trainer, optional RViz.
+"""gps_sim + gps_controller + gps_tf (one set per robot namespace) + gps_trainer, optional RViz.
 
-    ros2 launch launch/sim.launch.py experiment:=config/experiments/reach_traj_opt.yaml robots:=2 rviz:=true
+    ros2 launch launch/sim.launch.py                      # from a checkout
+    ros2 launch gps_trainer sim.launch.py robots:=2       # installed (share/gps_trainer/launch)
     ros2 service call /gps_trainer/start_iteration gps_msgs/srv/StartIteration "{iterations: 5}"
 
-Same nodes and parameter files as `gps up` (the embedded path without `ros2 launch`).
+The nodes, parameter files and time source come from gps_core.bringup.sim_stack, which `gps up` uses
+too. Each robot's sim publishes its own clock (`/clock`, or `/robotN/clock` with robots:=N) and that
+robot's nodes read it; the trainer runs on the system clock (its timeouts must fire if a sim stops).
 """
-
-import os
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from gps_core.bringup import USE_SIM_TIME, config_path, sim_stack
+from gps_core.tasks import repo_root
 from launch import LaunchDescription
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _config(name):
-    return os.path.join(ROOT, "config", name)
+def _truthy(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
 
 
 def _nodes(context):
-    robots = int(LaunchConfiguration("robots").perform(context))
-    use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
-    namespaces = [f"robot{i + 1}" for i in range(robots)] if robots > 1 else [LaunchConfiguration("namespace").perform(context)]
-    actions = []
-    for ns in namespaces:
-        actions.append(Node(package="gps_sim", executable="gps_sim", name="gps_sim", namespace=ns, output="screen",
-                            parameters=[_config("sim.yaml")]))
-        actions.append(Node(package="gps_controller", executable="gps_controller", name="gps_controller",
-                            namespace=ns, output="screen",
-                            parameters=[_config("controller.yaml"), {"use_sim_time": use_sim_time}]))
-    actions.append(Node(package="gps_trainer", executable="gps_trainer", name="gps_trainer", output="screen",
-                        parameters=[_config("trainer.yaml"), {
-                            "experiment": LaunchConfiguration("experiment").perform(context),
-                            "output_dir": LaunchConfiguration("output_dir").perform(context),
-                            "controller_namespaces": namespaces,
-                            "use_sim_time": use_sim_time}]))
-    return actions
+    arg = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    specs = sim_stack(robots=int(arg("robots")), namespace=arg("namespace"), experiment=arg("experiment"),
+                      output_dir=arg("output_dir"), use_sim_time=_truthy(arg("use_sim_time")),
+                      tf=_truthy(arg("tf")))
+    return [Node(package=s.package, executable=s.executable, name=s.name, namespace=s.namespace or None,
+                 output="screen", parameters=[*s.params_files, s.overrides], remappings=list(s.remappings))
+            for s in specs]
 
 
 def generate_launch_description():
+    root = repo_root()
     return LaunchDescription([
-        DeclareLaunchArgument("experiment", default_value=_config("experiments/reach_traj_opt.yaml")),
-        DeclareLaunchArgument("output_dir", default_value=os.path.join(ROOT, "runs", "reach")),
+        DeclareLaunchArgument("experiment", default_value=config_path("experiments/reach_traj_opt.yaml")),
+        DeclareLaunchArgument("output_dir", default_value="runs/reach", description="relative to the working dir"),
         DeclareLaunchArgument("namespace", default_value="", description="robot namespace (robots:=1)"),
         DeclareLaunchArgument("robots", default_value="1", description="simulated robots robot1..robotN"),
-        DeclareLaunchArgument("use_sim_time", default_value="true"),
+        DeclareLaunchArgument("use_sim_time", default_value=str(USE_SIM_TIME).lower(),
+                              description="controller and TF on the sim's clock"),
+        DeclareLaunchArgument("tf", default_value="true", description="gps_tf: TF from joint_states + URDF"),
         DeclareLaunchArgument("rviz", default_value="false"),
         OpaqueFunction(function=_nodes),
-        Node(package="rviz2", executable="rviz2", arguments=["-d", os.path.join(ROOT, "rviz", "gps.rviz")],
+        Node(package="rviz2", executable="rviz2", arguments=["-d", str(root / "rviz" / "gps.rviz")],
+             parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
              condition=IfCondition(LaunchConfiguration("rviz"))),
     ])

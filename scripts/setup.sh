@@ -33,12 +33,20 @@ if [ "$(cat "$VENV/.gps-requirements" 2>/dev/null)" != "$req_hash" ]; then
 fi
 
 export CMAKE_PREFIX_PATH="$VENV" AMENT_PREFIX_PATH="$VENV"
-src_hash=$(cd "$ROOT" && find src -type f \( -name '*.msg' -o -name '*.srv' -o -name 'CMakeLists.txt' \
-  -o -name 'package.xml' -o -name 'setup.py' -o -name 'setup.cfg' \) \
-  -not -path '*/test/*' | sort | xargs cat | sha256sum | cut -c1-16)
+# tf2_msgs (the type of /tf) is not on PyPI: build the one-message shim in third_party/ unless a ROS
+# distro (or the venv) already has the real package.
+BASE_PATHS=(src)
+if [ ! -d "$VENV/share/tf2_msgs" ] && [ ! -d "/opt/ros/${ROS_DISTRO:-jazzy}/share/tf2_msgs" ]; then
+  BASE_PATHS+=(third_party)
+fi
+# Everything colcon installs: interfaces, package metadata, and config/, launch/, rviz/ (share/gps_trainer).
+src_hash=$(cd "$ROOT" && { { find src third_party -type f \( -name '*.msg' -o -name '*.srv' -o -name 'CMakeLists.txt' \
+  -o -name 'package.xml' -o -name 'setup.py' -o -name 'setup.cfg' \) -not -path '*/test/*';
+  find config launch rviz -type f; } | sort | xargs cat; echo "${BASE_PATHS[*]}"; } | sha256sum | cut -c1-16)
 if [ "$(cat "$ROOT/install/.gps-build" 2>/dev/null)" != "$src_hash" ]; then
   echo "[setup] colcon build"
-  (cd "$ROOT" && colcon build --event-handlers console_cohesion- --cmake-args -DBUILD_TESTING=OFF \
+  (cd "$ROOT" && colcon build --base-paths "${BASE_PATHS[@]}" --event-handlers console_cohesion- \
+     --cmake-args -DBUILD_TESTING=OFF \
      > "$ROOT/log/colcon-last.txt" 2>&1 || { cat "$ROOT/log/colcon-last.txt"; exit 1; })
   echo "$src_hash" > "$ROOT/install/.gps-build"
 fi

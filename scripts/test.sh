@@ -6,6 +6,22 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck disable=SC1091
 . scripts/setup.sh
+# The upstream `ros2` CLI and `ros2 launch` (a kit beside the repository, never copied into it): the
+# launch and installed-package tests drive the real tools. GPS_ROS2_TOOLS overrides where it is.
+KIT=${GPS_ROS2_TOOLS:-}
+if [ -z "$KIT" ]; then
+  for cand in "$ROOT/../shared/ros2-tools" "$ROOT/shared/ros2-tools"; do
+    if [ -f "$cand/install.sh" ]; then KIT=$(cd "$cand" && pwd); break; fi
+  done
+fi
+if [ -n "$KIT" ] && [ -f "$KIT/install.sh" ]; then
+  echo "[test] ros2-tools kit: $KIT"
+  kit_env=$(bash "$KIT/install.sh")
+  eval "$kit_env"
+else
+  export GPS_ROS2_TOOLS_MISSING="no ros2-tools kit at $ROOT/../shared/ros2-tools (or GPS_ROS2_TOOLS)"
+  echo "[test] $GPS_ROS2_TOOLS_MISSING: the ros2 launch / ros2 CLI tests are skipped"
+fi
 echo "[test] ruff"
 ruff check .
 echo "[test] pytest"

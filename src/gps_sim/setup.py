@@ -22,6 +22,7 @@ setup(
     entry_points={
         'console_scripts': [
             'gps_sim = gps_sim.sim_node:main',
+            'gps_tf = gps_sim.tf_publisher:main',
         ],
     },
 )

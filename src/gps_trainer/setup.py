@@ -1,6 +1,25 @@
+import os
+from glob import glob
+
 from setuptools import find_packages, setup
 
 package_name = 'gps_trainer'
+# gps_trainer is also the bringup package: the repository's config/, launch/ and rviz/ go to
+# share/gps_trainer (ament convention), where gps_core.tasks.repo_root() finds them once installed.
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.relpath(os.path.join(HERE, '..', '..'), os.getcwd())
+
+
+def _tree(folder, patterns):
+    # data_files entries (share/gps_trainer/<subfolder>, [files]) for every file under REPO/folder.
+    out = {}
+    for pattern in patterns:
+        for path in glob(os.path.join(REPO, folder, '**', pattern), recursive=True):
+            if os.path.isfile(path):
+                rel = os.path.relpath(os.path.dirname(path), REPO)
+                out.setdefault(os.path.join('share', package_name, rel), []).append(path)
+    return sorted((dest, sorted(files)) for dest, files in out.items())
+
 
 setup(
     name=package_name,
@@ -9,6 +28,9 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
+        *_tree('config', ['*.yaml', '*.json']),
+        *_tree('launch', ['*.launch.py', '*.sdf']),
+        *_tree('rviz', ['*.rviz']),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -21,12 +21,38 @@ CONDITION_SETS = ("train", "spatial_test", "visual_test", "train_perturbed", "va
 NUM_JOINTS = 7
 
 
+# The package whose share/ directory holds config/, launch/ and rviz/ once installed (setup.py data_files).
+SHARE_PACKAGE = "gps_trainer"
+
+
 def repo_root() -> Path:
-    """The repository root (source tree layout); GPS_ROOT overrides it."""
+    """The folder holding config/, launch/ and rviz/.
+
+    GPS_ROOT when set; in a source checkout the repository root (found by layout, so it works from any
+    working directory); installed (colcon without --symlink-install), the ament index's
+    share/gps_trainer. Raises FileNotFoundError naming every place it looked.
+    """
     env = os.environ.get("GPS_ROOT")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3]
+    source = Path(__file__).resolve().parents[3]
+    if (source / "config" / "tasks").is_dir():
+        return source
+    looked = [str(source)]
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            share = Path(get_package_share_directory(SHARE_PACKAGE))
+            if (share / "config" / "tasks").is_dir():
+                return share
+            looked.append(str(share))
+        except PackageNotFoundError:
+            looked.append(f"ament index (AMENT_PREFIX_PATH) has no package {SHARE_PACKAGE!r}")
+    except ImportError:
+        looked.append("ament_index_python not importable")
+    raise FileNotFoundError(f"gps-ros2 config/ not found (looked in: {'; '.join(looked)}); "
+                            "set GPS_ROOT to the repository or source the workspace's install/setup.bash")
 
 
 def tasks_dir() -> Path:

@@ -2,7 +2,8 @@
 
 Topics (relative names, so a namespace runs several robots side by side):
   publishes  joint_states (sensor_msgs/JointState), camera/image_raw (rgb8), camera/camera_info,
-             gps/target_pose (PoseStamped), /clock (rosgraph_msgs/Clock, sim time),
+             gps/target_pose (PoseStamped), clock (rosgraph_msgs/Clock, sim time; relative, so each
+             robot namespace has its own: /clock, /robot1/clock, ...),
              gps_sim/rejected_commands (std_msgs/UInt64, transient local: rejected command count)
   subscribes effort_controller/commands (std_msgs/Float64MultiArray, RELIABLE)
   service    gps_sim/reset (gps_msgs/srv/ResetCondition)
@@ -28,6 +29,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, UInt64
 
+from gps_core.logging_bridge import install_ros_logging
 from gps_core.tasks import CONDITION_SETS, repo_root
 from gps_core.wire import array_to_pose, image_to_msg
 from gps_msgs.srv import ResetCondition
@@ -39,7 +41,6 @@ COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=
                          durability=DurabilityPolicy.VOLATILE)
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-DEFAULT_PARAMS = repo_root() / "config" / "sim.yaml"
 
 
 def _stamp(seconds: float) -> Time:
@@ -84,7 +85,7 @@ class SimNode(Node):
         self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", STATE_QOS)
         self.target_pub = self.create_publisher(PoseStamped, "gps/target_pose", LATCHED_QOS)
         self.rejected_pub = self.create_publisher(UInt64, "gps_sim/rejected_commands", LATCHED_QOS)
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
+        self.clock_pub = self.create_publisher(Clock, "clock", 10) if self.publish_clock else None
         self.command_sub = self.create_subscription(
             Float64MultiArray, "effort_controller/commands", self._on_command, COMMAND_QOS)
         self.reset_srv = self.create_service(ResetCondition, "gps_sim/reset", self._on_reset)
@@ -198,21 +199,24 @@ class SimNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     args = list(sys.argv if args is None else args)
-    if "--params-file" not in args and DEFAULT_PARAMS.exists():
+    default_params = repo_root() / "config" / "sim.yaml"
+    if "--params-file" not in args and default_params.exists():
         if "--ros-args" not in args:
             args.append("--ros-args")
-        args[args.index("--ros-args") + 1: args.index("--ros-args") + 1] = ["--params-file", str(DEFAULT_PARAMS)]
+        args[args.index("--ros-args") + 1: args.index("--ros-args") + 1] = ["--params-file", str(default_params)]
     rclpy.init(args=args)
-    node = SimNode()
+    node = None
     try:
+        node = SimNode()
+        install_ros_logging(node)
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
-        node.sim.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        if node is not None:
+            node.sim.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

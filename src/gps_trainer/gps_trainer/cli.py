@@ -26,58 +26,194 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(os.environ.get("GPS_ROOT", Path(__file__).resolve().parents[3]))
+
+def _repo_root() -> Path:
+    # config/ of a checkout or of the installed share/gps_trainer (gps_core.tasks.repo_root); `gps --help`
+    # must work even where neither is found, so fall back to the working directory.
+    from gps_core.tasks import repo_root
+
+    try:
+        return repo_root()
+    except FileNotFoundError:
+        return Path.cwd()
+
+
+ROOT = _repo_root()
 PIDS = "pids.json"
 
 
-def _ros_args(params: Path, ns: str = "", overrides: dict | None = None) -> list[str]:
-    args = ["--ros-args", "--params-file", str(params)]
-    if ns:
-        args += ["-r", f"__ns:=/{ns}"]
-    for k, v in (overrides or {}).items():
-        args += ["-p", f"{k}:={v}"]
-    return args
+def _proc_identity(pid: int) -> dict | None:
+    """The command line and start time (clock ticks after boot, /proc/<pid>/stat field 22) of a running
+    process; None if it is gone. Together they tell a process from a later one that reused its pid."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 onwards
+    return {"cmdline": [c.decode(errors="replace") for c in cmdline if c], "start_ticks": int(fields[19])}
+
+
+def _ours(entry: dict) -> bool:
+    """True if the process recorded in pids.json still runs as the very process `gps up` started."""
+    now = _proc_identity(int(entry["pid"]))
+    if now is None or now.get("start_ticks") != entry.get("start_ticks") or now["cmdline"] != entry.get("cmdline"):
+        return False
+    try:  # a zombie child (exited, not yet reaped) is not running
+        return Path(f"/proc/{int(entry['pid'])}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pids(path: Path) -> list[dict]:
+    """pids.json as written by `gps up`; ValueError naming the file and the problem otherwise."""
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a pids file written by `gps up` ({exc})") from exc
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("pid"), int) and e["pid"] > 0
+            and isinstance(e.get("cmdline"), list) and isinstance(e.get("start_ticks"), int) for e in entries):
+        raise ValueError(f"{path}: not a pids file written by `gps up` (expected a list of "
+                         "{pid, cmdline, start_ticks, ...} entries)")
+    return entries
+
+
+def _stack_specs(a, out: Path) -> list:
+    from gps_core.bringup import sim_stack
+
+    overrides = {}
+    for key in ("init_controllers", "pretrained_vision"):  # start a GPS run from earlier phases' outputs
+        if getattr(a, key, ""):
+            overrides[key] = str(Path(getattr(a, key)).resolve())
+    resolve = lambda p: str((ROOT / p) if not Path(p).is_absolute() and (ROOT / p).exists() else Path(p).resolve())  # noqa: E731
+    return sim_stack(robots=a.robots, experiment=str(Path(a.experiment).resolve()) if a.experiment else "",
+                     output_dir=str(out), use_sim_time=not getattr(a, "wall_time", False),
+                     sim_params=resolve(a.sim_params), controller_params=resolve(a.controller_params),
+                     trainer_params=resolve(a.trainer_params), trainer_overrides=overrides)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_until_answering(started: list[dict], timeout: float) -> dict | None:
+    """Wait until every started node is in the ROS graph and the trainer answers get_status; return the
+    first entry that died or never showed up (None when all answer)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from gps_msgs.srv import GetStatus
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("gps_up_probe", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    client = node.create_client(GetStatus, "/gps_trainer/get_status")
+    pending = {(e["namespace"], e["name"]): e for e in started}
+    answered = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for e in started:
+                if not _ours(e):
+                    e["failure"] = "exited before answering"
+                    return e
+            seen = {("/" + ns.strip("/"), name) for name, ns in node.get_node_names_and_namespaces()}
+            for key in list(pending):
+                if ("/" + key[0].strip("/"), key[1]) in seen:
+                    del pending[key]
+            if not pending and not answered and client.service_is_ready():
+                fut = client.call_async(GetStatus.Request())
+                executor.spin_until_future_complete(fut, timeout_sec=5.0)
+                answered = fut.done() and fut.result() is not None
+            if not pending and answered:
+                return None
+            executor.spin_once(timeout_sec=0.2)
+        missing = next(iter(pending.values()), None) or next(e for e in started if e["role"] == "trainer")
+        missing["failure"] = f"did not answer within {timeout:g} s"
+        return missing
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
 
 
 def cmd_up(a) -> int:
     out = Path(a.output_dir).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    if (out / PIDS).exists() and any(_alive(p["pid"]) for p in json.loads((out / PIDS).read_text())):
-        print(f"already up ({out / PIDS}); run `gps down` first", file=sys.stderr)
-        return 1
-    namespaces = [f"robot{i + 1}" for i in range(a.robots)] if a.robots > 1 else [""]
-    procs = []
-    for ns in namespaces:
-        procs.append(("sim", ns, [sys.executable, "-m", "gps_sim.sim_node",
-                                  *_ros_args(ROOT / a.sim_params, ns)]))
-        procs.append(("controller", ns, [sys.executable, "-m", "gps_controller.controller_node",
-                                         *_ros_args(ROOT / a.controller_params, ns)]))
-    ns_list = "[" + ",".join(f"'{n}'" for n in namespaces) + "]"
-    trainer_over = {"output_dir": str(out), "controller_namespaces": ns_list}
-    if a.experiment:
-        trainer_over["experiment"] = str(Path(a.experiment).resolve())
-    for key in ("init_controllers", "pretrained_vision"):  # start a GPS run from earlier phases' outputs
-        if getattr(a, key, ""):
-            trainer_over[key] = str(Path(getattr(a, key)).resolve())
-    procs.append(("trainer", "", [sys.executable, "-m", "gps_trainer.trainer_node",
-                                  *_ros_args(ROOT / a.trainer_params, "", trainer_over)]))
+    if (out / PIDS).exists():
+        try:
+            running = [e for e in _read_pids(out / PIDS) if _ours(e)]
+        except ValueError as exc:
+            print(f"{exc}; remove it if nothing of this run is running", file=sys.stderr)
+            return 1
+        if running:
+            print(f"already up ({out / PIDS}); run `gps down` first", file=sys.stderr)
+            return 1
+    try:
+        specs = _stack_specs(a, out)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"gps up: {exc}", file=sys.stderr)
+        return 2
     started = []
-    for role, ns, cmd in procs:
-        log = open(out / "logs" / f"{role}{'-' + ns if ns else ''}.log", "a")
-        p = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        started.append({"role": role, "namespace": ns, "pid": p.pid, "cmd": cmd})
+    for spec in specs:
+        cmd = [sys.executable, "-m", spec.module, *spec.ros_args()]
+        log_path = out / "logs" / f"{spec.role}{'-' + spec.namespace if spec.namespace else ''}.log"
+        with open(log_path, "a") as log:
+            p = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # The start time is the fork's; the command line is the one exec'd (/proc may still show the
+        # parent's, or nothing, for a moment after Popen returns).
+        ident = _proc_identity(p.pid) or {"start_ticks": -1}
+        started.append({"role": spec.role, "namespace": spec.namespace, "name": spec.name, "pid": p.pid,
+                        "cmdline": cmd, "start_ticks": ident["start_ticks"], "log": str(log_path)})
     (out / PIDS).write_text(json.dumps(started, indent=2))
-    print(f"up: {len(started)} processes ({', '.join(s['role'] + (':' + s['namespace'] if s['namespace'] else '') for s in started)}); "
-          f"logs in {out / 'logs'}")
+    names = ", ".join(s["role"] + (":" + s["namespace"] if s["namespace"] else "") for s in started)
+    wait = getattr(a, "wait_timeout", 60.0)
+    if wait > 0:
+        failed = _wait_until_answering(started, wait)
+        if failed is not None:
+            print(f"gps up: {failed['role']}{':' + failed['namespace'] if failed['namespace'] else ''} "
+                  f"(pid {failed['pid']}) {failed['failure']}; last lines of {failed['log']}:\n"
+                  f"{_tail(Path(failed['log']))}\nstopping the rest (gps down)", file=sys.stderr)
+            _stop(out / PIDS, started)
+            return 1
+    print(f"up: {len(started)} processes ({names}); logs in {out / 'logs'}")
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
+def _stop(path: Path, entries: list[dict], grace: float = 10.0) -> tuple[int, list[str]]:
+    """SIGINT every process of `entries` that is verifiably ours (trainer first), SIGKILL after `grace` s;
+    removes `path`. Returns (processes stopped, notes about entries left alone)."""
+    notes = []
+    ours = []
+    for e in reversed(entries):
+        if _ours(e):
+            ours.append(e)
+        elif _proc_identity(e["pid"]) is not None:
+            notes.append(f"pid {e['pid']} ({e.get('role', '?')}) is now another process: left alone")
+    for e in ours:
+        try:
+            os.kill(e["pid"], signal.SIGINT)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    for e in ours:
+        while _ours(e) and time.monotonic() < deadline:
+            try:
+                os.waitpid(e["pid"], os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+        if _ours(e):
+            notes.append(f"pid {e['pid']} ({e.get('role', '?')}) ignored SIGINT for {grace:g} s: killed")
+            os.kill(e["pid"], signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return len(ours), notes
 
 
 def cmd_down(a) -> int:
@@ -85,22 +221,16 @@ def cmd_down(a) -> int:
     if not path.exists():
         print("nothing to stop")
         return 0
-    entries = json.loads(path.read_text())
-    for e in reversed(entries):  # trainer first
-        if _alive(e["pid"]):
-            os.kill(e["pid"], signal.SIGINT)
-    deadline = time.monotonic() + 10
-    for e in entries:
-        while _alive(e["pid"]) and time.monotonic() < deadline:
-            try:
-                os.waitpid(e["pid"], os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.1)
-        if _alive(e["pid"]):
-            os.kill(e["pid"], signal.SIGKILL)
-    path.unlink()
-    print(f"down: stopped {len(entries)} processes")
+    try:
+        entries = _read_pids(path)
+    except ValueError as exc:
+        print(f"gps down: {exc}; nothing was signalled (remove the file once you have checked the processes)",
+              file=sys.stderr)
+        return 1
+    stopped, notes = _stop(path, entries)
+    for n in notes:
+        print(f"gps down: {n}", file=sys.stderr)
+    print(f"down: stopped {stopped} processes")
     return 0
 
 
@@ -312,7 +442,7 @@ def main(argv=None) -> int:
     ap.add_argument("--output-dir", default="runs/reach")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a service")
     sub = ap.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start sim + controller (per robot) + trainer")
+    up = sub.add_parser("up", help="start sim + controller + tf (per robot) + trainer, as launch/sim.launch.py")
     demo = sub.add_parser("demo", help="up, train, report, down")
     for p in (up, demo):
         p.add_argument("--robots", type=int, default=1)
@@ -321,6 +451,10 @@ def main(argv=None) -> int:
         p.add_argument("--controller-params", default="config/controller.yaml")
         p.add_argument("--trainer-params", default="config/trainer.yaml")
         p.add_argument("--pretrained-vision", default="", help="pose-pretraining vision.safetensors (GPS)")
+    up.add_argument("--wait-timeout", type=float, default=60.0,
+                    help="seconds to wait until every node answers (0: do not wait); non-zero exit otherwise")
+    up.add_argument("--wall-time", action="store_true",
+                    help="controllers on the system clock instead of their sim's clock (the launch's use_sim_time:=false)")
     up.add_argument("--init-controllers", default="",
                     help="GPS: start from these local controllers (.npz, checkpoint or trajectory-only output dir)")
     demo.add_argument("--iterations", type=int, default=5, help="trajectory-only iterations (phase 1)")
