@@ -67,13 +67,16 @@ def mdgps_iteration(s_step_iterations: int, samples: int, iterations: int = 2) -
     """Wall time of visuomotor MDGPS iterations on reach (64x64 CNN, 4 conditions), split into sampling
     (rollouts with rendering), dynamics (GMM prior + fit), C-step (policy linearization + LQR eta search)
     and S-step (train_policy). The last iteration is reported (the first also runs the catch-up S-step)."""
-    from gps_trainer.gps_config import load_gps_experiment
-    from gps_trainer.procedure import run_gps
+    import tempfile
 
-    cfg = load_gps_experiment("config/experiments/reach_mdgps_visual.yaml", {
+    from gps_trainer.config import load_experiment
+    from gps_trainer.procedure import train_in_simulation
+
+    cfg = load_experiment("config/experiments/reach_mdgps_visual.yaml", {
         "iterations": iterations, "samples_per_condition": samples,
         "algorithm.policy_opt.iterations": s_step_iterations, "algorithm.policy_opt.device": "cpu"})
-    _, rows = run_gps(cfg, None, evaluate=False)
+    with tempfile.TemporaryDirectory() as out:
+        rows = train_in_simulation(cfg, out).rows
     r = rows[-1]
     out = {"sampling_s": r["sampling_s"], "dynamics_s": r["dynamics_s"],
            "c_step_s": r["policy_fit_s"] + r["c_step_s"], "s_step_s": r["s_step_s"],

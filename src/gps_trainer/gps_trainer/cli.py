@@ -369,14 +369,15 @@ def _demo_vision(a, out: Path) -> str:
 def cmd_demo(a) -> int:
     """The README's main job: (0) pose-pretrained conv layers, (1) trajectory-only local controllers on
     the full state, (2) the visuomotor CNN by MDGPS starting from both, (1) and (2) through the ROS nodes;
-    then the policy's success rate (policy alone, no noise, through the nodes) and the images written."""
+    then the CNN alone on the training positions and on new positions (spatial test, simulation API)."""
     out = Path(a.output_dir).resolve()
     t0 = time.monotonic()
     try:
         vision = a.pretrained_vision or (_demo_vision(a, out) if a.vision_iterations > 0 else "")
         p1 = _demo_phase(a, "controllers", a.experiment or "config/experiments/reach_traj_opt.yaml", a.iterations,
                          pretrained_vision="")
-        print(f"controllers: success {100 * p1['success_rate']:.0f}% (noisy samples), {p1['wall_s']:.0f} s")
+        print(f"controllers: success {100 * p1['success_rate']:.0f}% (noise-free local controllers), "
+              f"{100 * p1['sample_success_rate']:.0f}% of the noisy samples, {p1['wall_s']:.0f} s")
         p2 = _demo_phase(a, "visuomotor", a.gps_experiment, a.gps_iterations,
                          init_controllers=str(out / "controllers"), pretrained_vision=vision)
     except (RuntimeError, TimeoutError) as exc:
@@ -385,11 +386,30 @@ def cmd_demo(a) -> int:
     sr = p2["success_rate"]
     print(f"visuomotor policy: success rate {100 * sr:.0f}% (policy alone, no noise, through the nodes), "
           f"policy cost {p2['policy_cost']:.4g}, {p2['wall_s']:.0f} s")
-    print(f"success rate: {100 * sr:.0f}%" if math.isfinite(sr) else "success rate: -")
+    policy = out / "visuomotor"
+    generalization = _demo_generalization(policy, a.demo_trials)
     for p in sorted(out.glob("*/*.png")):
         print(f"image: {p}")
+    print(f"success rate: {100 * sr:.0f}% on the 4 training positions (through the nodes)" if math.isfinite(sr)
+          else "success rate: -")
+    print(generalization)
+    print(f"evaluate it fully (Table I protocol): gps eval --policy {policy} --task reach --seed 0")
     print(f"demo wall time: {time.monotonic() - t0:.0f} s")
     return 0
+
+
+def _demo_generalization(policy: Path, trials: int) -> str:
+    """The CNN alone on perturbed starts at the training positions and at new target positions (the
+    spatial test), on the simulation API: what a newcomer should see of generalization."""
+    import torch
+
+    from gps_trainer.paper.evaluation import evaluate_policy
+
+    torch.set_num_threads(1)
+    sets = ("train_perturbed", "spatial_test")
+    res = evaluate_policy(str(policy / "policy.safetensors"), "reach", sets, trials, 0)
+    parts = [f"{name} {r.successes}/{r.trials} ({100 * r.rate:.0f}%)" for name, r in res.sets.items()]
+    return "CNN alone, simulation API: " + ", ".join(parts) + " (spatial_test = target positions never trained on)"
 
 
 def cmd_eval(a) -> int:
@@ -460,6 +480,8 @@ def main(argv=None) -> int:
     demo.add_argument("--iterations", type=int, default=5, help="trajectory-only iterations (phase 1)")
     demo.add_argument("--gps-experiment", default=DEMO_GPS_EXPERIMENT, help="phase 2 experiment")
     demo.add_argument("--gps-iterations", type=int, default=5, help="MDGPS iterations (phase 2)")
+    demo.add_argument("--demo-trials", type=int, default=12,
+                      help="trials per condition set of the closing evaluation (training / new positions)")
     demo.add_argument("--vision-iterations", type=int, default=600,
                       help="pose-pretraining steps of the conv layers (phase 0; 0 = none)")
     tr = sub.add_parser("train", help="run iterations with a live progress bar")

@@ -14,15 +14,10 @@ from threadpoolctl import threadpool_limits
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_trainer.algorithms.badmm import badmm_c_step, gaussian_log_terms, schedule_value
 from gps_trainer.algorithms.mdgps import fit_policy_linearization
+from gps_trainer.config import BADMMConfig, load_experiment
 from gps_trainer.dynamics import LinearGaussianDynamics
-from gps_trainer.gps_config import BADMMConfig, load_gps_experiment
-from gps_trainer.procedure import (
-    feature_point_overlay,
-    load_controllers,
-    pretrain_vision,
-    run_gps,
-    save_controllers,
-)
+from gps_trainer.procedure import pretrain_vision, train_in_simulation
+from gps_trainer.run_dir import feature_point_overlay, load_controllers, save_controllers
 from gps_trainer.traj_opt import CostModel
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,7 +38,7 @@ def _one_thread():
 
 
 def _report(name: str, rows: list[dict]) -> None:
-    print(f"\n{name}: policy success per iteration", [r["policy_success_rate"] for r in rows],
+    print(f"\n{name}: policy success per iteration", [r["success_rate"] for r in rows],
           "policy cost", [round(r["policy_cost"], 1) for r in rows],
           "sample cost", [round(float(np.mean(r["cost_per_condition"])), 1) for r in rows])
 
@@ -55,32 +50,34 @@ def _report(name: str, rows: list[dict]) -> None:
 def test_mdgps_state_policy_alone_succeeds_on_reach(tmp_path):
     """MDGPS + MLP policy: the policy alone (no local controllers, no noise) reaches >= 90% success from
     the training conditions within 12 iterations at a fixed seed."""
-    cfg = load_gps_experiment(EXP / "reach_mdgps.yaml", {**LEAN, "iterations": 12})
-    algo, rows = run_gps(cfg, tmp_path, stop_at_success=0.9)
+    cfg = load_experiment(EXP / "reach_mdgps.yaml", {**LEAN, "iterations": 12})
+    rows = train_in_simulation(cfg, tmp_path, stop_at_success=0.9).rows
     _report("MDGPS", rows)
-    assert rows[-1]["policy_success_rate"] >= 0.9, rows[-1]
+    assert rows[-1]["success_rate"] >= 0.9, rows[-1]
+    assert rows[-1]["evaluated"] == "global_policy"
     assert len(rows) <= 12
-    # The phase outputs exist and reload.
+    # The run directory's outputs exist and reload.
     assert (tmp_path / "policy.safetensors").exists()
-    assert len(load_controllers(tmp_path / "controllers.npz")) == 4
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert len(metrics["iterations"]) == len(rows)
+    assert len(load_controllers(tmp_path)) == 4
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == list(range(len(rows)))
 
 
 @pytest.mark.slow
-def test_badmm_state_policy_learns_on_reach():
+def test_badmm_state_policy_learns_on_reach(tmp_path):
     """BADMM (the paper's algorithm) on the same state-based setup, reference dual settings: it learns more
     slowly than MDGPS here (about 1 of 4 conditions after 6 iterations at this seed), so the bar is: the
     policy's cost falls below half its first-iteration value and the policy alone succeeds somewhere."""
-    cfg = load_gps_experiment(EXP / "reach_badmm.yaml", {**LEAN, "iterations": 6,
+    cfg = load_experiment(EXP / "reach_badmm.yaml", {**LEAN, "iterations": 6,
                                                           "algorithm.inner_iterations": 2,
                                                           "algorithm.policy_opt.iterations": 300})
     assert isinstance(cfg.algorithm, BADMMConfig)
-    algo, rows = run_gps(cfg, None, stop_at_success=0.9)
+    run = train_in_simulation(cfg, tmp_path, stop_at_success=0.9)
+    algo, rows = run.algorithm, run.rows
     _report("BADMM", rows)
     costs = [r["policy_cost"] for r in rows]
     assert min(costs[1:]) < 0.5 * costs[0], costs
-    assert max(r["policy_success_rate"] for r in rows) >= 0.25, rows
+    assert max(r["success_rate"] for r in rows) >= 0.25, rows
     assert algo.pol_wt.mean() > cfg.algorithm.init_pol_wt  # the dual weights moved
 
 
@@ -101,25 +98,16 @@ def test_visuomotor_mdgps_small(tmp_path):
             "algorithm.policy_opt.fc_only_iterations": 200,
             "algorithm.policy_prior.max_samples": 3, "algorithm.policy.net.conv_filters": net["conv_filters"],
             "algorithm.pretrained_vision": str(tmp_path / "vision.safetensors")}
-    cfg = load_gps_experiment(EXP / "reach_mdgps_visual.yaml", over)
-    evals = []
-    algo, rows = run_gps(cfg, tmp_path, on_iteration=lambda info, ev: evals.append(ev))
+    cfg = load_experiment(EXP / "reach_mdgps_visual.yaml", over)
+    run = train_in_simulation(cfg, tmp_path / "run")
+    algo, rows = run.algorithm, run.rows
     _report("visual MDGPS", rows)
     costs = [r["policy_cost"] for r in rows]
     assert costs[-1] < costs[0], costs
-
-    # Overlay for docs: the last evaluation's images at t = 0 and t = T-1, two conditions.
-    ev, pol = evals[-1], algo.policy
-    tiles = []
-    for b in ev.batches[:2]:
-        for t in (0, b.T - 1):
-            _, p = pol.predict(b.obs[0, t][None], b.images[0, t][None])
-            tiles.append(feature_point_overlay(b.images[0, t], p[0], scale=4))
-    out = ROOT / "docs" / "images" / "feature_points_reach.png"
-    import cv2
-
-    cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(tiles, axis=1), cv2.COLOR_RGB2BGR))
-    assert out.exists()
+    # The run directory shows the feature points on the last evaluation's images.
+    assert (tmp_path / "run" / "feature_points.png").stat().st_size > 0
+    tile = feature_point_overlay(np.zeros((8, 8, 3), np.uint8), np.zeros((2, 2)), scale=4)
+    assert tile.shape == (32, 32, 3) and tile.any()
 
     # Feature points vs. the target: same arm pose, target moved over the training range.
     from gps_sim import ArmSim
@@ -214,10 +202,10 @@ def test_controllers_roundtrip(tmp_path):
         np.testing.assert_array_equal(a.pol_covar, b.pol_covar)
 
 
-def test_config_rejects_bad_combinations():
+def test_config_rejects_bad_combinations():  # the typed config's own tests are in test_config.py
     with pytest.raises(ValueError, match="policy_obs"):
-        load_gps_experiment(EXP / "reach_mdgps.yaml", {"algorithm.policy_obs": "pixels"})
+        load_experiment(EXP / "reach_mdgps.yaml", {"algorithm.policy_obs": "pixels"})
     with pytest.raises(ValueError, match="visuomotor_cnn"):
-        load_gps_experiment(EXP / "reach_mdgps_visual.yaml", {"algorithm.policy_obs": "state"})
+        load_experiment(EXP / "reach_mdgps_visual.yaml", {"algorithm.policy_obs": "state"})
     with pytest.raises(ValueError, match="unknown keys"):
-        load_gps_experiment(EXP / "reach_badmm.yaml", {"algorithm.inner_iteration": 2})
+        load_experiment(EXP / "reach_badmm.yaml", {"algorithm.inner_iteration": 2})

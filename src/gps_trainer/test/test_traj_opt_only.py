@@ -9,7 +9,7 @@ import pytest
 from gps_core.linear_gaussian import LinearGaussianPolicy, smooth_noise
 from gps_core.samples import SampleBatch
 from gps_trainer.algorithms.traj_opt_only import TrajOptOnly, initial_controllers
-from gps_trainer.config import ExperimentConfig, TrajOptOnlyConfig, load_experiment_config
+from gps_trainer.config import ExperimentConfig, TrajOptOnlyConfig, load_experiment
 from gps_trainer.costs import ActionCost, CostSum, StateCost
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -17,7 +17,7 @@ REACH = ROOT / "config" / "experiments" / "reach_traj_opt.yaml"
 
 
 def test_reach_config_loads_with_reference_defaults(tmp_path):
-    cfg = load_experiment_config(REACH)
+    cfg = load_experiment(REACH)
     assert isinstance(cfg, ExperimentConfig)
     assert (cfg.conditions, cfg.samples_per_condition, cfg.task) == (4, 5, "reach")
     t, d = cfg.algorithm.traj_opt, cfg.algorithm.dynamics
@@ -27,8 +27,8 @@ def test_reach_config_loads_with_reference_defaults(tmp_path):
     assert len(cfg.algorithm.init_controller.gains) == 7
     bad = tmp_path / "bad.yaml"
     bad.write_text("algorithm:\n  traj_opt:\n    kl_stepp: 0.1\n")
-    with pytest.raises(ValueError, match=r"algorithm.traj_opt: unknown keys \['kl_stepp'\]"):
-        load_experiment_config(bad)
+    with pytest.raises(ValueError, match=r"bad.yaml: algorithm.traj_opt.kl_stepp: unknown key"):
+        load_experiment(bad)
 
 
 def _point_mass_batch(policy, rng, n=5, T=30, condition=0):
@@ -69,37 +69,29 @@ def test_iterations_reduce_cost_on_toy_system_within_kl_budget():
 
 
 @pytest.mark.slow
-def test_reach_learning_traj_opt_only():
-    """4 conditions x 5 samples, from the initial LQR: every training condition succeeds within 10 iterations."""
-    gps_sim = pytest.importorskip("gps_sim")
-    from gps_trainer.sampling import collect_samples, evaluate_policies
+def test_reach_learning_traj_opt_only(tmp_path):
+    """4 conditions x 5 samples, from the initial LQR, through the GPS loop: every training condition's
+    noise-free controller succeeds within 10 iterations."""
+    from gps_trainer.config import load_experiment
+    from gps_trainer.procedure import train_in_simulation
+    from gps_trainer.sim_sampler import SimSampler
 
-    cfg = load_experiment_config(REACH)
-    task = gps_sim.load_task(cfg.task)
-    sim = gps_sim.ArmSim(task, render_images=False)
-    T, M = task.horizon, cfg.conditions
-    x0s = []
-    for m in range(M):
-        sim.reset(m, seed=0)
-        x0s.append(sim.state())
-    alg = TrajOptOnly(cfg.algorithm, initial_controllers(cfg.algorithm, x0s, sim.dU, T, sim.control_dt),
-                      seed=cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    success0, dist0 = evaluate_policies(sim, alg.policies, T)
-    assert not any(success0), "the initial controllers should not already solve the task"
-    first_success = [None] * M
-    history = []
-    for it in range(1, cfg.iterations + 1):
-        batches = [collect_samples(sim, alg.policies[m], m, cfg.samples_per_condition, T, rng,
-                                   smoothing_std=cfg.algorithm.sampling.smooth_noise_std) for m in range(M)]
-        diags = alg.iteration(batches)
-        success, dist = evaluate_policies(sim, alg.policies, T)
-        history.append((it, [round(d, 3) for d in dist], [round(d.cost, 1) for d in diags]))
-        for m in range(M):
-            if success[m] and first_success[m] is None:
-                first_success[m] = it
-        if all(success):
-            break
-    print("first success per condition:", first_success, "history:", history)
-    assert all(success), f"not all conditions succeed after {it} iterations: {history}"
-    assert max(dist) < min(dist0)
+    cfg = load_experiment(REACH)
+    sampler = SimSampler(cfg.task)
+    try:
+        init = [c for c in TrajOptOnly(cfg.algorithm, initial_controllers(
+            cfg.algorithm, sampler.initial_states(range(cfg.conditions)), sampler.dU, sampler.T,
+            sampler.task.control_dt)).controllers]
+        before = sampler.evaluate(0, init, range(cfg.conditions))
+    finally:
+        sampler.close()
+    from gps_core.layout import mean_ee_distance
+
+    dist0 = [float(mean_ee_distance(b.X[0, -1])) for b in before]
+    rows = train_in_simulation(cfg, tmp_path, stop_at_success=1.0).rows
+    print("success per iteration:", [r["success"] for r in rows], "final distances:",
+          [[round(d, 3) for d in r["final_distance"]] for r in rows])
+    assert rows[0]["success_rate"] < 1.0 or len(rows) == 1
+    assert rows[-1]["success_rate"] == 1.0, f"not all conditions succeed after {len(rows)} iterations: {rows[-1]}"
+    assert len(rows) <= 10
+    assert max(rows[-1]["final_distance"]) < min(dist0)

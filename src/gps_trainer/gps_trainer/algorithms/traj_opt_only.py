@@ -112,6 +112,15 @@ class TrajOptOnly:
     def num_conditions(self) -> int:
         return len(self.policies)
 
+    @property
+    def controllers(self) -> list[LinearGaussianPolicy]:
+        """The local controllers (the name the GPS loop uses for every algorithm)."""
+        return self.policies
+
+    @controllers.setter
+    def controllers(self, value: list[LinearGaussianPolicy]) -> None:
+        self.policies = list(value)
+
     def iteration(self, batches: list[SampleBatch]) -> list[ConditionDiagnostics]:
         """One iteration from the rollouts of every condition (``batches[m]`` ran ``policies[m]``)."""
         M = self.num_conditions

@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     import shlex
     import sys
 
-    from gps_trainer.gps_config import load_gps_experiment
-    from gps_trainer.procedure import _overrides, run_gps
+    from gps_trainer.config import load_experiment, parse_overrides
+    from gps_trainer.procedure import train_in_simulation
 
     ap = argparse.ArgumentParser(prog="gps_trainer.paper.baselines", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,27 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m gps_trainer.paper.baselines " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     out = Path(a.out)
     policies: dict[str, str] = {}
-    base = load_gps_experiment(a.config)
+    base = load_experiment(a.config)
     for method in ("pose_features", "end_to_end"):
         if method not in a.methods:
             continue
-        over = {**_overrides(a.overrides), **baseline_overrides(method, a.fc_steps, a.e2e_steps),
+        over = {**parse_overrides(a.overrides), **baseline_overrides(method, a.fc_steps, a.e2e_steps),
                 "algorithm.pretrained_vision": str(a.vision), "name": f"{base.name}_{method}"}
         if a.controllers:
             over["algorithm.init_controllers_file"] = str(a.controllers)
-        cfg = load_gps_experiment(a.config, over)
+        cfg = load_experiment(a.config, over)
         run_dir = out / f"gps_{method}"
-        metrics = run_dir / "metrics.json"
-        rows = json.loads(metrics.read_text()).get("iterations", []) if metrics.exists() else []
-        done = len(rows) >= cfg.iterations or (a.stop_at_success is not None and bool(rows) and
-                                                rows[-1].get("policy_success_rate", 0.0) >= a.stop_at_success)
-        if not done:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "command.txt").write_text(command + "\n")
-            print(f"== {method}: {cfg.iterations} MDGPS iterations -> {run_dir}", flush=True)
-            run_gps(cfg, run_dir, stop_at_success=a.stop_at_success, on_iteration=lambda info, ev, m=method: print(
-                f"[{m}] iteration {info.iteration}: policy success {ev.success_rate if ev else float('nan'):.2f}",
-                flush=True))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "command.txt").write_text(command + "\n")
+        print(f"== {method}: up to {cfg.iterations} MDGPS iterations -> {run_dir} (resumes a stopped run)", flush=True)
+        train_in_simulation(cfg, run_dir, stop_at_success=a.stop_at_success)  # a finished run returns at once
         policies[method] = str(run_dir / "policy.safetensors")
     evaluate_baselines(base.task, out, vision=a.vision,
                        state_policy=a.state_policy if "pose_prediction" in a.methods else None,

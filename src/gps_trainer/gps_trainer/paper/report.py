@@ -251,7 +251,7 @@ def rollout_gif(policy_path: str | Path, task: str, path: str | Path, condition_
     from gps_controller.policies.serialization import load_policy
     from gps_sim import ArmSim
     from gps_trainer.paper.evaluation import run_trial
-    from gps_trainer.procedure import feature_point_overlay
+    from gps_trainer.run_dir import feature_point_overlay
 
     policy = load_policy(policy_path)
     if not policy.uses_images:

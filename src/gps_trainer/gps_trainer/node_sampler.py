@@ -1,0 +1,346 @@
+"""The :class:`~gps_trainer.loop.Sampler` over the ROS nodes: trials run by the controller nodes
+(``<ns>/gps_controller/run_trial``, one trial in flight per robot, spread over every configured
+namespace), their Rollouts arriving on ``/gps/rollouts`` and stored durably (RolloutStore) before use.
+
+Before each phase it pushes what the robots need (``set_linear_gaussian`` for every condition, or
+``set_policy_weights``), so a controller restarted between phases is brought up to date; a trial that
+fails because its robot lost them (restarted mid-phase) is retried after a push. Trials that are already
+stored (a resumed iteration) are not run again. Each trial runs T + 1 steps with the seed of
+:func:`gps_trainer.sim_sampler.trial_seed`, as :class:`~gps_trainer.sim_sampler.SimSampler` does.
+
+What is stored (issue 13): only a Rollout that answers an outstanding trial of this phase, from the
+robot that trial was sent to, with the experiment's dimensions, not aborted; anything else is rejected
+with a logged reason and counted (:class:`TrialBook`). A robot whose trials fail ``robot_failure_limit``
+times in a row fails the phase with a message naming the robot and the cause.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gps_controller import conversions as conv
+from gps_controller.policies.neural import GaussianPolicy
+from gps_controller.policies.serialization import serialize_policy
+from gps_core.kinematics import ArmKinematics
+from gps_core.layout import NUM_JOINTS, OBS_DIM, STATE_DIM
+from gps_core.linear_gaussian import LinearGaussianPolicy
+from gps_core.samples import SampleBatch
+from gps_trainer.sim_sampler import EVAL_SAMPLE_INDEX, extend_controller, trial_seed
+
+__all__ = ["Trial", "TrialBook", "NodeSampler", "SamplingError"]
+
+
+class SamplingError(RuntimeError):
+    """A phase could not collect its rollouts (the message names the robot and the cause)."""
+
+
+def ns_key(ns: str) -> str:
+    """A namespace as compared: no leading/trailing slashes ('' = the root namespace)."""
+    return str(ns).strip().strip("/")
+
+
+@dataclass(frozen=True)
+class Trial:
+    iteration: int
+    condition: int
+    sample_index: int
+    policy_type: str = "linear_gaussian"
+
+    @property
+    def slot(self) -> tuple[int, int, int, str]:
+        return (self.iteration, self.condition, self.sample_index, self.policy_type)
+
+
+@dataclass
+class TrialBook:
+    """The trials of the phase in progress and what a Rollout must be to answer one (no ROS: tested
+    without DDS). ``dims``: (dX, dU, dO); ``horizon``: T + 1; ``image_size``: (H, W) when images were
+    requested, else None."""
+
+    dims: tuple[int, int, int]
+    horizon: int
+    outstanding: dict[tuple, str] = field(default_factory=dict)  # slot -> robot namespace it was sent to
+    image_size: tuple[int, int] | None = None
+    rejected: int = 0
+    last_rejection: str = ""
+
+    def expect(self, trial: Trial, namespace: str) -> None:
+        self.outstanding[trial.slot] = ns_key(namespace)
+
+    def forget(self, trial: Trial) -> None:
+        self.outstanding.pop(trial.slot, None)
+
+    def check(self, r: conv.RolloutData) -> str:
+        """'' when ``r`` answers an outstanding trial; else why it is rejected."""
+        where = f"rollout {r.rollout_id!r} from {r.robot_namespace or '/'!r}"
+        if not r.rollout_id:
+            return f"{where}: empty rollout_id"
+        slot = (r.iteration, r.condition, r.sample_index, r.policy_type)
+        sent_to = self.outstanding.get(slot)
+        if sent_to is None:
+            return f"{where}: no outstanding trial {slot}"
+        if ns_key(r.robot_namespace) != sent_to:
+            return f"{where}: trial {slot} was sent to {sent_to or '/'!r}"
+        if r.aborted:
+            return f"{where}: aborted by the controller ({r.abort_reason}); the trial runs again"
+        dX, dU, dO = self.dims
+        got = (r.states.shape[1], r.actions.shape[1], r.observations.shape[1] if r.observations.size else 0)
+        if got != (dX, dU, dO):
+            return f"{where}: dimensions (dX, dU, dO) = {got}, the experiment's are {(dX, dU, dO)}"
+        if r.horizon != self.horizon:
+            return f"{where}: {r.horizon} steps, the trial asked for {self.horizon}"
+        if self.image_size is not None:
+            if r.images is None or r.images.shape[1:3] != self.image_size:
+                shape = None if r.images is None else r.images.shape[1:3]
+                return f"{where}: images {shape}, the trial asked for {self.image_size}"
+        return ""
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        self.last_rejection = reason
+
+
+class NodeSampler:
+    """Trials on the controller nodes in ``namespaces``, called from a worker thread of ``node`` (an
+    rclpy Node spun by a multi-threaded executor). The node forwards every raw ``/gps/rollouts`` message
+    to :meth:`offer`. ``store``: the run directory's RolloutStore. ``should_stop()``: abort a phase
+    (shutdown). ``on_progress(received, expected)``: after each stored rollout."""
+
+    def __init__(self, node: Any, namespaces: Sequence[str], store: Any, task: Any, horizon: int, *,
+                 image_size: int = 64, record_images: bool = False, base_seed: int = 0,
+                 trial_timeout: float = 120.0, service_wait: float = 10.0, robot_failure_limit: int = 2,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 on_progress: Callable[[int, int], None] = lambda received, expected: None):
+        from rclpy.callback_groups import ReentrantCallbackGroup
+
+        from gps_msgs.srv import RunTrial, SetLinearGaussian, SetPolicyWeights
+
+        self.node, self.store, self.task = node, store, task
+        self.namespaces = [ns_key(ns) for ns in namespaces] or [""]
+        self.T = int(horizon or task.horizon)
+        self.dX, self.dU, self.dO = STATE_DIM, NUM_JOINTS, OBS_DIM
+        self.image_size, self.record_images, self.base_seed = int(image_size), bool(record_images), int(base_seed)
+        self.trial_timeout, self.service_wait = float(trial_timeout), float(service_wait)
+        self.robot_failure_limit = int(robot_failure_limit)
+        self.should_stop, self.on_progress = should_stop, on_progress
+        self.kinematics = ArmKinematics(task.ee_points)
+        self.book = TrialBook((self.dX, self.dU, self.dO), self.T + 1)
+        self._lock = threading.Condition()
+        self._types = {"run_trial": RunTrial, "set_linear_gaussian": SetLinearGaussian,
+                       "set_policy_weights": SetPolicyWeights}
+        group = ReentrantCallbackGroup()
+        self.clients = {ns: {name: node.create_client(t, f"{'/' + ns if ns else ''}/gps_controller/{name}",
+                                                      callback_group=group)
+                             for name, t in self._types.items()}
+                        for ns in self.namespaces}
+        self._pushed: dict[str, Callable[[str], None]] = {}
+
+    # ------------------------------------------------------------------ Sampler
+
+    def initial_states(self, conditions: Sequence[int]) -> list[np.ndarray]:
+        """x_0 of each condition from the task file: the robot starts at rest at its initial joint
+        angles (what gps_sim's reset does), EE points relative to the condition's target points."""
+        from gps_core.layout import target_points_from_pose
+
+        out = []
+        for m in conditions:
+            cond = self.task.condition_list("train")[m]
+            q = np.asarray(cond.joint_angles, dtype=np.float64)
+            rel = self.kinematics.ee_points(q) - target_points_from_pose(cond.target_pose, self.task.target_points)
+            out.append(np.concatenate([q, np.zeros(7), rel.reshape(-1), np.zeros(9)]))
+        return out
+
+    def target_pose(self, condition: int) -> np.ndarray:
+        return np.asarray(self.task.condition_list("train")[condition].target_pose, dtype=np.float64)
+
+    def sample(self, iteration: int, controllers: Sequence[LinearGaussianPolicy], samples: int) -> list[SampleBatch]:
+        self._push_controllers(controllers)
+        trials = [Trial(iteration, m, i) for i in range(samples) for m in range(len(controllers))]
+        self._run(trials, use_noise=True, record_images=self.record_images)
+        return self._batches(iteration, "linear_gaussian", len(controllers), samples)
+
+    def evaluate(self, iteration: int, actor: GaussianPolicy | Sequence[LinearGaussianPolicy],
+                 conditions: Sequence[int], policy_obs: str = "observation") -> list[SampleBatch]:
+        if isinstance(actor, GaussianPolicy):
+            if policy_obs != "observation":
+                raise SamplingError("the controller node feeds a neural policy its observation o (camera and joints), "
+                                    f"never the full state: an experiment evaluated through the nodes needs "
+                                    f"algorithm.policy_obs 'observation', not {policy_obs!r}")
+            self._push_policy(actor, iteration)
+            kind, images = "neural", bool(actor.uses_images)
+        else:
+            self._push_controllers(actor)
+            kind, images = "linear_gaussian", False
+        trials = [Trial(iteration, int(m), EVAL_SAMPLE_INDEX, kind) for m in conditions]
+        self._run(trials, use_noise=False, record_images=images)
+        by_slot = {(r.condition, r.sample_index): r for r in self.store.load(iteration, kind)}
+        return [self._batch([by_slot[(int(m), EVAL_SAMPLE_INDEX)]], int(m)) for m in conditions]
+
+    def close(self) -> None:
+        for clients in self.clients.values():
+            for c in clients.values():
+                self.node.destroy_client(c)
+
+    # ------------------------------------------------------------------ rollouts in
+
+    def offer(self, cdr: bytes) -> str:
+        """A raw Rollout from /gps/rollouts: stored when it answers an outstanding trial; returns '' or
+        the reason it was rejected (also counted and kept as ``book.last_rejection``)."""
+        from rclpy.serialization import deserialize_message
+
+        from gps_msgs.msg import Rollout
+
+        try:
+            data = conv.rollout_from_msg(deserialize_message(cdr, Rollout))
+        except Exception as exc:  # bad CDR raises anything
+            reason = f"invalid Rollout: {exc}"
+        else:
+            with self._lock:
+                reason = self.book.check(data)
+                if not reason:
+                    try:
+                        self.store.add(cdr)
+                    except Exception as exc:  # a store failure loses this rollout only: its trial runs again
+                        reason = f"rollout {data.rollout_id!r} not stored: {exc}"
+                    else:
+                        self.book.outstanding.pop((data.iteration, data.condition, data.sample_index,
+                                                   data.policy_type), None)
+                self._lock.notify_all()
+        if reason:
+            with self._lock:
+                self.book.reject(reason)
+        return reason
+
+    # ------------------------------------------------------------------ trials out
+
+    def _run(self, trials: list[Trial], use_noise: bool, record_images: bool) -> None:
+        """Run every trial not stored yet; one in flight per robot."""
+        from gps_msgs.srv import RunTrial
+
+        it = trials[0].iteration if trials else 0
+        with self._lock:
+            self.book.image_size = (self.image_size, self.image_size) if record_images else None
+        stored = self.store.slots(it)
+        pending = deque(t for t in trials if t.slot not in stored)
+        expected, running = len(trials), {}
+        failures = dict.fromkeys(self.namespaces, 0)
+        self.on_progress(expected - len(pending), expected)
+        while pending or running:
+            if self.should_stop():
+                raise SamplingError("stopped")
+            for ns in self.namespaces:
+                if ns not in running and pending:
+                    trial = pending.popleft()
+                    with self._lock:
+                        self.book.expect(trial, ns)
+                    req = RunTrial.Request(condition=trial.condition, iteration=trial.iteration,
+                                           sample_index=trial.sample_index, policy_type=trial.policy_type,
+                                           horizon=self.T + 1, use_noise=use_noise, record_images=record_images,
+                                           seed=trial_seed(self.base_seed, trial.iteration, trial.condition,
+                                                           trial.sample_index))
+                    running[ns] = (trial, self.clients[ns]["run_trial"].call_async(req), time.monotonic())
+            with self._lock:
+                self._lock.wait(timeout=0.02)
+                stored = self.store.slots(it)
+            for ns, (trial, future, started) in list(running.items()):
+                cause = None
+                if future.done():
+                    result = future.result()
+                    if not result.success or result.aborted:
+                        cause = result.message or "aborted"
+                    elif trial.slot not in stored:
+                        if time.monotonic() - started <= self.trial_timeout:
+                            continue  # the answer came before the rollout (different DDS entities)
+                        cause = f"rollout {result.rollout_id} never arrived"
+                elif time.monotonic() - started > self.trial_timeout:
+                    future.cancel()
+                    cause = f"no answer within {self.trial_timeout:.0f} s"
+                else:
+                    continue
+                del running[ns]
+                if cause is None:
+                    failures[ns] = 0
+                    self.on_progress(len(stored & {t.slot for t in trials}), expected)
+                    continue
+                with self._lock:
+                    self.book.forget(trial)
+                failures[ns] += 1
+                self.node.get_logger().warning(f"trial {trial.slot} on {ns or '/'} failed: {cause}")
+                if failures[ns] >= self.robot_failure_limit:
+                    raise SamplingError(f"robot {ns or '/'}: {failures[ns]} trials in a row failed, the last "
+                                        f"({trial.slot}) with: {cause}")
+                if "no linear-Gaussian controller" in cause or "no neural policy" in cause:
+                    self._pushed.get(ns, lambda ns: None)(ns)  # the robot restarted: bring it up to date
+                pending.append(trial)
+
+    def _require(self, ns: str) -> None:
+        if not self.clients[ns]["run_trial"].wait_for_service(timeout_sec=self.service_wait):
+            raise SamplingError(f"robot {ns or '/'}: {'/' + ns if ns else ''}/gps_controller/run_trial not "
+                                f"available after {self.service_wait:.0f} s (is its controller running?)")
+
+    def _call(self, ns: str, service: str, request: Any) -> Any:
+        future = self.clients[ns][service].call_async(request)
+        deadline = time.monotonic() + self.trial_timeout
+        while not future.done():
+            if time.monotonic() > deadline or self.should_stop():
+                future.cancel()
+                raise SamplingError(f"robot {ns or '/'}: gps_controller/{service} gave no answer within "
+                                    f"{self.trial_timeout:.0f} s")
+            time.sleep(0.005)
+        return future.result()
+
+    def _push_controllers(self, controllers: Sequence[LinearGaussianPolicy]) -> None:
+        from gps_msgs.srv import SetLinearGaussian
+
+        msgs = [conv.linear_gaussian_to_msg(extend_controller(c, self.T + 1)) for c in controllers]
+
+        def push(ns: str) -> None:
+            for m, msg in enumerate(msgs):
+                res = self._call(ns, "set_linear_gaussian", SetLinearGaussian.Request(condition=m, controller=msg))
+                if not res.success:
+                    raise SamplingError(f"robot {ns or '/'} refused the controller of condition {m}: {res.message}")
+
+        for ns in self.namespaces:
+            self._require(ns)
+            push(ns)
+            self._pushed[ns] = push
+
+    def _push_policy(self, policy: GaussianPolicy, iteration: int) -> None:
+        from gps_msgs.srv import SetPolicyWeights
+
+        arch, weights, sha = serialize_policy(policy)
+
+        def push(ns: str) -> None:
+            req = SetPolicyWeights.Request(architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha,
+                                           iteration=int(iteration))
+            res = self._call(ns, "set_policy_weights", req)
+            if not res.success:
+                raise SamplingError(f"robot {ns or '/'} refused the policy weights: {res.message}")
+
+        for ns in self.namespaces:
+            self._require(ns)
+            push(ns)
+            self._pushed[ns] = push
+
+    # ------------------------------------------------------------------ rollouts -> batches
+
+    def _batches(self, iteration: int, policy_type: str, conditions: int, samples: int) -> list[SampleBatch]:
+        by_slot = {(r.condition, r.sample_index): r for r in self.store.load(iteration, policy_type)}
+        missing = [(m, i) for m in range(conditions) for i in range(samples) if (m, i) not in by_slot]
+        if missing:
+            raise SamplingError(f"iteration {iteration}: no stored rollout for (condition, sample) {missing}")
+        return [self._batch([by_slot[(m, i)] for i in range(samples)], m) for m in range(conditions)]
+
+    def _batch(self, rollouts: list[conv.RolloutData], condition: int) -> SampleBatch:
+        images = np.stack([r.images for r in rollouts]) if all(r.images is not None for r in rollouts) else None
+        jac = np.stack([np.stack([self.kinematics.ee_point_jacobians(x[:7]) for x in r.states]) for r in rollouts])
+        return SampleBatch(X=np.stack([r.states for r in rollouts]), U=np.stack([r.actions for r in rollouts]),
+                           obs=np.stack([r.observations for r in rollouts]), images=images,
+                           noise=np.stack([r.noise for r in rollouts]), ee_jacobians=jac, condition=condition)
