@@ -215,8 +215,8 @@ def _scan_segment(data: memoryview) -> _Scan:
     if bytes(data[:8]) != _MAGIC:
         scan.problems.append("bad magic (reading on)")
     summary = _read_summary_chunks(data)
-    if summary is not None:
-        chunks, message_count = summary
+    if summary is not None and summary[0]:  # an unchunked (legacy) file has no chunk index: scan it
+        chunks, _message_count = summary
         scan.summary = True
         for ci in chunks:
             pos, length = ci.chunk_start_offset, ci.chunk_length
@@ -591,6 +591,8 @@ class RolloutStore:
         self._segment_name = path.name
         self._writing = iteration
         self._journal = open(self._journal_path(iteration), "a", encoding="utf-8")
+        if self.fsync:  # the new files' directory entries must survive a power cut too
+            _fsync_path(self.directory)
         # One chunk per rollout (flushed in add): each carries its own CRC, and the chunk index in the
         # summary lets readers (ros2 bag, Foxglove) seek. No compression: add() latency matters more.
         self._writer = McapWriter(self._file, chunk_size=1 << 62, compression=CompressionType.NONE,

@@ -83,6 +83,26 @@ def _write_raw_segment(path, bodies):
         w.finish()
 
 
+def test_legacy_unchunked_segments_are_still_read_and_deduplicated(tmp_path):
+    (tmp_path / "rollouts").mkdir()
+    legacy = tmp_path / "rollouts" / "rollouts-00000.mcap"
+    with open(legacy, "wb") as f:  # the pre-chunking layout: unchunked, all iterations in one file
+        w = McapWriter(f, use_chunking=False, compression=CompressionType.NONE)
+        w.start(profile="ros2")
+        sid = w.register_schema(storage.ROLLOUT_SCHEMA, SchemaEncoding.ROS2, rollout_schema_text().encode())
+        cid = w.register_channel(storage.ROLLOUT_TOPIC, MessageEncoding.CDR, sid)
+        for t, body in enumerate([_cdr(0), _cdr(1), _cdr(0, iteration=1)]):
+            w.add_message(cid, log_time=t + 1, data=body, publish_time=t + 1)
+        w.finish()
+    store = RolloutStore(tmp_path, fsync=False)
+    assert store.slots(0) == {(0, 0, 0, "linear_gaussian"), (0, 1, 1, "linear_gaussian")}
+    assert store.add(_cdr(1)) is None and store.add(_cdr(2)) is not None
+    assert [r.sample_index for r in store.load(0)] == [0, 1, 2]
+    assert [(r.iteration, r.sample_index) for r in store.load(1)] == [(1, 0)]
+    store.close()
+    assert [p.name for p in store.segments()] == ["rollouts-00000.mcap", "iter_00000-00.mcap"]
+
+
 def test_a_body_that_does_not_decode_or_validate_is_skipped_not_fatal(tmp_path):
     store_dir = tmp_path / "rollouts"
     store_dir.mkdir()
