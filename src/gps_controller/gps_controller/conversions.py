@@ -23,6 +23,16 @@ from gps_msgs.msg import LinearGaussianController, Rollout, TrainerStatus
 
 #: The ``policy_type`` values a Rollout or RunTrial request may carry.
 POLICY_TYPES = ("linear_gaussian", "neural")
+
+# Documented bounds of the numeric request fields (the .srv/.msg types bound the rest: uint32
+# condition/iteration/sample_index/horizon, uint64 seed, all accepted in full).
+#: LinearGaussianController.noise_smoothing_std: std of the Gaussian filter, in time steps, [0, 1000].
+#: (A filter kernel is 8 std wide; 1e9 would allocate tens of GiB.)
+MAX_NOISE_SMOOTHING_STD = 1000.0
+#: LinearGaussianController.horizon: at most this many steps (the controller's max_horizon is lower).
+MAX_CONTROLLER_HORIZON = 100_000
+#: LinearGaussianController.state_dim / action_dim.
+MAX_DIM = 4096
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -191,12 +201,19 @@ def linear_gaussian_from_msg(
     horizon = _require_positive(msg.horizon, "horizon")
     dx = _require_positive(msg.state_dim, "state_dim")
     du = _require_positive(msg.action_dim, "action_dim")
+    if horizon > MAX_CONTROLLER_HORIZON:
+        raise MessageValidationError("horizon", f"{horizon} exceeds the maximum of {MAX_CONTROLLER_HORIZON} steps")
+    for name, value in (("state_dim", dx), ("action_dim", du)):
+        if value > MAX_DIM:
+            raise MessageValidationError(name, f"{value} exceeds the maximum of {MAX_DIM}")
     if state_dim is not None and dx != state_dim:
         raise MessageValidationError("state_dim", f"is {dx}, this controller's state has {state_dim} dimensions")
     if action_dim is not None and du != action_dim:
         raise MessageValidationError("action_dim", f"is {du}, this controller drives {action_dim} joints")
-    if not np.isfinite(msg.noise_smoothing_std) or msg.noise_smoothing_std < 0:
-        raise MessageValidationError("noise_smoothing_std", f"must be finite and >= 0, got {msg.noise_smoothing_std}")
+    smoothing = msg.noise_smoothing_std
+    if not (np.isfinite(smoothing) and 0.0 <= smoothing <= MAX_NOISE_SMOOTHING_STD):
+        raise MessageValidationError(
+            "noise_smoothing_std", f"must be between 0 and {MAX_NOISE_SMOOTHING_STD:g} steps, got {smoothing!r}")
     gains = read_float64(msg.gains, (horizon, du, dx), "gains")
     bias = read_float64(msg.bias, (horizon, du), "bias")
     cov = read_float64(msg.covariance, (horizon, du, du), "covariance")
@@ -216,6 +233,27 @@ def linear_gaussian_from_msg(
         return LinearGaussianPolicy(gains, bias, cov, noise_smoothing_std=float(msg.noise_smoothing_std))
     except ValueError as exc:
         raise MessageValidationError("controller", str(exc)) from None
+
+
+# --------------------------------------------------------------------------- raw images
+
+
+def peek_image_size(raw: bytes) -> tuple[int, int]:
+    """(height, width) of a serialized ``sensor_msgs/Image`` (CDR) without deserializing it, so an
+    oversized image is dropped before any copy. Layout: 4-byte encapsulation header, then
+    stamp (int32 sec, uint32 nanosec), frame_id (uint32 length incl. NUL, bytes), pad to 4, height, width."""
+    if len(raw) < 24 or raw[0] != 0:
+        raise MessageValidationError("image", f"not a CDR-serialized Image ({len(raw)} bytes)")
+    order = "little" if raw[1] & 1 else "big"
+    body = 4
+    n = int.from_bytes(raw[body + 8:body + 12], order)
+    offset = 12 + n
+    offset += -offset % 4
+    if body + offset + 8 > len(raw):
+        raise MessageValidationError("image", f"frame_id length {n} runs past the message ({len(raw)} bytes)")
+    height = int.from_bytes(raw[body + offset:body + offset + 4], order)
+    width = int.from_bytes(raw[body + offset + 4:body + offset + 8], order)
+    return height, width
 
 
 # --------------------------------------------------------------------------- policy weights

@@ -66,3 +66,14 @@ def feature_point_markers(points: np.ndarray, frame_id: str, stamp, hfov_deg: fl
         marker.points.append(Point(x=float(x * tx), y=float(y * ty), z=float(depth)))
         marker.colors.append(ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0))
     return MarkerArray(markers=[marker])
+
+
+def publish_feature_points(overlay_pub, marker_pub, image: np.ndarray, points: np.ndarray, stamp, frame: str,
+                           hfov_deg: float) -> None:
+    """The overlay image and the markers, each only when someone listens (drawing costs a copy)."""
+    if overlay_pub.get_subscription_count() > 0:
+        from gps_core.wire import image_to_msg
+
+        overlay_pub.publish(image_to_msg(draw_feature_points(image, points), stamp, frame))
+    if marker_pub.get_subscription_count() > 0:
+        marker_pub.publish(feature_point_markers(points, frame, stamp, hfov_deg))

@@ -32,3 +32,10 @@ LATEST_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
+
+
+def sensor_qos(depth: int) -> QoSProfile:
+    """BEST_EFFORT KEEP_LAST ``depth``: the controller's joint-state and image subscriptions, deep enough
+    that a burst of bad or foreign messages cannot evict the robot's own (they are rejected cheaply)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)

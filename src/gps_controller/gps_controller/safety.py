@@ -119,10 +119,12 @@ class DeadlineCounter:
         self.period = float(period)
         self.slack = float(slack)
         self.misses = 0
+        self.consecutive = 0  # late commands in a row (K of them abort a trial)
         self._last: float | None = None
 
     def reset(self) -> None:
         self.misses = 0
+        self.consecutive = 0
         self._last = None
 
     def record(self, publish_time: float, observation_time: float | None = None, periodic: bool = True) -> bool:
@@ -134,4 +136,5 @@ class DeadlineCounter:
             late = True
         self._last = publish_time
         self.misses += int(late)
+        self.consecutive = self.consecutive + 1 if late else 0
         return late

@@ -41,6 +41,11 @@ MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
 MAX_DIM = 4096
 MAX_IMAGE_SIDE = 2048
 MAX_PARAMETERS = 50_000_000
+#: The architecture JSON is small (sizes and a tensor table): bound its length and nesting before
+#: parsing, so a hostile description cannot exhaust memory or the recursion limit.
+MAX_ARCHITECTURE_CHARS = 1_000_000
+MAX_JSON_DEPTH = 16
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.uint8: "uint8"}
@@ -87,6 +92,31 @@ def serialize_policy(policy: GaussianPolicy) -> tuple[str, bytes, str]:
     weights = st_save(tensors)
     arch = json.dumps(architecture_dict(policy), sort_keys=True, separators=(",", ":"))
     return arch, weights, sha256_hex(weights)
+
+
+def json_depth(text: str) -> int:
+    """Nesting depth of a JSON text (objects and arrays), found without recursion."""
+    import numpy as np
+
+    skeleton = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8", "replace"), dtype=np.uint8)
+    steps = np.zeros(skeleton.shape, dtype=np.int64)
+    steps[(skeleton == ord("{")) | (skeleton == ord("["))] = 1
+    steps[(skeleton == ord("}")) | (skeleton == ord("]"))] = -1
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def parse_architecture(architecture_json: str) -> Any:
+    """json.loads with the size and depth limits (PolicyFormatError naming the limit)."""
+    if len(architecture_json) > MAX_ARCHITECTURE_CHARS:
+        raise PolicyFormatError(f"architecture JSON is {len(architecture_json)} characters, over the "
+                                f"{MAX_ARCHITECTURE_CHARS} limit")
+    depth = json_depth(architecture_json)
+    if depth > MAX_JSON_DEPTH:
+        raise PolicyFormatError(f"architecture JSON is nested {depth} deep, over the {MAX_JSON_DEPTH} limit")
+    try:
+        return json.loads(architecture_json)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise PolicyFormatError(f"architecture is not valid JSON: {exc}") from exc
 
 
 def _looks_pickled(data: bytes) -> str | None:
@@ -172,10 +202,7 @@ def deserialize_policy(architecture_json: str, weights: bytes | bytearray | memo
     if not hmac.compare_digest(actual, sha):
         raise PolicyFormatError(f"SHA-256 mismatch: weights hash to {actual}, expected {sha} "
                                 "(payload tampered with or corrupted)")
-    try:
-        arch_raw = json.loads(architecture_json)
-    except json.JSONDecodeError as exc:
-        raise PolicyFormatError(f"architecture is not valid JSON: {exc}") from exc
+    arch_raw = parse_architecture(architecture_json)
     arch, config = _check_arch(arch_raw)
 
     try:
