@@ -155,7 +155,7 @@ def test_sample_weights_emphasize_samples():
 def test_config_yaml_files_load():
     cfg = PolicyOptConfig.from_yaml(ROOT / "config/policy/policy_opt.yaml")
     assert cfg.batch_size == 25 and cfg.learning_rate == pytest.approx(1e-3)
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="lr: unknown key"):
         PolicyOptConfig.from_dict({"lr": 1.0})
     import yaml
 
