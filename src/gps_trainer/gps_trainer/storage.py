@@ -549,6 +549,21 @@ class RolloutStore:
         """Stored rollouts of all iterations (reads every iteration not read yet)."""
         return len(self.records())
 
+    def stored_count(self) -> int:
+        """Rollouts stored, cheaply: verified counts of the iterations read so far, acknowledged
+        (journaled) counts of the others, which are not read (``len()`` reads and verifies them all)."""
+        with self._lock:
+            n = 0
+            for k in self.iterations():
+                if k in self._iters:
+                    n += len(self._view(k).records)
+                else:
+                    path = self._journal_path(k)
+                    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+                    n += sum(1 for line in lines if line.endswith("}"))
+                    n += len(self._legacy_iterations().get(k, _Iteration()).records)
+            return n
+
     def records(self, iteration: int | None = None, policy_type: str | None = None) -> list[RolloutRecord]:
         """Intact stored records (of one iteration, or all: reads every iteration) in arrival order."""
         with self._lock:

@@ -230,7 +230,10 @@ def test_load_of_one_iteration_opens_only_its_segments(tmp_path, monkeypatch):
     mcaps = [p for p in opened if p.endswith(".mcap")]
     assert mcaps and all("iter_00001-" in p for p in mcaps), opened
     assert fresh.integrity["corrupted_records"] == 0
+    assert fresh.stored_count() == 9  # iterations 0 and 2 not read: their acknowledged counts
+    assert all("iter_00001-" in p for p in opened if p.endswith(".mcap"))
     assert fresh.slots(0) == set() and fresh.integrity["missing_rollouts"] == 3
+    assert fresh.stored_count() == 6 and len(fresh) == 6
     assert fresh.integrity["corrupted_records"] == 1  # one damaged region, not one count per garbage byte
 
 
