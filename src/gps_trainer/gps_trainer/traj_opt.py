@@ -16,6 +16,7 @@ together; each keeps its own eta. Shapes: T steps, dX states, dU actions, D = dX
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +29,16 @@ __all__ = [
     "CostModel",
     "CStepResult",
     "backward_pass",
+    "gaussian_log_terms",
     "forward_pass",
     "kl_divergence",
     "estimate_cost",
     "kl_constrained_update",
     "new_step_mult",
+    "random_problem",
+    "state_marginals",
+    "expected_cost",
+    "controller_marginals",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -72,9 +78,13 @@ def _stack_dynamics(dyns: list[LinearGaussianDynamics]) -> tuple[np.ndarray, ...
     return tuple(np.stack([getattr(d, n) for d in dyns]) for n in ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma"))
 
 
-def _prev_log_terms(K: np.ndarray, k: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quadratic form of -log p̄(u|x) (up to constants): with P = Sigmā^-1,
-    0.5 z^T [[K^T P K, -K^T P], [-P K, P]] z + z^T [K^T P k; -P k]."""
+def gaussian_log_terms(K: np.ndarray, k: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-log N(u; K x + k, P^-1) up to constants as a quadratic in z = [x; u] (the KL terms of the C-step,
+    Levine & Abbeel 2014 Eq. 4; BADMM's TKL/PKL terms):
+
+        0.5 z^T [[K^T P K, -K^T P], [-P K, P]] z + z^T [K^T P k; -P k].
+
+    K (..., dU, dX), k (..., dU), P (..., dU, dU) with any leading axes; returns (..., D, D), (..., D)."""
     PK = P @ K  # (..., dU, dX)
     KtPK = K.swapaxes(-1, -2) @ PK
     top = np.concatenate([KtPK, -PK.swapaxes(-1, -2)], axis=-1)
@@ -101,46 +111,68 @@ def backward_pass(
         Q_zz = cm_t/eta + Pm_t + F_t^T V_xx F_t,   q_z = cv_t/eta + pv_t + F_t^T (v_x + V_xx f_t)
         Sigma_t = Q_uu^-1,  K_t = -Q_uu^-1 Q_ux,  k_t = -Q_uu^-1 q_u
         V_xx = Q_xx + Q_xu K_t,  v_x = q_x + Q_xu k_t
-    (Pm, pv: :func:`_prev_log_terms`, which may be passed precomputed as ``prev_terms``).
+    (Pm, pv: :func:`gaussian_log_terms` of p̄, which may be passed precomputed as ``prev_terms``).
     Shapes: prev_* (M, T, ...), Fm (M, T-1, dX, D), cm (M, T, D, D), eta (M,).
     Returns K, k, Sigma, and per condition the (latest) time step whose Q_uu was not positive definite,
     -1 if none; a failed condition's outputs are meaningless.
     """
-    M, T, dU, dX = prev_K.shape
-    n = dX + 1  # homogeneous state [x; 1]: V = [[V_xx, v_x], [v_x^T, .]] carries value and gradient at once
-    inv_eta = (1.0 / np.asarray(eta, dtype=np.float64))[:, None, None]
-    Pm, pv = prev_terms if prev_terms is not None else _prev_log_terms(prev_K, prev_k, prev_inv_covar)
-    # Surrogate cost in z~ = [x; 1; u]: [[C_xx, c_x, C_xu], [c_x^T, 0, c_u^T], [C_ux, c_u, C_uu]].
-    Cm = cm * inv_eta[..., None] + Pm
-    Cv = cv * inv_eta + pv
-    C = np.zeros((M, T, n + dU, n + dU))
+    dX = prev_K.shape[-1]
+    Pm, pv = prev_terms if prev_terms is not None else gaussian_log_terms(prev_K, prev_k, prev_inv_covar)
+    return _backward(_homogeneous_cost(cm, cv, dX), _homogeneous_cost(Pm, pv, dX), _homogeneous_dynamics(Fm, fv),
+                     np.asarray(eta, dtype=np.float64))
+
+
+def _homogeneous_cost(cm: np.ndarray, cv: np.ndarray, dX: int) -> np.ndarray:
+    """A quadratic 0.5 z^T cm z + cv^T z, z = [x; u], as one matrix over z~ = [x; 1; u]:
+    [[C_xx, c_x, C_xu], [c_x^T, 0, c_u^T], [C_ux, c_u, C_uu]]. cm (..., D, D), cv (..., D) -> (..., D+1, D+1)."""
+    D = cm.shape[-1]
+    n = dX + 1
+    C = np.zeros((*cm.shape[:-2], D + 1, D + 1))
     C[..., :dX, :dX], C[..., :dX, n:], C[..., n:, :dX], C[..., n:, n:] = (
-        Cm[..., :dX, :dX], Cm[..., :dX, dX:], Cm[..., dX:, :dX], Cm[..., dX:, dX:])
-    C[..., :dX, dX], C[..., n:, dX] = Cv[..., :dX], Cv[..., dX:]
-    C[..., dX, :dX], C[..., dX, n:] = Cv[..., :dX], Cv[..., dX:]
-    # Dynamics in homogeneous form: [x'; 1] = [[F_x, f, F_u], [0, 1, 0]] z~.
-    F = np.zeros((M, T - 1, n, n + dU))
-    F[..., :dX, :dX], F[..., :dX, dX], F[..., :dX, n:], F[..., dX, dX] = Fm[..., :dX], fv, Fm[..., dX:], 1.0
+        cm[..., :dX, :dX], cm[..., :dX, dX:], cm[..., dX:, :dX], cm[..., dX:, dX:])
+    C[..., :dX, dX], C[..., n:, dX] = cv[..., :dX], cv[..., dX:]
+    C[..., dX, :dX], C[..., dX, n:] = cv[..., :dX], cv[..., dX:]
+    return C
+
+
+def _backward(Ccost: np.ndarray, Cprev: np.ndarray, F: np.ndarray, eta: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`backward_pass` on the homogeneous surrogate cost C = Ccost / eta + Cprev (M, T, n+dU, n+dU)
+    and homogeneous dynamics F (M, T-1, n, n+dU), n = dX + 1.
+
+    Per step one Cholesky factorization of Q_uu (LAPACK dpotrf, which reports a non-PD matrix instead of
+    raising: the positive-definiteness test) and one solve with the factor give [K_t, k_t]; a condition
+    stops at its first non-PD step. Plain 2-D products per condition: at these sizes (33x40) the cost is
+    per-call overhead, not flops."""
+    M, T, nz, _ = Ccost.shape
+    n = F.shape[-2]
+    dX, dU = n - 1, nz - n
+    C = Ccost * (1.0 / eta)[:, None, None, None] + Cprev
     Ft = F.swapaxes(-1, -2)
-    G = np.empty((M, T, dU, n))  # [K_t, k_t]
+    G = np.zeros((M, T, dU, n))  # [K_t, k_t]
     Quu_all = np.empty((M, T, dU, dU))
-    V = np.zeros((M, n, n))
-    failed = np.zeros(M, dtype=bool)
-    eye_u = np.eye(dU)
-    with np.errstate(all="ignore"):  # a failed condition may overflow; it is detected below
-        for t in range(T - 1, -1, -1):
-            Q = C[:, t] + Ft[:, t] @ V @ F[:, t] if t < T - 1 else C[:, t]
-            Quu = Q[:, n:, n:]
-            Quu_all[:, t] = Quu
-            try:
-                Gt = -np.linalg.solve(Quu, Q[:, n:, :n])
-            except np.linalg.LinAlgError:  # exactly singular somewhere: fail those, continue the others
-                sing = ~(np.isfinite(np.linalg.cond(Quu)) & np.isfinite(Quu).all(axis=(-1, -2)))
-                failed |= sing
-                Gt = -np.linalg.solve(np.where(sing[:, None, None], eye_u, Quu), Q[:, n:, :n])
-            G[:, t] = Gt
-            V = Q[:, :n, :n] + Q[:, :n, n:] @ Gt
-    failed_at = _first_non_pd(Quu_all, failed)
+    failed_at = np.full(M, -1)
+    potrf, potrs = _lapack_cholesky()
+    Q, VF = np.empty((nz, nz)), np.empty((n, nz))  # work buffers: no allocation inside the loop
+    Quu, Qun, Qnu, Qnn = Q[n:, n:], Q[n:, :n], Q[:n, n:], Q[:n, :n]
+    with np.errstate(all="ignore"):  # a failed condition may overflow; the factorization detects it
+        for m in range(M):
+            Cm, Fmat, Ftm, Gm, Qm = C[m], F[m], Ft[m], G[m], Quu_all[m]
+            V = np.empty((n, n))  # value function of step t + 1 in homogeneous form
+            Q[...] = Cm[T - 1]
+            for t in range(T - 1, -1, -1):
+                if t < T - 1:
+                    np.matmul(V, Fmat[t], out=VF)
+                    np.matmul(Ftm[t], VF, out=Q)
+                    Q += Cm[t]
+                Qm[t] = Quu
+                L, info = potrf(Quu, lower=1)
+                if info != 0 or not math.isfinite(L[-1, -1]):  # not PD, or NaN/Inf anywhere in Q_uu
+                    failed_at[m] = t
+                    break
+                np.negative(potrs(L, Qun, lower=1)[0], out=Gm[t])
+                np.matmul(Qnu, Gm[t], out=V)
+                V += Qnn
     ok = failed_at < 0
     covar = np.empty((M, T, dU, dU))
     covar[ok] = np.linalg.inv(Quu_all[ok])
@@ -149,22 +181,21 @@ def backward_pass(
     return G[..., :dX], G[..., dX], covar, failed_at
 
 
-def _first_non_pd(Quu: np.ndarray, failed: np.ndarray) -> np.ndarray:
-    """Per condition, the largest t (first in backward order) with Q_uu not PD or not finite, else -1."""
-    out = np.full(Quu.shape[0], -1)
-    try:
-        if not failed.any():
-            np.linalg.cholesky(Quu)  # fast path: everything PD
-            return out
-    except np.linalg.LinAlgError:
-        pass
-    finite = np.isfinite(Quu).all(axis=(-1, -2))
-    safe = np.where(finite[..., None, None], Quu, np.eye(Quu.shape[-1]))
-    bad = ~finite | (np.linalg.eigvalsh(safe).min(axis=-1) <= 0)  # (M, T)
-    for m in np.flatnonzero(bad.any(axis=1) | failed):
-        ts = np.flatnonzero(bad[m])
-        out[m] = ts.max() if ts.size else Quu.shape[1] - 1
-    return out
+def _homogeneous_dynamics(Fm: np.ndarray, fv: np.ndarray) -> np.ndarray:
+    """Dynamics in homogeneous form: [x'; 1] = [[F_x, f, F_u], [0, 1, 0]] z~, (M, T-1, dX+1, dX+1+dU)."""
+    M, T1, dX, D = Fm.shape
+    n = dX + 1
+    F = np.zeros((M, T1, n, D + 1))
+    F[..., :dX, :dX], F[..., :dX, dX], F[..., :dX, n:], F[..., dX, dX] = Fm[..., :dX], fv, Fm[..., dX:], 1.0
+    return F
+
+
+def _lapack_cholesky():
+    """LAPACK dpotrf/dpotrs: a factorization that reports non-PD (info > 0) instead of raising, and a
+    solve with the factor, at a fraction of np.linalg's per-call overhead on 7x7 matrices."""
+    from scipy.linalg import lapack
+
+    return lapack.dpotrf, lapack.dpotrs
 
 
 def forward_pass(
@@ -177,12 +208,34 @@ def forward_pass(
         S_t[ux] = K_t S_t[xx],  S_t[uu] = K_t S_t[xx] K_t^T + Sigma_t,
         mu_{t+1}[x] = F_t mu_t + f_t,  S_{t+1}[xx] = F_t S_t F_t^T + Sigma^dyn_t.
 
-    The recursion runs on the closed loop A_t = Fx_t + Fu_t K_t (noise Fu Sigma Fu^T + Sigma^dyn), the
-    action blocks are filled in afterwards for all t at once. Batched over the leading axis M.
-    Returns mu (M, T, D), sigma (M, T, D, D).
+    The recursion runs on the closed loop (:func:`state_marginals`), the action blocks are filled in
+    afterwards for all t at once. Batched over the leading axis M. Returns mu (M, T, D), sigma (M, T, D, D).
     """
+    mx, sxx = state_marginals(K, k, covar, Fm, fv, dyn_covar, x0mu, x0sigma)
     M, T, dU, dX = K.shape
-    Fx, Fu = Fm[..., :dX], Fm[..., dX:]
+    D = dX + dU
+    KS = K @ sxx
+    mu = np.empty((M, T, D))
+    mu[..., :dX] = mx
+    mu[..., dX:] = (K @ mx[..., None])[..., 0] + k
+    sigma = np.empty((M, T, D, D))
+    sigma[..., :dX, :dX] = sxx
+    sigma[..., dX:, :dX] = KS
+    sigma[..., :dX, dX:] = KS.swapaxes(-1, -2)
+    sigma[..., dX:, dX:] = KS @ K.swapaxes(-1, -2) + covar
+    return mu, sigma
+
+
+def state_marginals(
+    K: np.ndarray, k: np.ndarray, covar: np.ndarray, Fm: np.ndarray, fv: np.ndarray, dyn_covar: np.ndarray,
+    x0mu: np.ndarray, x0sigma: np.ndarray, symmetrize: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The state part of :func:`forward_pass`: mu_t[x] (M, T, dX) and S_t[xx] (M, T, dX, dX), from the
+    closed loop A_t = Fx_t + Fu_t K_t with offset Fu_t k_t + f_t and noise Fu_t Sigma_t Fu_t^T + Sigma^dyn_t
+    (all of it what the KL of the eta search needs). ``symmetrize=False`` leaves S_t as computed,
+    symmetric up to round-off (enough for traces against symmetric matrices, as in the KL)."""
+    M, T, dU, dX = K.shape
+    Fx, Fu = Fm[..., :dX], np.ascontiguousarray(Fm[..., dX:])
     A = Fx + Fu @ K[:, :-1]  # (M, T-1, dX, dX)
     a = (Fu @ k[:, :-1, :, None])[..., 0] + fv
     W = Fu @ covar[:, :-1] @ Fu.swapaxes(-1, -2) + dyn_covar
@@ -190,17 +243,14 @@ def forward_pass(
     mx = np.empty((M, T, dX))
     sxx = np.empty((M, T, dX, dX))
     mx[:, 0], sxx[:, 0] = x0mu, x0sigma
-    m, s = x0mu[..., None], x0sigma
-    for t in range(T - 1):
-        m = A[:, t] @ m + a[:, t, :, None]
-        s = A[:, t] @ s @ At[:, t] + W[:, t]
-        mx[:, t + 1], sxx[:, t + 1] = m[..., 0], s
-    sxx = 0.5 * (sxx + sxx.swapaxes(-1, -2))
-    KS = K @ sxx
-    mu = np.concatenate([mx, (K @ mx[..., None])[..., 0] + k], axis=-1)
-    sigma = np.concatenate([np.concatenate([sxx, KS.swapaxes(-1, -2)], axis=-1),
-                            np.concatenate([KS, KS @ K.swapaxes(-1, -2) + covar], axis=-1)], axis=-2)
-    return mu, sigma
+    for i in range(M):  # plain 2-D products: the per-call overhead, not the flops, is the cost here
+        Ai, Ati, ai, Wi, mi, si = A[i], At[i], a[i], W[i], mx[i], sxx[i]
+        for t in range(T - 1):
+            mi[t + 1] = Ai[t] @ mi[t] + ai[t]
+            si[t + 1] = Ai[t] @ si[t] @ Ati[t] + Wi[t]
+    if symmetrize:
+        sxx = 0.5 * (sxx + sxx.swapaxes(-1, -2))
+    return mx, sxx
 
 
 def kl_divergence(
@@ -238,13 +288,31 @@ def estimate_cost(mu: np.ndarray, sigma: np.ndarray, cost: CostModel) -> np.ndar
     return np.sum(cost.cc + np.einsum("...ti,ti->...t", mu, cost.cv) + 0.5 * quad + 0.5 * tr, axis=-1)
 
 
-def _backward_robust(prev, terms, Fm, fv, cm, cv, eta, del0, max_eta):
-    """backward_pass; conditions whose Q_uu is not PD retry with eta <- eta0 + del, del <- 2 del."""
+def controller_marginals(controller: LinearGaussianPolicy, dyn: LinearGaussianDynamics
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`forward_pass` for one controller under one dynamics model: mu (T, D), sigma (T, D, D)."""
+    mu, sigma = forward_pass(controller.K[None], controller.k[None], controller.pol_covar[None], dyn.Fm[None],
+                             dyn.fv[None], dyn.dyn_covar[None], dyn.x0mu[None], dyn.x0sigma[None])
+    return mu[0], sigma[0]
+
+
+def expected_cost(controller: LinearGaussianPolicy, dyn: LinearGaussianDynamics, cost: CostModel,
+                  marginals: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """Laplace estimate of E[sum_t l(x_t, u_t)] of a linear-Gaussian controller under linear-Gaussian
+    dynamics, no sampling: the forward pass to its Gaussian state-action marginals
+    (:func:`controller_marginals`, or ``marginals`` if already computed), then the quadratic cost model's
+    expectation (:func:`estimate_cost`). The step-size rules of every algorithm use this one estimate."""
+    mu, sigma = controller_marginals(controller, dyn) if marginals is None else marginals
+    return float(estimate_cost(mu, sigma, cost))
+
+
+def _backward_robust(Ccost, Cprev, F, eta, del0, max_eta):
+    """:func:`_backward`; conditions whose Q_uu is not PD retry with eta <- eta0 + del, del <- 2 del."""
     eta = eta.astype(np.float64).copy()
     eta0 = eta.copy()
     delta = np.full_like(eta, del0)
     while True:
-        K, k, covar, failed_at = backward_pass(prev[0], prev[1], prev[3], Fm, fv, cm, cv, eta, terms)
+        K, k, covar, failed_at = _backward(Ccost, Cprev, F, eta)
         bad = failed_at >= 0
         if not bad.any():
             return K, k, covar, eta
@@ -255,7 +323,7 @@ def _backward_robust(prev, terms, Fm, fv, cm, cv, eta, del0, max_eta):
         delta[bad] = np.minimum(2.0 * delta[bad], 1e16)
         if np.any(eta[bad] >= max_eta):
             m = int(np.flatnonzero(bad & (eta >= max_eta))[0])
-            if not (np.all(np.isfinite(Fm[m])) and np.all(np.isfinite(fv[m]))):
+            if not np.all(np.isfinite(F[m])):
                 raise TrajOptError("trajectory optimization: dynamics contain NaN/Inf")
             raise TrajOptError(
                 f"trajectory optimization: Q_uu not positive definite at t={int(failed_at[m])} even for eta >= "
@@ -299,7 +367,9 @@ def kl_constrained_update(
     for name, a in (("Fm", Fm), ("fv", fv), ("dyn_covar", dyn_covar), ("cost cm", cm), ("cost cv", cv)):
         if not np.all(np.isfinite(a)):
             raise TrajOptError(f"trajectory optimization: {name} contains NaN/Inf")
-    Pm, pv = _prev_log_terms(P[0], P[1], P[3])  # -log p̄ does not depend on eta: once per C-step
+    # Everything but the 1/eta scaling is fixed during the search: assemble it once per C-step.
+    Pm, pv = gaussian_log_terms(P[0], P[1], P[3])
+    Ccost, Cprev, F = _homogeneous_cost(cm, cv, dX), _homogeneous_cost(Pm, pv, dX), _homogeneous_dynamics(Fm, fv)
     prev_logdet = np.linalg.slogdet(P[2])[1]
     target = np.broadcast_to(np.asarray(kl_step, dtype=np.float64), (M,)) * T
     eta = np.clip(np.broadcast_to(np.asarray(eta, dtype=np.float64), (M,)).copy(), min_eta, max_eta)
@@ -314,11 +384,12 @@ def kl_constrained_update(
     iters = np.zeros(M, dtype=int)
     for _ in range(max_iterations):
         a = np.flatnonzero(~done)
-        sub = tuple(x[a] for x in P)
-        terms = (Pm[a], pv[a])
-        K, k, covar, eta_used = _backward_robust(sub, terms, Fm[a], fv[a], cm[a], cv[a], eta[a], del0, max_eta)
-        mu, sigma = forward_pass(K, k, covar, Fm[a], fv[a], dyn_covar[a], x0mu[a], x0sigma[a])
-        kl = kl_divergence(mu, sigma, K, k, covar, *sub, prev_logdet=prev_logdet[a]).sum(axis=-1)
+        sel = slice(None) if a.size == M else a  # no copies while every condition is still searching
+        sub = tuple(x[sel] for x in P)
+        K, k, covar, eta_used = _backward_robust(Ccost[sel], Cprev[sel], F[sel], eta[a], del0, max_eta)
+        mx, sxx = state_marginals(K, k, covar, Fm[sel], fv[sel], dyn_covar[sel], x0mu[sel], x0sigma[sel],
+                                  symmetrize=False)
+        kl = kl_divergence(mx, sxx, K, k, covar, *sub, prev_logdet=prev_logdet[sel]).sum(axis=-1)
         if not np.all(np.isfinite(kl)):
             raise TrajOptError("trajectory optimization: KL divergence is NaN/Inf (ill-conditioned controller)")
         out_K[a], out_k[a], out_cov[a], kl_tot[a], eta_res[a] = K, k, covar, kl, eta_used
@@ -387,3 +458,27 @@ def new_step_mult(
     r = predicted_improvement / (2.0 * max(1e-4, predicted_improvement - actual_improvement))
     r = float(np.clip(r, 0.1, 5.0))
     return float(np.clip(r * step_mult, min_step_mult, max_step_mult))
+
+
+def random_problem(
+    T: int = 100, dX: int = 32, dU: int = 7, seed: int = 0, dt: float = 0.05
+) -> tuple[LinearGaussianPolicy, LinearGaussianDynamics, CostModel]:
+    """A random, well-posed C-step input of the PR2 arm's size by default (T=100, dX=32, dU=7): stable-ish
+    discrete dynamics x' = (I + dt A~) x + dt B u + f with small process noise, a convex quadratic cost
+    (heavier at the last step) and a unit-covariance initial controller. For benchmarks and tests."""
+    rng = np.random.default_rng(seed)
+    A = np.eye(dX) + dt * 0.3 * rng.standard_normal((T - 1, dX, dX)) / np.sqrt(dX)
+    B = dt * rng.standard_normal((T - 1, dX, dU))
+    W = 1e-4 * rng.standard_normal((T - 1, dX, dX))
+    dyn = LinearGaussianDynamics(np.concatenate([A, B], axis=2), 0.01 * rng.standard_normal((T - 1, dX)),
+                                 W @ W.swapaxes(-1, -2) + 1e-5 * np.eye(dX), rng.standard_normal(dX),
+                                 1e-4 * np.eye(dX))
+    D = dX + dU
+    R = rng.standard_normal((T, D, D)) / np.sqrt(D)
+    cm = 0.1 * R @ R.swapaxes(-1, -2)
+    cm[:, dX:, dX:] += 1e-3 * np.eye(dU)
+    cm[-1] *= 10.0
+    cost = CostModel(np.zeros(T), rng.standard_normal((T, D)), cm)
+    prev = LinearGaussianPolicy(0.1 * rng.standard_normal((T, dU, dX)), rng.standard_normal((T, dU)),
+                                np.broadcast_to(np.eye(dU), (T, dU, dU)).copy())
+    return prev, dyn, cost

@@ -10,11 +10,15 @@ from gps_trainer.traj_opt import (
     TrajOptError,
     backward_pass,
     estimate_cost,
+    expected_cost,
     forward_pass,
+    gaussian_log_terms,
     kl_constrained_update,
     kl_divergence,
     new_step_mult,
+    state_marginals,
 )
+from gps_trainer.traj_opt import random_problem as pr2_problem
 
 
 def random_problem(rng, T=15, dX=4, dU=2, noise=1e-4):
@@ -193,3 +197,124 @@ def test_step_mult_adaptation():
     assert new_step_mult(1.0, -100.0, 0.02) == pytest.approx(0.01)
     with pytest.raises(TrajOptError, match="non-finite"):
         new_step_mult(np.nan, 1.0, 1.0)
+
+
+# ----- the fast path (issue 16) against the implementation it replaced -------------------------------
+
+def _v0():
+    """The frozen pre-speed-up implementation next to this file (tests run in importlib mode)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traj_opt_v0.py")
+    spec = importlib.util.spec_from_file_location("traj_opt_v0", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _close(a, b, tol=1e-8):
+    """Equal to ``tol`` relative to the larger array's scale."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape
+    scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), 1e-300)
+    assert np.abs(a - b).max(initial=0.0) <= tol * scale, np.abs(a - b).max() / scale
+
+
+def test_fast_backward_and_forward_equal_the_previous_implementation():
+    """PR2 size (T=100, dX=32, dU=7), two conditions batched, etas from LQR-like to prior-like."""
+    v0 = _v0()
+
+    probs = [pr2_problem(seed=s) for s in (11, 12)]
+    prev, dyn, cost = (list(x) for x in zip(*probs, strict=True))
+
+    def st(objs, name):
+        return np.stack([getattr(o, name) for o in objs])
+
+    args = (st(prev, "K"), st(prev, "k"), st(prev, "inv_pol_covar"), st(dyn, "Fm"), st(dyn, "fv"), st(cost, "cm"),
+            st(cost, "cv"))
+    for eta in ([1e-3, 1e-2], [1.0, 10.0], [1e3, 1e6]):
+        new = backward_pass(*args, np.array(eta))
+        ref = v0.backward_pass(*args, np.array(eta))
+        assert np.array_equal(new[3], ref[3]) and np.all(new[3] == -1)
+        for a, b in zip(new[:3], ref[:3], strict=True):
+            _close(a, b)
+        fwd_args = (*new[:3], st(dyn, "Fm"), st(dyn, "fv"), st(dyn, "dyn_covar"), st(dyn, "x0mu"),
+                    st(dyn, "x0sigma"))
+        for a, b in zip(forward_pass(*fwd_args), v0.forward_pass(*fwd_args), strict=True):
+            _close(a, b)
+        mx, sxx = state_marginals(*fwd_args)
+        mu, sigma = forward_pass(*fwd_args)
+        assert np.array_equal(mx, mu[..., :32]) and np.array_equal(sxx, sigma[..., :32, :32])
+
+
+def test_fast_c_step_equals_the_previous_implementation():
+    v0 = _v0()
+
+    probs = [pr2_problem(seed=s) for s in (21, 22, 23)]
+    prev, dyn, cost = (list(x) for x in zip(*probs, strict=True))
+    steps = [0.2, 0.05, 0.5]
+    new = kl_constrained_update(prev, dyn, cost, kl_step=steps, eta=1.0)
+    ref = v0.kl_constrained_update(prev, dyn, cost, kl_step=steps, eta=1.0)
+    for a, b in zip(new, ref, strict=True):
+        assert a.converged and b.converged and a.iterations == b.iterations
+        assert a.eta == pytest.approx(b.eta, rel=1e-8) and a.kl == pytest.approx(b.kl, rel=1e-8)
+        _close(a.policy.K, b.policy.K)
+        _close(a.policy.k, b.policy.k)
+        _close(a.policy.pol_covar, b.policy.pol_covar)
+
+
+def test_fast_path_reports_the_same_non_pd_step():
+    v0 = _v0()
+
+    prev, dyn, cost = pr2_problem(seed=5, T=30)
+    dX, dU = dyn.dX, dyn.dU
+    cost.cm[:, dX:, dX:] -= 3.0 * np.eye(dU)  # concave in u at small eta
+    cost.cm[:12, dX:, dX:] += 6.0 * np.eye(dU)  # ... except early on
+    args = tuple(a[None] for a in (prev.K, prev.k, prev.inv_pol_covar, dyn.Fm, dyn.fv, cost.cm, cost.cv))
+    new, ref = backward_pass(*args, np.array([1e-3])), v0.backward_pass(*args, np.array([1e-3]))
+    assert new[3][0] == ref[3][0] == 29  # the last step is the first non-PD one in backward order
+    nan_cost = cost.cm.copy()
+    nan_cost[20, dX, dX] = np.nan
+    args = (*args[:5], nan_cost[None], args[6])
+    assert backward_pass(*args, np.array([1e6]))[3][0] == 20
+
+
+def test_expected_cost_matches_monte_carlo():
+    """E[sum_t l] of a controller under linear-Gaussian dynamics, against the mean over simulated rollouts."""
+    rng = np.random.default_rng(7)
+    dyn, cost, _ = random_problem(rng, T=6, dX=3, dU=2, noise=1e-2)
+    dyn.x0sigma = 0.05 * np.eye(3)
+    cost.cc[:] = rng.standard_normal(6)
+    T, dX, dU = 6, 3, 2
+    ctrl = LinearGaussianPolicy(0.2 * rng.standard_normal((T, dU, dX)), rng.standard_normal((T, dU)),
+                                np.tile(0.1 * np.eye(dU), (T, 1, 1)))
+    n = 200_000
+    x = rng.multivariate_normal(dyn.x0mu, dyn.x0sigma, size=n)
+    total = np.zeros(n)
+    for t in range(T):
+        u = x @ ctrl.K[t].T + ctrl.k[t] + rng.multivariate_normal(np.zeros(dU), ctrl.pol_covar[t], size=n)
+        z = np.concatenate([x, u], axis=1)
+        total += cost.cc[t] + z @ cost.cv[t] + 0.5 * np.einsum("ni,ij,nj->n", z, cost.cm[t], z)
+        if t < T - 1:
+            x = z @ dyn.Fm[t].T + dyn.fv[t] + rng.multivariate_normal(np.zeros(dX), dyn.dyn_covar[t], size=n)
+    est = expected_cost(ctrl, dyn, cost)
+    assert abs(est - total.mean()) < 4 * total.std() / np.sqrt(n)
+
+
+def test_gaussian_log_terms_is_minus_log_density_up_to_a_constant():
+    rng = np.random.default_rng(8)
+    dX, dU = 3, 2
+    K, k = rng.standard_normal((dU, dX)), rng.standard_normal(dU)
+    S = rng.standard_normal((dU, dU))
+    S = S @ S.T + np.eye(dU)
+    P = np.linalg.inv(S)
+    Cm, cv = gaussian_log_terms(K, k, P)
+
+    def neg_log_p(x, u):
+        r = u - K @ x - k
+        return 0.5 * r @ P @ r
+
+    zs = rng.standard_normal((5, dX + dU))
+    vals = [0.5 * z @ Cm @ z + cv @ z - neg_log_p(z[:dX], z[dX:]) for z in zs]
+    np.testing.assert_allclose(vals, vals[0], atol=1e-10)  # differ by the same constant 0.5 k^T P k

@@ -37,7 +37,7 @@ import numpy as np
 from gps_controller.policies.neural import GaussianPolicy
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_core.samples import SampleBatch, policy_inputs
-from gps_trainer.algorithms.mdgps import MDGPS, GPSIteration, expected_cost, fit_policy_linearization
+from gps_trainer.algorithms.mdgps import MDGPS, GPSIteration, fit_policy_linearization
 from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics, local_cost_models
 from gps_trainer.costs import Cost
 from gps_trainer.dynamics import LinearGaussianDynamics, fit_dynamics
@@ -47,7 +47,9 @@ from gps_trainer.traj_opt import (
     CostModel,
     TrajOptError,
     backward_pass,
-    forward_pass,
+    controller_marginals,
+    expected_cost,
+    gaussian_log_terms,
     kl_divergence,
     new_step_mult,
 )
@@ -67,22 +69,6 @@ def schedule_value(schedule: float | list[float], iteration: int, iterations: in
         return float(sch[0])
     s = min((iteration + 1.0) / max(iterations - 1, 1), 1.0)
     return float(np.exp(np.interp(s, np.linspace(0.0, 1.0, sch.size), np.log(sch))))
-
-
-def gaussian_log_terms(K: np.ndarray, k: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """-log N(u; K x + k, P^-1) up to constants as a quadratic in z = [x; u]:
-    0.5 z^T [[K^T P K, -K^T P], [-P K, P]] z + z^T [K^T P k; -P k]. Shapes (T, ...)."""
-    PK = P @ K
-    top = np.concatenate([K.transpose(0, 2, 1) @ PK, -PK.transpose(0, 2, 1)], axis=2)
-    bot = np.concatenate([-PK, P], axis=2)
-    Pk = np.einsum("tuv,tv->tu", P, k)
-    return np.concatenate([top, bot], axis=1), np.concatenate([np.einsum("tux,tu->tx", K, Pk), -Pk], axis=1)
-
-
-def _marginals(c: LinearGaussianPolicy, dyn: LinearGaussianDynamics) -> tuple[np.ndarray, np.ndarray]:
-    mu, sigma = forward_pass(c.K[None], c.k[None], c.pol_covar[None], dyn.Fm[None], dyn.fv[None],
-                             dyn.dyn_covar[None], dyn.x0mu[None], dyn.x0sigma[None])
-    return mu[0], sigma[0]
 
 
 def _kl_to(c: LinearGaussianPolicy, ref: LinearGaussianPolicy, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -141,7 +127,7 @@ def badmm_c_step(
             if eta >= max_eta:
                 raise TrajOptError(f"BADMM C-step: Q_uu not positive definite at t={int(failed[0])} for any eta")
         new = LinearGaussianPolicy(K[0], k[0], covar[0])
-        kl = float(_kl_to(new, prev, *_marginals(new, dyn)).sum())
+        kl = float(_kl_to(new, prev, *controller_marginals(new, dyn)).sum())
         best = (new, eta, kl)
         con = kl - kl_target
         if abs(con) < tolerance * kl_target:
@@ -203,8 +189,8 @@ class BADMM(MDGPS):
     def _objective(self, c: LinearGaussianPolicy, dyn: LinearGaussianDynamics, cost: CostModel,
                    pol_lin: LinearGaussianPolicy, pol_wt: np.ndarray) -> float:
         """Laplace estimate of E[l] + sum_t nu_t KL_t(c || pi_lin) (reference _estimate_cost)."""
-        mu, sigma = _marginals(c, dyn)
-        return expected_cost(c, dyn, cost) + float(np.sum(pol_wt * _kl_to(c, pol_lin, mu, sigma)))
+        mu, sigma = controller_marginals(c, dyn)
+        return expected_cost(c, dyn, cost, (mu, sigma)) + float(np.sum(pol_wt * _kl_to(c, pol_lin, mu, sigma)))
 
     def _policy_kl(self, batch: SampleBatch, c: LinearGaussianPolicy, pol_mu: np.ndarray) -> np.ndarray:
         """Sample estimate of KL(p(u_t|x_t) || pi(u_t|o_t)) per t (T,), pi's diagonal covariance."""

@@ -43,7 +43,7 @@ from gps_trainer.costs import Cost, cost_from_config
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
 from gps_trainer.gps_config import MDGPSConfig
 from gps_trainer.policy_opt import PolicyOptDiagnostics, train_policy
-from gps_trainer.traj_opt import CostModel, estimate_cost, forward_pass, kl_constrained_update, new_step_mult
+from gps_trainer.traj_opt import CostModel, expected_cost, kl_constrained_update, new_step_mult
 
 __all__ = [
     "MDGPS",
@@ -56,16 +56,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- building blocks
-
-
-def expected_cost(controller: LinearGaussianPolicy, dyn: LinearGaussianDynamics, cost: CostModel) -> float:
-    """Laplace estimate of E[sum_t l(x_t, u_t)] of a linear-Gaussian controller under linear-Gaussian
-    dynamics: forward pass to the Gaussian state-action marginals, then the quadratic cost model's
-    expectation (traj_opt.estimate_cost)."""
-    b = [a[None] for a in (controller.K, controller.k, controller.pol_covar, dyn.Fm, dyn.fv, dyn.dyn_covar,
-                           dyn.x0mu, dyn.x0sigma)]
-    mu, sigma = forward_pass(*b)
-    return float(estimate_cost(mu[0], sigma[0], cost))
 
 
 def controller_targets(controller: LinearGaussianPolicy, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

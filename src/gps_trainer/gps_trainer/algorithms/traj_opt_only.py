@@ -22,7 +22,7 @@ from gps_core.samples import SampleBatch
 from gps_trainer.config import TrajOptOnlyConfig
 from gps_trainer.costs import Cost, cost_from_config, quadratic_cost_model
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics
-from gps_trainer.traj_opt import CostModel, estimate_cost, forward_pass, kl_constrained_update, new_step_mult
+from gps_trainer.traj_opt import CostModel, expected_cost, kl_constrained_update, new_step_mult
 
 __all__ = ["TrajOptOnly", "ConditionDiagnostics", "initial_controllers", "local_cost_models"]
 
@@ -79,14 +79,6 @@ def local_cost_models(cost: Cost, batches: list[SampleBatch]) -> tuple[list[Cost
         models.append(CostModel(*quadratic_cost_model(exp, b.X, b.U)))
         sample_costs.append(float(exp.l.sum(axis=1).mean()))
     return models, sample_costs
-
-
-def _marginal_cost(policy: LinearGaussianPolicy, dyn: LinearGaussianDynamics, cost: CostModel) -> float:
-    """Expected cost of a controller under a dynamics model (Laplace estimate, no sampling)."""
-    b = [a[None] for a in (policy.K, policy.k, policy.pol_covar, dyn.Fm, dyn.fv, dyn.dyn_covar, dyn.x0mu,
-                           dyn.x0sigma)]
-    mu, sigma = forward_pass(*b)
-    return float(estimate_cost(mu[0], sigma[0], cost))
 
 
 class TrajOptOnly:
@@ -147,9 +139,9 @@ class TrajOptOnly:
             prev = self._prev[m]
             if prev is None:
                 continue
-            old_old = _marginal_cost(prev.policy, prev.dynamics, prev.cost)
-            predicted[m] = old_old - _marginal_cost(self.policies[m], prev.dynamics, prev.cost)
-            actual[m] = old_old - _marginal_cost(self.policies[m], dynamics[m], costs[m])
+            old_old = expected_cost(prev.policy, prev.dynamics, prev.cost)
+            predicted[m] = old_old - expected_cost(self.policies[m], prev.dynamics, prev.cost)
+            actual[m] = old_old - expected_cost(self.policies[m], dynamics[m], costs[m])
             self.step_mult[m] = new_step_mult(predicted[m], actual[m], self.step_mult[m], tcfg.min_step_mult,
                                               tcfg.max_step_mult)
 
