@@ -144,7 +144,10 @@ class TrainerNode(Node):
         self._set(phase=phase, iteration=self.run.next_iteration)
 
     def _on_progress(self, received: int, expected: int) -> None:
-        self._set(rollouts_received=received, rollouts_expected=expected)
+        """Rollouts of the iteration in progress: its samples, then its evaluation trials."""
+        samples = self.cfg.conditions * self.cfg.samples_per_condition
+        done_before = samples if self.status["phase"] == "evaluating" else 0
+        self._set(rollouts_received=done_before + received, rollouts_expected=samples + self.cfg.conditions)
 
     # ------------------------------------------------------------------ services (thin)
 

@@ -33,7 +33,7 @@ def _cost(status_or_row) -> float:
 
 def test_two_traj_opt_iterations_through_nodes_lower_the_cost(tmp_path, ros_env):
     out = tmp_path / "out"
-    params = trainer_params_file(tmp_path, samples_per_condition=SAMPLES, fsync=False, trial_timeout_s=60.0,
+    params = trainer_params_file(tmp_path, overrides=[f"samples_per_condition={SAMPLES}"], fsync=False, trial_timeout_s=60.0,
                                  service_wait_s=30.0)
     up = gps_cli(ros_env, out, "up", "--trainer-params", str(params))
     pids = stack_pids(out)
@@ -41,7 +41,7 @@ def test_two_traj_opt_iterations_through_nodes_lower_the_cost(tmp_path, ros_env)
     node = rclpy.create_node("iteration_test_client")
     try:
         assert up.returncode == 0, up.stderr
-        assert len(pids) == 3  # sim, controller, trainer
+        assert len(pids) >= 3  # sim, controller, trainer (+ TF publisher)
         get_status = node.create_client(GetStatus, "/gps_trainer/get_status")
         start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
         res = call_service(node, start, StartIteration.Request(iterations=2), timeout=60.0)
@@ -60,7 +60,9 @@ def test_two_traj_opt_iterations_through_nodes_lower_the_cost(tmp_path, ros_env)
         row = json.loads(line)
         rows[row["iteration"]] = row
     assert sorted(rows) == [0, 1]
-    assert st["rollouts_expected"] == 4 * SAMPLES and st["rollouts_received"] == 4 * SAMPLES
+    # samples and the noise-free evaluation of the new controllers (one trial per condition)
+    assert st["rollouts_expected"] == 4 * (SAMPLES + 1) and st["rollouts_received"] == 4 * (SAMPLES + 1)
+    assert rows[1]["evaluated"] == "local_controllers" and len(rows[1]["success"]) == 4
     first, second = _cost(rows[0]), _cost(rows[1])
     assert np.isfinite(first) and np.isfinite(second)
     assert np.allclose(st["cost_per_condition"], rows[1]["cost_per_condition"])  # status reports the last iteration

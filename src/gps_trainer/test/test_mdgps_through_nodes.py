@@ -49,7 +49,7 @@ def _experiment(tmp_path: Path, algorithm: str) -> Path:
 
 @pytest.mark.parametrize("algorithm", ["mdgps", "badmm"])
 def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_path, ros_env, algorithm):
-    from gps_controller.policies.serialization import deserialize_policy, sha256_hex
+    from gps_controller.policies.serialization import load_policy
     from gps_trainer.storage import CheckpointStore, RolloutStore
 
     out = tmp_path / "out"
@@ -59,12 +59,12 @@ def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_pat
     try:
         up = subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "up",
                              "--experiment", str(_experiment(tmp_path, algorithm)),
-                             "--trainer-params", str(trainer_params_file(tmp_path, samples_per_condition=SAMPLES, fsync=False,
+                             "--trainer-params", str(trainer_params_file(tmp_path, overrides=[f"samples_per_condition={SAMPLES}"], fsync=False,
                                                                     trial_timeout_s=60.0, service_wait_s=30.0))],
                             cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=60)
         pids = stack_pids(out)
         assert up.returncode == 0, up.stderr
-        assert len(pids) == 3
+        assert len(pids) >= 3  # sim, controller, trainer (+ TF publisher)
         get_status = node.create_client(GetStatus, "/gps_trainer/get_status")
         start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
         res = call_service(node, start, StartIteration.Request(iterations=1), timeout=90.0)
@@ -92,7 +92,8 @@ def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_pat
     assert len(samples) == CONDITIONS * SAMPLES
     assert sorted(r.condition for r in neural) == list(range(CONDITIONS))
     assert all(np.all(r.noise == 0) for r in neural)
-    assert all(r.states.shape == (100, 32) and np.all(np.isfinite(r.actions)) for r in neural)
+    # T + 1 steps: the success rule reads x_T, the state after the T-th action
+    assert all(r.states.shape == (101, 32) and np.all(np.isfinite(r.actions)) for r in neural)
     ctrl_log = (out / "logs" / "controller.log").read_text()
     assert "set_policy_weights rejected" not in ctrl_log
     assert ctrl_log.count(", neural,") >= CONDITIONS
@@ -101,10 +102,11 @@ def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_pat
     ckpt = CheckpointStore(out).latest()
     assert ckpt is not None and ckpt.iteration == 0
     assert (ckpt.path / "policy.safetensors").exists()
-    policy = deserialize_policy(ckpt.policy_architecture, ckpt.policy_weights, sha256_hex(ckpt.policy_weights))
+    policy = load_policy(ckpt.policy_path)  # the one policy file format: `gps eval --policy` takes it
     assert policy.obs_dim == 32 and policy.action_dim == 7 and not policy.uses_images
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["policy_cost"] == pytest.approx(st["policy_cost"])
+    assert row["evaluated"] == "global_policy" and row["success_rate"] == pytest.approx(st["success_rate"])
     assert len(row["policy_cost_per_condition"]) == CONDITIONS
     assert row["evaluation_s"] > 0 and row["s_step_s"] > 0
     # The neural rollouts' torques are the pushed policy's mean actions at their observations, clamped
