@@ -173,7 +173,7 @@ def cmd_up(a) -> int:
                         "cmdline": cmd, "start_ticks": ident["start_ticks"], "log": str(log_path)})
     (out / PIDS).write_text(json.dumps(started, indent=2))
     names = ", ".join(s["role"] + (":" + s["namespace"] if s["namespace"] else "") for s in started)
-    wait = getattr(a, "wait_timeout", 60.0)
+    wait = getattr(a, "wait_timeout", 45.0)
     if wait > 0:
         failed = _wait_until_answering(started, wait)
         if failed is not None:
