@@ -33,6 +33,8 @@ def subprocess_env(domain_offset: int = 0) -> dict:
     if domain_offset:
         env["ROS_DOMAIN_ID"] = str((int(env.get("ROS_DOMAIN_ID", "0")) + domain_offset) % 230)
     return env
+#: The controller under test (a regression check can point this at an older copy of the node).
+CONTROLLER_MODULE = os.environ.get("GPS_TEST_CONTROLLER_MODULE", "gps_controller.controller_node")
 LIMITS = np.array([30.0, 30.0, 30.0, 30.0, 30.0, 10.0, 10.0])
 Q0 = np.array([-0.72, -0.44, -1.32, -1.83, -1.43, -1.54, -1.94])
 DX, DU = 32, 7
@@ -53,7 +55,7 @@ class Peers:
         self.procs = []
         self.robot = self._start(env, [sys.executable, "-m", "gps_controller.fake_robot", *robot_args])
         wait_for_output(self.robot, "ready")
-        self.controller = self._start(env, [sys.executable, "-m", "gps_controller.controller_node",
+        self.controller = self._start(env, [sys.executable, "-m", CONTROLLER_MODULE,
                                             "--ros-args", "--params-file", str(params_file)])
         wait_for_output(self.controller, "ready:")
         self.logs = {id(p): [] for p in self.procs}
@@ -80,6 +82,21 @@ class Peers:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+class SimPeers(Peers):
+    """The real gps_sim node (lockstep, publishing /clock) and a controller, logs drained."""
+
+    def __init__(self, env, params_file, sim_args=()):
+        self.procs = []
+        sim = self._start(env, [sys.executable, "-m", "gps_sim.sim_node", *sim_args])
+        self.controller = self._start(env, [sys.executable, "-m", CONTROLLER_MODULE,
+                                            "--ros-args", "--params-file", str(params_file)])
+        wait_for_output(self.controller, "ready:")
+        self.robot = sim
+        self.logs = {id(p): [] for p in self.procs}
+        for proc in self.procs:
+            threading.Thread(target=self._drain, args=(proc,), daemon=True).start()
 
 
 class Trainer:

@@ -1,7 +1,6 @@
 """gps_controller against the real simulation node (lockstep) over DDS: reset, run_trial, Rollout."""
 
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,52 +10,51 @@ import rclpy
 from gps_core.linear_gaussian import LinearGaussianPolicy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from controller_rig import LIMITS, Trainer, _write_params, lg_request, subprocess_env  # noqa: E402
+from controller_rig import (  # noqa: E402
+    LIMITS,
+    SimPeers,
+    Trainer,
+    _write_params,
+    lg_request,
+    pd_controller,
+    subprocess_env,
+)
 
 from gps_msgs.srv import RunTrial  # noqa: E402
-from testing_helpers import wait_for_output  # noqa: E402
 
 pytest.importorskip("gps_sim.sim_node")
 
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture(scope="module")
-def sim_rig(tmp_path_factory):
-    env = subprocess_env(domain_offset=57)
+def _rig(tmp_path_factory, domain_offset, **params):
+    env = subprocess_env(domain_offset=domain_offset)
     params = _write_params(tmp_path_factory.mktemp("sim") / "controller.yaml", reset_mode="sim_service",
-                           stale_timeout=3.0, horizon=12)
-    procs = []
+                           stale_timeout=3.0, horizon=12, **params)
+    peers = SimPeers(env, params)
     try:
-        for cmd, word in (([sys.executable, "-m", "gps_sim.sim_node"], None),
-                          ([sys.executable, "-m", "gps_controller.controller_node", "--ros-args", "--params-file",
-                            str(params)], "ready:")):
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            procs.append(proc)
-            if word:
-                wait_for_output(proc, word)
         os.environ["ROS_DOMAIN_ID"], saved = env["ROS_DOMAIN_ID"], os.environ.get("ROS_DOMAIN_ID", "0")
         rclpy.init()
         trainer = Trainer()
-        yield trainer, procs
+        yield trainer, peers
         trainer.close()
         rclpy.shutdown()
         os.environ["ROS_DOMAIN_ID"] = saved
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        peers.close()
+
+
+@pytest.fixture(scope="module")
+def sim_rig(tmp_path_factory):
+    yield from _rig(tmp_path_factory, 57)
 
 
 def test_lockstep_trial_resets_and_is_deterministic(sim_rig):
     from gps_core.linear_gaussian import init_lqr
     from gps_sim import ArmSim, load_task
 
-    trainer, procs = sim_rig
+    trainer, peers = sim_rig
+    procs = peers.procs
     task = load_task("reach")
     sim = ArmSim(task)
     sim.reset(2)
@@ -85,3 +83,15 @@ def test_lockstep_trial_resets_and_is_deterministic(sim_rig):
     assert np.all(np.abs(a.actions) <= LIMITS)
     assert all(p.poll() is None for p in procs)
     sim.close()
+
+
+def test_a_wall_clock_controller_reports_no_stamp_latency_against_sim_time_stamps(sim_rig):
+    """The sim stamps joint states with sim time; a controller on wall time must not subtract them
+    from the wall clock (issue 14: it reported 1.8e12 ms)."""
+    trainer, peers = sim_rig
+    assert trainer.call("set_linear_gaussian", lg_request(0, pd_controller(T=12))).success
+    resp = trainer.call("run_trial", RunTrial.Request(condition=0, policy_type="linear_gaussian"), timeout=120)
+    assert resp.success and resp.steps == 12, resp.message
+    trainer.spin_for(0.5)
+    lines = [ln for ln in peers.log(peers.controller).splitlines() if resp.rollout_id in ln]
+    assert lines and "from joint-state stamp: n/a" in lines[-1], lines
