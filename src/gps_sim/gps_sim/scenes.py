@@ -386,3 +386,166 @@ def _bottle_cap(spec: mujoco.MjSpec, task: TaskConfig) -> None:
 
 
 SCENES.update({"coat_hanger": _coat_hanger, "bottle_cap": _bottle_cap})
+
+
+# ----------------------------------------------------------------------------------------------------
+# The paper's other three tasks (coat hanger, toy claw hammer, bottle cap). Each builder adds the target
+# object to the mocap body "target" (collides with held objects: "world") and the held object to the palm
+# ("arm": rigid in the gripper). Geometry is given in the tool frame (r_gripper_tool_frame, 0.18 m along
+# the palm's x axis) for held objects and in the target's frame for targets.
+TOOL_OFFSET = np.array([0.18, 0.0, 0.0])  # tool frame origin in the palm frame (pr2_arm.xml)
+
+
+def _add_capsule(body, name: str, a, b, radius: float, rgba, collide: str, friction: float | None = None) -> None:
+    g = body.add_geom()
+    g.name = name
+    g.type = mujoco.mjtGeom.mjGEOM_CAPSULE
+    g.fromto = np.concatenate([np.asarray(a, float), np.asarray(b, float)])
+    g.size = np.array([radius, 0.0, 0.0])
+    g.rgba = np.asarray(rgba, float)
+    g.contype, g.conaffinity = {"none": (0, 0), "world": (0, 1), "arm": (1, 0)}[collide]
+    if friction is not None:
+        g.friction = np.array([friction, 0.02, 0.01])
+
+
+def hanger_hook_points(p: dict) -> dict[str, np.ndarray]:
+    """The coat hanger's hook in the tool frame (gripper horizontal, tool z up): the hanger lies in the tool
+    y-z plane; its shank rises along tool z from the gripper and curls over towards +y into a hook of
+    centre-line radius ``hook_radius`` ending ``hook_tip_angle`` (rad) below the horizontal."""
+    top = float(p.get("shank_top", 0.05))
+    r = float(p.get("hook_radius", 0.018))
+    tip = float(p.get("hook_tip_angle", math.radians(30)))
+    centre = np.array([0.0, r, top])
+    return {"centre": centre, "top": centre + [0, 0, r],
+            "tip": centre + r * np.array([0.0, math.cos(tip), -math.sin(tip)]),
+            "shank": np.array([0.0, 0.0, float(p.get("shank_ee_height", 0.03))])}
+
+
+def _coat_hanger(spec: mujoco.MjSpec, task: TaskConfig) -> None:
+    """A clothes rack (a rail along the target frame's x axis, cantilevered from one post at its far end) and
+    a wire coat hanger in the gripper whose hook must go over the rail."""
+    p = task.scene_params
+    rail_r = float(p.get("rail_radius", 0.008))
+    x0, x1 = (float(v) for v in p.get("rail_extent", [-0.05, 0.25]))
+    height = float(p.get("rail_height", 0.25))  # rail axis above the table top
+    rack_rgba = p.get("rack_rgba", [0.25, 0.25, 0.3, 1.0])
+    body = spec.body("target")
+    _add_capsule(body, "target_geom_rail", (x0, 0, 0), (x1, 0, 0), rail_r, rack_rgba, "world")
+    _add_geom(body, "target_geom_post", "cylinder", [0.012, height / 2], pos=(x1, 0, -height / 2), rgba=rack_rgba,
+              collide="world")
+    _add_geom(body, "target_geom_foot", "box", [0.06, 0.08, 0.01], pos=(x1, 0, -height + 0.01), rgba=rack_rgba,
+              collide="world")
+    # The hanger (wire radius w), in the tool frame then shifted into the palm frame.
+    w = float(p.get("wire_radius", 0.0025))
+    rgba = p.get("hanger_rgba", [0.95, 0.6, 0.1, 1.0])
+    hk = hanger_hook_points(p)
+    r = float(np.linalg.norm(hk["top"] - hk["centre"]))
+    tip = float(p.get("hook_tip_angle", math.radians(30)))
+    palm = spec.body("r_gripper_palm_link")
+    pts = [TOOL_OFFSET + hk["centre"] + r * np.array([0.0, math.cos(a), math.sin(a)])
+           for a in np.linspace(math.pi, -tip, 12)]
+    for i in range(len(pts) - 1):
+        _add_capsule(palm, f"held_hanger_hook{i}", pts[i], pts[i + 1], w, rgba, "arm")
+    bottom, half_width, drop = (float(v) for v in p.get("hanger_body", [-0.03, 0.10, 0.06]))
+    neck = TOOL_OFFSET + [0, 0, bottom]
+    left, right = neck + [0, -half_width, -drop], neck + [0, half_width, -drop]
+    _add_capsule(palm, "held_hanger_shank", neck, pts[0], w, rgba, "arm")
+    _add_capsule(palm, "held_hanger_shoulder0", neck, left, w, rgba, "arm")
+    _add_capsule(palm, "held_hanger_shoulder1", neck, right, w, rgba, "arm")
+    _add_capsule(palm, "held_hanger_bar", left, right, w, rgba, "arm")
+
+
+def bottle_thread_helix(p: dict, n_per_turn: int = 24) -> np.ndarray:
+    """(starts, n, 3) centre lines of the bottle neck's thread in the bottle frame (origin at the neck's top
+    centre, z up): ``thread_starts`` right-hand helices (a multi-start thread, as on bottles), each of lead
+    ``thread_lead`` (descent per turn) and ``thread_turns`` turns at radius ``thread_radius``, starting
+    ``thread_start`` below the lip at evenly spaced angles from 0 and descending clockwise seen from above
+    (the direction a cap is tightened)."""
+    lead = float(p.get("thread_lead", 0.018))
+    turns = float(p.get("thread_turns", 0.75))
+    radius = float(p.get("thread_radius", 0.0175))
+    starts = int(p.get("thread_starts", 2))
+    z0 = -float(p.get("thread_start", 0.004))
+    s = np.linspace(0.0, turns * 2 * math.pi, int(math.ceil(turns * n_per_turn)) + 1)
+    out = []
+    for k in range(starts):
+        ang = -s + 2 * math.pi * k / starts
+        out.append(np.stack([radius * np.cos(ang), radius * np.sin(ang), z0 - lead * s / (2 * math.pi)], axis=1))
+    return np.array(out)
+
+
+def _bottle_cap(spec: mujoco.MjSpec, task: TaskConfig) -> None:
+    """A bottle whose neck carries a helical thread (ridges of short capsules), and a cap in the gripper
+    (pointing down, the cap's axis along the tool x axis = the wrist roll axis) with one inner lug per thread
+    start. The lugs land on the thread; only turning the cap clockwise (seen from above) while pressing lets
+    it descend along the helix until the cap's inner top face seats on the neck's lip."""
+    p = task.scene_params
+    neck_r = float(p.get("neck_radius", 0.014))
+    neck_h = float(p.get("neck_height", 0.045))
+    body_r, body_h = (float(v) for v in p.get("bottle_body", [0.035, 0.11]))
+    rgba = p.get("bottle_rgba", [0.2, 0.65, 0.35, 1.0])
+    fr = float(p.get("thread_friction", 0.2))
+    body = spec.body("target")
+    _add_geom(body, "target_geom_neck", "cylinder", [neck_r, neck_h / 2], pos=(0, 0, -neck_h / 2), rgba=rgba,
+              collide="world")
+    _add_geom(body, "target_geom_shoulder", "cylinder", [0.6 * body_r + 0.4 * neck_r, 0.005],
+              pos=(0, 0, -neck_h - 0.005), rgba=rgba, collide="world")
+    _add_geom(body, "target_geom_body", "cylinder", [body_r, body_h / 2], pos=(0, 0, -neck_h - 0.01 - body_h / 2),
+              rgba=rgba, collide="world")
+    helices = bottle_thread_helix(p)
+    tr = float(p.get("thread_wire_radius", 0.0015))
+    rt = float(p.get("thread_radius", 0.0175))
+    for k, helix in enumerate(helices):
+        for i in range(len(helix) - 1):
+            _add_capsule(body, f"target_geom_thread{k}_{i}", helix[i], helix[i + 1], tr, rgba, "world", fr)
+        # The stop: a flat-faced block 25 degrees past the thread's end, below it: a seated cap is tight
+        # (turning on stalls) instead of riding around into the next thread.
+        end = math.atan2(helix[-1, 1], helix[-1, 0]) - math.radians(25.0)
+        stop = np.array([rt * math.cos(end), rt * math.sin(end), helix[-1, 2] + 0.002])
+        _add_geom(body, f"target_geom_thread{k}_stop", "box", [0.0025, 0.0015, 0.005], pos=stop,
+                  quat=(math.cos(end / 2), 0.0, 0.0, math.sin(end / 2)), rgba=rgba, collide="world")
+    for g in spec.geoms:
+        if g.name.startswith("target_geom"):
+            g.friction = np.array([fr, 0.02, 0.01])
+    # The cap in the tool frame: axis along tool x (pointing down when the gripper points down); a = distance
+    # along the axis from the cap's inner top face, which sits at tool x = cap_offset.
+    c0 = float(p.get("cap_offset", -0.03))
+    cap_r = float(p.get("cap_radius", 0.024))
+    skirt_in = float(p.get("cap_inner_radius", 0.021))
+    skirt_len = float(p.get("cap_skirt", 0.02))
+    top_t = 0.005
+    cap_rgba = p.get("cap_rgba", [0.85, 0.15, 0.1, 1.0])
+    palm = spec.body("r_gripper_palm_link")
+    axis_quat = (math.cos(math.pi / 4), 0.0, math.sin(math.pi / 4), 0.0)  # cylinder z axis -> tool x axis
+
+    def at(a: float, y: float = 0.0, z: float = 0.0) -> np.ndarray:
+        return TOOL_OFFSET + np.array([c0 + a, y, z])
+
+    _add_geom(palm, "held_cap_top", "cylinder", [cap_r, top_t / 2], pos=at(-top_t / 2), quat=axis_quat,
+              rgba=cap_rgba, collide="arm")
+    n_seg = 12
+    thick = cap_r - skirt_in
+    half_w = (skirt_in + thick) * math.tan(math.pi / n_seg) + 0.0005
+    for k in range(n_seg):
+        ang = 2 * math.pi * k / n_seg
+        rc = skirt_in + thick / 2
+        # box half sizes along (tool x = cap axis, radial, tangential); rotation about tool x by ang
+        quat = (math.cos(ang / 2), math.sin(ang / 2), 0.0, 0.0)
+        _add_geom(palm, f"held_cap_skirt{k}", "box", [skirt_len / 2, thick / 2, half_w],
+                  pos=at(skirt_len / 2, rc * math.cos(ang), rc * math.sin(ang)), quat=quat, rgba=cap_rgba,
+                  collide="arm")
+    # One lug per thread start, evenly around the skirt's inside on the thread's radius, so the thread's
+    # reaction to the wrist's torque is a pure couple.
+    lug_a = float(p.get("lug_depth", 0.0145))
+    lug_r = float(p.get("lug_radius", 0.002))
+    starts = int(p.get("thread_starts", 2))
+    for k in range(starts):
+        ang = 2 * math.pi * k / starts
+        _add_geom(palm, f"held_cap_lug{k}", "sphere", [lug_r],
+                  pos=at(lug_a, rt * math.cos(ang), rt * math.sin(ang)), rgba=cap_rgba, collide="arm")
+    for g in spec.geoms:
+        if g.name.startswith("held_cap"):
+            g.friction = np.array([fr, 0.02, 0.01])
+
+
+SCENES.update({"coat_hanger": _coat_hanger, "bottle_cap": _bottle_cap})

@@ -1,30 +1,34 @@
 """The paper's coat-hanger, toy-hammer and bottle-cap tasks: scripted motions that complete the task
 succeed under the task's success rule (gps_core.tasks.task_success); near misses fail."""
 
+import math
+
 import numpy as np
 import pytest
 
 from gps_core.kinematics import ArmKinematics
 from gps_core.layout import quat_wxyz_to_matrix
-from gps_core.tasks import load_task, task_success
+from gps_core.tasks import ee_points_in_target_frame, load_task, task_success
 from gps_sim import ArmSim
+from gps_sim.scenes import bottle_thread_helix
 
 KP = np.array([80, 80, 15, 30, 6, 6, 6.0])
 KD = np.array([10, 10, 1.5, 3, 0.6, 0.6, 0.6])
 
 
-def _track(sim: ArmSim, kin: ArmKinematics, waypoints, steps: int, q_ref=None, roll_rate: float = 0.0):
+def _track(sim: ArmSim, kin: ArmKinematics, waypoints, steps: int, q_ref=None, roll_torque: float | None = None):
     """Follow EE-point waypoints (a function of the step -> (3, 3) base-frame points) with a stiff joint PD
-    on IK solutions, as a position-controlled arm would; roll_rate (rad/step) turns the wrist on top."""
-    limits = sim.joint_limits
-    q_ref = sim.joint_positions() if q_ref is None else q_ref
-    roll = 0.0
+    on IK solutions, as a position-controlled arm would. With roll_torque (N m) the wrist roll joint gets
+    that torque instead (turning a cap until it is tight: EE points on the roll axis leave the roll free).
+    Returns the last reference."""
+    q_ref = sim.joint_positions() if q_ref is None else q_ref.copy()
     for k in range(steps):
-        q_ref = kin.solve_ee_points(waypoints(k), q_ref, limits, sim.joint_limited, iterations=30)
-        roll += roll_rate
-        q_cmd = q_ref.copy()
-        q_cmd[6] += roll
-        sim.step(KP * (q_cmd - sim.joint_positions()) - KD * sim.joint_velocities())
+        q_ref = kin.solve_ee_points(waypoints(k), q_ref, sim.joint_limits, sim.joint_limited, iterations=30)
+        u = KP * (q_ref - sim.joint_positions()) - KD * sim.joint_velocities()
+        if roll_torque is not None:
+            u[6] = roll_torque
+            q_ref[6] = sim.joint_positions()[6]
+        sim.step(u)
     return q_ref
 
 
@@ -82,3 +86,72 @@ def test_hook_on_rail_rule_on_the_target_points():
                       ([0, 0, 0.005], True), ([0, 0, 0.03], False), ([0.3, 0, 0], False), ([-0.1, 0, 0], False)]:
         x[14:23] = np.tile(rot_x @ np.array(shift, float), 3)
         assert task_success(task, x, pose) == ok, shift
+
+
+# -------------------------------------------------------------------------------------------- bottle cap
+def _screw(condition: int, roll_torque: float | None, tilt: float = 0.0, steps: int = 60):
+    """Lower the cap from 2 cm above the neck, then press (the EE points 4 mm below seated) for `steps`
+    steps, turning the wrist with `roll_torque` (N m; None: the wrist holds its angle). tilt (rad) leans
+    the reference axis. Returns (success, sim, wrist turn in rad while pressing)."""
+    task = load_task("bottle_cap")
+    sim, kin, goal, above = _start_above(task, condition, np.zeros(3), 0.02)
+    press = goal - np.array([0.0, 0.0, 0.004]) + np.outer([0.0, 0.05, 0.10], [0.0, math.tan(tilt), 0.0])
+    q = _track(sim, kin, lambda k: above + (press - above) * min(1.0, k / 20), 25)
+    q6 = sim.joint_positions()[6]
+    _track(sim, kin, lambda k: press, steps, q_ref=q, roll_torque=roll_torque)
+    return sim.is_success(), sim, sim.joint_positions()[6] - q6
+
+
+def _cap_in_bottle_frame(sim: ArmSim) -> np.ndarray:
+    return ee_points_in_target_frame(sim.task, sim.state(), sim.target_pose())
+
+
+def test_thread_helices_descend_clockwise():
+    p = load_task("bottle_cap").scene_params
+    h = bottle_thread_helix(p)
+    assert h.shape[0] == p["thread_starts"]
+    ang = np.unwrap(np.arctan2(h[0, :, 1], h[0, :, 0]))
+    np.testing.assert_allclose(np.diff(h[0, :, 2]) / np.diff(ang), p["thread_lead"] / (2 * math.pi))  # dz/dang
+    assert ang[-1] - ang[0] == pytest.approx(-2 * math.pi * p["thread_turns"])  # clockwise seen from above
+    np.testing.assert_allclose(np.hypot(h[..., 0], h[..., 1]), p["thread_radius"])
+
+
+@pytest.mark.parametrize("condition", [0, 3])
+def test_cap_pressed_and_turned_clockwise_is_screwed_on(condition):
+    ok, sim, turned = _screw(condition, roll_torque=1.0)
+    assert ok
+    assert turned > math.radians(60)  # the thread made the cap turn on its way down (>= 90 deg from any landing)
+    assert _cap_in_bottle_frame(sim)[0, 2] < 0.0025
+
+
+@pytest.mark.parametrize("condition", [0, 3])
+def test_cap_pressed_unturned_rests_on_the_thread(condition):
+    ok, sim, turned = _screw(condition, roll_torque=None)
+    assert not ok and abs(turned) < 0.05
+    assert _cap_in_bottle_frame(sim)[0, 2] > 0.004  # held up by the thread: at least a quarter turn above seated
+
+
+def test_cap_turned_the_wrong_way_stays_up():
+    ok, sim, turned = _screw(0, roll_torque=-1.0)
+    assert not ok and _cap_in_bottle_frame(sim)[0, 2] > 0.004
+
+
+def test_cap_seated_rule_rejects_a_tilted_or_off_axis_cap():
+    """Cross-threaded caps sit tilted: the rule needs the cap's axis within 6 degrees of the neck's and
+    within 3 mm of it, and the inner top within 2.5 mm of the lip."""
+    task = load_task("bottle_cap")
+    pose = task.condition_list("train")[0].target_pose
+    rot = quat_wxyz_to_matrix(pose[3:])
+
+    def state(top, tilt):
+        axis = np.array([math.sin(tilt), 0.0, math.cos(tilt)])
+        pts = np.array(top) + np.outer([0.0, 0.05, 0.10], axis)  # bottle frame
+        x = np.zeros(32)
+        x[14:23] = ((pts - task.target_points) @ rot.T).ravel()
+        return x
+
+    assert task_success(task, state([0, 0, 0.001], 0.0), pose)
+    assert task_success(task, state([0.002, 0, 0.002], math.radians(4)), pose)
+    assert not task_success(task, state([0, 0, 0.001], math.radians(8)), pose)
+    assert not task_success(task, state([0.004, 0, 0.001], 0.0), pose)
+    assert not task_success(task, state([0, 0, 0.0045], 0.0), pose)
