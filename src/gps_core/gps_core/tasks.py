@@ -336,49 +336,6 @@ def cap_seated(pts: np.ndarray, scene_params: dict[str, Any]) -> bool:
     cos_tilt = axis[2] / max(float(np.linalg.norm(axis)), 1e-12)
     return bool(top[2] < float(scene_params.get("seat_tolerance", 0.0015))
                 and math.hypot(top[0], top[1]) < float(scene_params.get("axis_tolerance", 0.003))
-                and cos_tilt > math.cos(float(scene_params.get("max_tilt", math.radians(5.0)))))
-
-
-#: Success rules beyond mean_distance / inside_hole: success type -> test on the EE points in the target frame.
-GEOMETRIC_SUCCESS = {"hook_on_rail": hook_on_rail, "cap_seated": cap_seated}
-
-
-def ee_points_in_target_frame(task: TaskConfig, x: np.ndarray, target_pose: np.ndarray) -> np.ndarray:
-    """(3, 3): the EE points of state x in the target object's frame (x holds EE points minus targets)."""
-    pose = np.asarray(target_pose, dtype=np.float64)
-    rot = quat_wxyz_to_matrix(pose[3:])
-    rel = ee_points(np.asarray(x, dtype=np.float64)) + np.asarray(task.target_points, dtype=np.float64) @ rot.T
-    return rel @ rot
-
-
-def hook_on_rail(pts: np.ndarray, scene_params: dict[str, Any]) -> bool:
-    """coat_hanger's success test on the EE points [hook top, hook tip, shank] in the rack frame (rail along
-    x through the origin, z up): the hook hangs on the rail. Its top is above the rail's axis and at most
-    ``hang_gap`` above resting on it, over the rail (within the rail's length, within the hook's radius of
-    its axis), and the rail lies between the shank and the tip, which hangs below the rail's axis: a hook
-    beside the rail or on top of it fails."""
-    top, tip, shank = np.asarray(pts, dtype=np.float64)
-    rail_r = float(scene_params.get("rail_radius", 0.008))
-    wire = float(scene_params.get("wire_radius", 0.0025))
-    gap = float(scene_params.get("hang_gap", 0.01))
-    x0, x1 = (float(v) for v in scene_params.get("rail_extent", [-0.05, 0.25]))
-    hook_r = float(scene_params.get("hook_radius", 0.018))
-    return bool(0.0 < top[2] < rail_r + wire + gap and x0 < top[0] < x1 and abs(top[1]) < hook_r
-                and shank[1] < 0.0 < tip[1] and tip[2] < 0.0)
-
-
-def cap_seated(pts: np.ndarray, scene_params: dict[str, Any]) -> bool:
-    """bottle_cap's success test on the EE points [cap inner-top centre, a point on the cap's axis above it,
-    ...] in the bottle frame (origin at the neck's top centre, z up): the cap is screwed down, its inner top
-    at most ``seat_tolerance`` above the neck's lip, its axis within ``axis_tolerance`` of the neck's axis
-    and tilted at most ``max_tilt`` (rad). The thread (gps_sim.scenes.bottle_thread_helix) lets the cap down
-    to the lip only along the helix, i.e. turned through up to ``thread_turns`` turns: a cap resting on the
-    thread unturned stays at least ``thread_pitch`` x (turns - 1) above the lip, a cross-threaded one tilted."""
-    top, up = np.asarray(pts[0], dtype=np.float64), np.asarray(pts[1], dtype=np.float64)
-    axis = up - top
-    cos_tilt = axis[2] / max(float(np.linalg.norm(axis)), 1e-12)
-    return bool(top[2] < float(scene_params.get("seat_tolerance", 0.0015))
-                and math.hypot(top[0], top[1]) < float(scene_params.get("axis_tolerance", 0.003))
                 and cos_tilt > math.cos(float(scene_params.get("max_tilt", math.radians(6.0)))))
 
 
