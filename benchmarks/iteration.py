@@ -6,8 +6,7 @@ one gps_trainer), ``gps train --iterations I``, ``gps down``; the split comes fr
 
     sampling   trials run over ROS: run_trial service calls, sim + controller stepping, rollouts over DDS
                to the trainer and stored (MCAP); the part that more robots parallelise
-    transport  trainer-side traffic outside sampling: reading the stored rollouts back (load_s) and
-               pushing the new controllers through set_linear_gaussian (push_s)
+    evaluation the new controllers' means, no noise, one trial per condition (the loop's step 3)
     dynamics   linear-Gaussian dynamics fit (GMM prior)
     cost       cost evaluation + expansion
     C-step     trajectory optimisation (LQR + eta search)
@@ -33,7 +32,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("sampling", "transport", "dynamics", "cost", "c_step", "s_step")
+STAGES = ("sampling", "evaluation", "dynamics", "cost", "c_step", "s_step")
 
 
 def _cli(env, out: Path, *args: str, timeout: float) -> None:
@@ -44,7 +43,7 @@ def _cli(env, out: Path, *args: str, timeout: float) -> None:
 def run(robots: int, iterations: int, samples: int, workdir: Path, env: dict) -> dict:
     out = workdir / f"robots{robots}"
     params = yaml.safe_load((ROOT / "config" / "trainer.yaml").read_text())["gps_trainer"]["ros__parameters"]
-    params.update(samples_per_condition=samples, fsync=False)
+    params.update(overrides=[f"samples_per_condition={samples}"], fsync=False)
     tp = workdir / f"trainer{robots}.yaml"
     tp.write_text(yaml.safe_dump({"/**/gps_trainer": {"ros__parameters": params}}))
     _cli(env, out, "up", "--robots", str(robots), "--trainer-params", str(tp), timeout=60)
@@ -61,7 +60,7 @@ def run(robots: int, iterations: int, samples: int, workdir: Path, env: dict) ->
     per_it = []
     for it in sorted(rows):
         r = rows[it]
-        per_it.append({"sampling": r["sampling_s"], "transport": r["load_s"] + r["push_s"],
+        per_it.append({"sampling": r["sampling_s"], "evaluation": r["evaluation_s"],
                        "dynamics": r["dynamics_s"], "cost": r["cost_s"], "c_step": r["c_step_s"], "s_step": 0.0,
                        "mean_cost": sum(r["cost_per_condition"]) / len(r["cost_per_condition"]),
                        "rollouts": samples * len(r["cost_per_condition"])})
@@ -81,7 +80,7 @@ def main() -> None:
     env = dict(os.environ)
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))  # stay off other sessions' graphs
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    src = [str(ROOT / "src" / p) for p in ("gps_sim", "gps_trainer", "gps_controller")]
+    src = [str(ROOT / "src" / p) for p in ("gps_core", "gps_sim", "gps_trainer", "gps_controller")]
     env["PYTHONPATH"] = os.pathsep.join(src + [env.get("PYTHONPATH", "")])
     results = []
     with tempfile.TemporaryDirectory(prefix="gps_iter_bench_") as tmp:
