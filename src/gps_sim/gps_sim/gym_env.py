@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from gps_core.layout import EE_POINTS
 from gps_sim.arm_sim import ArmSim
 
 
@@ -67,7 +68,7 @@ class GpsArmEnv(gym.Env):
         u = np.clip(np.asarray(action, dtype=float), -self.sim.effort_limits, self.sim.effort_limits)
         o = self.sim.step(u)
         self._t += 1
-        d = self.sim.state()[14:23]
+        d = self.sim.state()[EE_POINTS]  # EE points - target points
         cost = self.ee_weight * float(d @ d) + self.torque_weight * float(u @ u)
         info = {"is_success": self.sim.is_success(), "distance": self.sim.mean_distance(), "cost": cost}
         return self._obs(o), -cost, False, self._t >= self.horizon, info

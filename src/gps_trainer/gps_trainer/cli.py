@@ -414,8 +414,8 @@ def _demo_generalization(policy: Path, trials: int) -> str:
 
 def cmd_eval(a) -> int:
     """Success rates of a saved policy per condition set, table + JSON: on the simulation API
-    (gps_trainer.evaluation) or, with --through-nodes, by the running controller + lockstep sim
-    (gps_trainer.node_evaluation; same trials, same numbers)."""
+    (gps_trainer.paper.evaluation) or, with --through-nodes, by the running controller + lockstep sim
+    (gps_trainer.paper.node_evaluation; same trials, same numbers)."""
     import shlex
 
     import torch
@@ -424,7 +424,7 @@ def cmd_eval(a) -> int:
 
     torch.set_num_threads(max(1, a.threads))
     if a.through_nodes:
-        from gps_trainer.node_evaluation import evaluate_policy_through_nodes
+        from gps_trainer.paper.node_evaluation import evaluate_policy_through_nodes
 
         if a.ablation:
             print("--ablation runs on the simulation API only (drop --through-nodes)", file=sys.stderr)
@@ -471,7 +471,7 @@ def main(argv=None) -> int:
         p.add_argument("--controller-params", default="config/controller.yaml")
         p.add_argument("--trainer-params", default="config/trainer.yaml")
         p.add_argument("--pretrained-vision", default="", help="pose-pretraining vision.safetensors (GPS)")
-    up.add_argument("--wait-timeout", type=float, default=60.0,
+    up.add_argument("--wait-timeout", type=float, default=45.0,
                     help="seconds to wait until every node answers (0: do not wait); non-zero exit otherwise")
     up.add_argument("--wall-time", action="store_true",
                     help="controllers on the system clock instead of their sim's clock (the launch's use_sim_time:=false)")

@@ -1,4 +1,4 @@
-"""`gps eval --through-nodes` (gps_trainer.node_evaluation).
+"""`gps eval --through-nodes` (gps_trainer.paper.node_evaluation).
 
 Without ROS: success and final distance computed from a Rollout state x agree with ArmSim's own
 tests (reach: mean EE-point distance; shape sorting: tip inside the hole, which needs the target pose).
@@ -14,8 +14,9 @@ import mujoco
 import numpy as np
 import pytest
 
+from gps_core.layout import mean_ee_distance as final_distance_from_state
+from gps_core.tasks import task_success as success_from_state
 from gps_sim import ArmSim
-from gps_trainer.node_evaluation import final_distance_from_state, success_from_state
 
 
 def _random_configs(sim: ArmSim, n: int, seed: int) -> list[np.ndarray]:
@@ -94,7 +95,7 @@ def test_eval_through_nodes_matches_the_simulation_api(tmp_path, ros_env, monkey
     from gps_controller.policies.neural import make_policy
     from gps_controller.policies.serialization import save_policy
     from gps_trainer.paper.evaluation import evaluate_policy
-    from gps_trainer.node_evaluation import evaluate_policy_through_nodes
+    from gps_trainer.paper.node_evaluation import evaluate_policy_through_nodes
     from testing_helpers import gps_cli, pid_alive, stack_pids, stop_stack, trainer_params_file
 
     for k, v in ros_env.items():  # this process's rclpy client uses the test session's domain
@@ -119,7 +120,7 @@ def test_eval_through_nodes_matches_the_simulation_api(tmp_path, ros_env, monkey
         nodes = evaluate_policy_through_nodes(policy, "reach", sets, trials, seed, policy_obs="observation",
                                               timeout=60.0)
         # The controller validates condition_set (a set the task has) and keeps its value on a refusal.
-        from gps_trainer.node_evaluation import _ControllerClient
+        from gps_trainer.paper.node_evaluation import _ControllerClient
 
         cli = _ControllerClient("", 30.0)
         try:

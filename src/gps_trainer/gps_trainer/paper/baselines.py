@@ -30,6 +30,7 @@ import yaml
 
 from gps_controller.policies.neural import GaussianPolicy, images_to_tensor
 from gps_controller.policies.serialization import load_policy
+from gps_core.layout import EE_POINTS, EE_VELOCITIES
 from gps_core.tasks import TaskConfig, load_task, yaw_quaternion
 from gps_trainer.pose_pretraining import PoseRegressor, load_pose_regressor
 
@@ -89,8 +90,8 @@ class PosePredictionActor:
             pos = self.regressor(images_to_tensor(np.asarray(image)[None]))[0][0].double().numpy()
         self.last_prediction = pos
         c = np.asarray(obs_config, dtype=float)
-        ee = c[14:23].reshape(3, 3)
-        x_hat = np.concatenate([c[:14], (ee - self.target_points(pos)).ravel(), c[23:32]])
+        ee = c[EE_POINTS].reshape(3, 3)  # o: absolute EE points; x: relative to the (predicted) targets
+        x_hat = np.concatenate([c[:EE_POINTS.start], (ee - self.target_points(pos)).ravel(), c[EE_VELOCITIES]])
         return self.policy.act(x_hat, None, noise)
 
 
@@ -138,7 +139,6 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
 def main(argv: list[str] | None = None) -> int:
     """``python -m gps_trainer.paper.baselines --vision V --state-policy P [--controllers C] --out runs/results``"""
     import argparse
-    import json
     import shlex
     import sys
 

@@ -29,7 +29,7 @@ so a result depends only on (policy, task, sets, trials, seed). Default trial co
 simulator mirrors the arm), with the true state otherwise.
 
 Where it runs: directly on the simulator's Python API (``gps_sim.ArmSim``), in-process. The ROS path
-(controller node + lockstep sim node) is :mod:`gps_trainer.node_evaluation` (``gps eval
+(controller node + lockstep sim node) is :mod:`gps_trainer.paper.node_evaluation` (``gps eval
 --through-nodes``): the same trials, the same numbers (perturbations and scenes are drawn by the sim
 node's reset from the same (set, condition, seed)), with one difference in what acts on the arm:
 the controller's safety layer also zeroes torque that pushes a joint further into its limit within

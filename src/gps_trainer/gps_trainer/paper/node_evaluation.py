@@ -14,7 +14,7 @@ is a client of the controller only:
    ``gps_sim/reset``, so the visual test's distractors are the same), and the Rollout it publishes on
    ``/gps/rollouts`` (matched by rollout id).
 
-Success and final distance come from the Rollout's states: ``x[14:23]`` are the EE points minus the
+Success and final distance come from the Rollout's states: x's EE block (gps_core.layout) holds the EE points minus the
 target points. A Rollout of T steps holds x_0 .. x_{T-1}, the states the T actions were computed
 from; the state *after* the T-th action (what ``ArmSim.is_success()`` looks at in the simulation-API
 evaluation) is not in it. The trial therefore runs T + 1 steps and reads x_T (the (T+1)-th action is
@@ -24,7 +24,7 @@ horizon T + 1 and iteration :data:`EVAL_ITERATION`, so a trainer never stores th
 Success types: ``mean_distance`` (reach): mean EE-point distance < the task's tolerance, as
 ``ArmSim.is_success``. ``inside_hole`` (shape sorting) needs the tip in the target's frame; the state
 has the tip relative to the first target point, and the target pose (static in the scene, placed by the
-reset) is the condition's ``target_pose`` from the task file, so :func:`success_from_state` computes
+reset) is the condition's ``target_pose`` from the task file, so :func:`gps_core.tasks.task_success` computes
 the same test. What acts differs from the simulation API's default in one point: the controller's
 joint-limit guard (``EvalResult.joint_limit_margin`` records its margin); ``evaluate_policy(...,
 joint_limit_margin=0.05)`` applies it too, and then the numbers are the same. The policy must observe o (``policy_obs: observation``): the controller feeds a neural
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from gps_core.layout import mean_ee_distance
 from gps_core.tasks import task_success
 from gps_trainer.paper.evaluation import (
     CONDITION_SETS,
@@ -49,21 +50,9 @@ from gps_trainer.paper.evaluation import (
     wilson_interval,
 )
 
-__all__ = ["EVAL_ITERATION", "final_distance_from_state", "success_from_state", "evaluate_policy_through_nodes"]
+__all__ = ["EVAL_ITERATION", "evaluate_policy_through_nodes"]
 
 EVAL_ITERATION = 2**32 - 1  # Rollout.iteration of evaluation trials (uint32 max: never a training iteration)
-EE_SLICE = slice(14, 23)  # x: EE points - target points (3 points x xyz)
-
-
-def final_distance_from_state(x: np.ndarray) -> float:
-    """Mean EE-point distance (m) of a state x (``ArmSim.mean_distance`` at that state)."""
-    d = np.asarray(x, dtype=np.float64)[EE_SLICE].reshape(3, 3)
-    return float(np.mean(np.linalg.norm(d, axis=1)))
-
-
-def success_from_state(task: Any, x: np.ndarray, target_pose: np.ndarray) -> bool:
-    """``ArmSim.is_success()`` from a state x and the target pose: gps_core.tasks.task_success."""
-    return task_success(task, x, target_pose)
 
 
 class _ControllerClient:
@@ -199,11 +188,11 @@ def evaluate_policy_through_nodes(
                     if states.shape[0] != T + 1:
                         raise RuntimeError(f"rollout {ans.rollout_id!r} has {states.shape[0]} steps, not {T + 1}")
                     pose = np.asarray(conds[m].target_pose, dtype=np.float64)
-                    out.success.append(success_from_state(ctrl_task, states[T], pose))
+                    out.success.append(task_success(ctrl_task, states[T], pose))
                     out.conditions.append(m)
                     out.reset_seeds.append(trial_seed)
                     out.initial_target_positions.append([float(v) for v in pose[:3]])
-                    out.final_distance.append(final_distance_from_state(states[T]))
+                    out.final_distance.append(mean_ee_distance(states[T]))
                 out.successes = int(sum(out.success))
                 out.ci_low, out.ci_high = wilson_interval(out.successes, out.trials)
                 out.situations = count_situations(ctrl_task, cset, out.conditions, out.reset_seeds)
