@@ -30,12 +30,12 @@ def test_steps_to_threshold():
 
 
 def test_gps_curve_counts_environment_steps(tmp_path):
-    rows = [{"cost_per_condition": [10.0, 12.0], "policy_success_rate": r, "policy_cost": 5.0} for r in (0.0, 0.5, 1.0)]
-    (tmp_path / "metrics.json").write_text(json.dumps({"config": {"task": "reach", "conditions": 2,
-                                                                  "samples_per_condition": 3, "horizon": 10,
-                                                                  "seed": 0, "algorithm": {"type": "mdgps"}},
-                                                       "iterations": rows}))
-    g = gps_curve(tmp_path / "metrics.json")
+    rows = [{"iteration": i, "cost_per_condition": [10.0, 12.0], "success_rate": r, "policy_cost": 5.0}
+            for i, r in enumerate((0.0, 0.5, 1.0))]
+    (tmp_path / "experiment.json").write_text(json.dumps({"task": "reach", "conditions": 2, "samples_per_condition": 3,
+                                                          "horizon": 10, "seed": 0, "algorithm": {"type": "mdgps"}}))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    g = gps_curve(tmp_path)
     assert g["steps_per_iteration"] == 60
     assert g["curve"] == [(60, 0.0), (120, 0.5), (180, 1.0)]
     row = summarize([], g)[0]
@@ -69,12 +69,12 @@ def test_pose_prediction_actor_rebuilds_the_state_from_a_perfect_prediction():
 def test_report_has_every_section_from_a_tiny_run(tmp_path):
     from gps_controller.policies import make_policy, save_policy
     from gps_core.tasks import repo_root
-    from gps_trainer.paper.evaluation import evaluate_policy
-    from gps_trainer.gps_config import load_gps_experiment
+    from gps_trainer.config import load_experiment
     from gps_trainer.paper.architectures import run_architecture_table
+    from gps_trainer.paper.evaluation import evaluate_policy
     from gps_trainer.paper.report import SECTIONS, generate_report
     from gps_trainer.paper.sample_efficiency import run_model_free
-    from gps_trainer.procedure import run_gps
+    from gps_trainer.procedure import train_in_simulation
 
     res = tmp_path / "results"
     # evaluation of a (tiny, untrained) visuomotor policy -> Table I row and the rollout GIF
@@ -93,17 +93,17 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
     run_model_free("ppo", 0, 64, 64, res / "model_free" / "ppo_seed0", eval_episodes=1, quiet=True,
                    hyper={"n_steps": 64, "batch_size": 32, "n_epochs": 1}, command="python -m ...")
     # one tiny state-based MDGPS iteration
-    cfg = load_gps_experiment(repo_root() / "config/experiments/reach_mdgps.yaml",
+    cfg = load_experiment(repo_root() / "config/experiments/reach_mdgps.yaml",
                               {"iterations": 1, "conditions": 2, "samples_per_condition": 2, "horizon": 8,
                                "algorithm.dynamics.prior.max_clusters": 2, "algorithm.policy_prior.max_clusters": 2,
                                "algorithm.policy_opt.iterations": 5, "algorithm.policy_opt.device": "cpu"})
-    run_gps(cfg, res / "gps_state")
+    train_in_simulation(cfg, res / "gps_state")
     # a state run on another task: in the cost plot, not in the comparison with model-free RL on reach
-    cfg_ss = load_gps_experiment(repo_root() / "config/experiments/shape_sorting_mdgps.yaml",
+    cfg_ss = load_experiment(repo_root() / "config/experiments/shape_sorting_mdgps.yaml",
                                  {"iterations": 1, "conditions": 1, "samples_per_condition": 2, "horizon": 8,
                                   "algorithm.dynamics.prior.max_clusters": 2, "algorithm.policy_prior.max_clusters": 2,
                                   "algorithm.policy_opt.iterations": 5, "algorithm.policy_opt.device": "cpu"})
-    run_gps(cfg_ss, res / "_shape_sorting_state")  # sorts before gps_state
+    train_in_simulation(cfg_ss, res / "_shape_sorting_state")  # sorts before gps_state
     out = generate_report(res, tmp_path / "docs" / "results.md")
     text = out.read_text()
     for section in SECTIONS:

@@ -30,7 +30,7 @@ import yaml
 
 from gps_controller.policies.neural import GaussianPolicy, images_to_tensor
 from gps_controller.policies.serialization import load_policy
-from gps_core.layout import EE_POINTS, EE_VELOCITIES
+from gps_core.layout import EE_POINTS, EE_VELOCITIES, quat_wxyz_to_matrix
 from gps_core.tasks import TaskConfig, load_task, yaw_quaternion
 from gps_trainer.pose_pretraining import PoseRegressor, load_pose_regressor
 
@@ -48,13 +48,6 @@ def _yaw_origin(task: TaskConfig) -> np.ndarray | None:
     raw = yaml.safe_load(Path(task.path).read_text()) or {}
     v = raw.get("face_targets_towards")
     return None if v is None else np.asarray(v, dtype=float)
-
-
-def _rotation(quat: np.ndarray) -> np.ndarray:
-    w, x, y, z = quat / np.linalg.norm(quat)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 class PosePredictionActor:
@@ -83,7 +76,7 @@ class PosePredictionActor:
             quat = yaw_quaternion(math.atan2(d[1], d[0]))
         else:
             quat = np.array([1.0, 0.0, 0.0, 0.0])
-        return position + self.task.target_points @ _rotation(quat).T
+        return position + self.task.target_points @ quat_wxyz_to_matrix(quat).T
 
     def act(self, obs_config: np.ndarray, image: np.ndarray, noise: Any = None) -> np.ndarray:
         with torch.inference_mode():

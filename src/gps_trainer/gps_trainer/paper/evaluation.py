@@ -197,22 +197,30 @@ class ImageAblation:
 def load_policy_for_eval(policy_or_path: GaussianPolicy | str | Path, policy_obs: str = "auto"
                          ) -> tuple[GaussianPolicy, str, str]:
     """(policy, what it observes, a name). ``policy_obs="auto"``: a CNN sees observations; an MLP's
-    input is read from the run's metrics.json next to the weights (``algorithm.policy_obs``), else
-    the full state x (the state-based MDGPS default)."""
+    input is read from the run directory holding the weights (``algorithm.policy_obs``), else the full
+    state x (the state-based MDGPS default). ``policy_or_path``: a policy file, a checkpoint or a run
+    directory (its latest policy)."""
     if isinstance(policy_or_path, GaussianPolicy):
         policy, name, metrics = policy_or_path, "<in-memory policy>", None
     else:
-        path = Path(policy_or_path)
+        from gps_trainer.run_dir import policy_file
+
+        path = policy_file(policy_or_path)
         policy, name = load_policy(path), str(path)
-        metrics = path.parent / "metrics.json"
+        metrics = path
     if policy_obs == "auto":
         if policy.uses_images:
             policy_obs = "observation"
         else:
             policy_obs = "state"
-            if metrics is not None and metrics.exists():
-                cfg = json.loads(metrics.read_text()).get("config", {})
-                policy_obs = cfg.get("algorithm", {}).get("policy_obs", "state")
+            if metrics is not None:
+                from gps_trainer.run_dir import read_run
+
+                try:
+                    cfg, _ = read_run(metrics)
+                    policy_obs = cfg.get("algorithm", {}).get("policy_obs", "state")
+                except FileNotFoundError:  # a policy file outside any run directory
+                    pass
     if policy_obs not in POLICY_OBS:
         raise ValueError(f"policy_obs {policy_obs!r} unknown; expected one of {POLICY_OBS} or 'auto'")
     if policy.uses_images and policy_obs != "observation":

@@ -8,7 +8,8 @@ Reads (all optional; a missing input gives a section that says so and how to pro
 - ``<results>/architectures*.json``  architecture comparisons (python -m gps_trainer.paper.architectures), one
   table each
 - ``<results>/model_free/<algo>_seed<s>/progress.json``  SB3 runs (python -m gps_trainer.paper.sample_efficiency)
-- GPS runs: every ``<results>/**/metrics.json`` written by ``python -m gps_trainer.procedure gps``
+- GPS runs: every run directory (``<results>/**/experiment.json`` + ``metrics.jsonl``, gps_trainer.run_dir)
+  written by ``python -m gps_trainer.procedure gps`` or the trainer node
 
 Writes the markdown file, PNG plots (cost per iteration, success vs environment steps, pose error per
 architecture) and, when a visuomotor policy is available, a GIF of one visual-test rollout with the
@@ -75,12 +76,17 @@ def _load_evals(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def _gps_runs(results: Path, extra: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    paths = sorted(results.rglob("metrics.json")) + [p / "metrics.json" if p.is_dir() else p for p in extra]
+    """(experiment.json path, {"config", "iterations"}) of every GPS run directory found."""
+    from gps_trainer.run_dir import read_run
+
+    paths = sorted(results.rglob("experiment.json")) + [p / "experiment.json" if p.is_dir() else p for p in extra]
     runs, seen = [], set()
     for p in paths:
         if p.exists() and p.resolve() not in seen:
             seen.add(p.resolve())
-            runs.append((p, json.loads(p.read_text())))
+            cfg, rows = read_run(p.parent)
+            if cfg.get("algorithm", {}).get("type") != "traj_opt":
+                runs.append((p, {"config": cfg, "iterations": rows}))
     return runs
 
 
@@ -222,7 +228,7 @@ def _gps_cost(runs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Pa
         ax.plot(range(len(cost)), cost, marker="o", label=f"{name}: samples")
         if any(math.isfinite(c) for c in pcost):
             ax.plot(range(len(pcost)), pcost, marker="x", ls="--", label=f"{name}: policy alone")
-        succ = rows[-1].get("policy_success_rate", math.nan) if rows else math.nan
+        succ = rows[-1].get("success_rate", math.nan) if rows else math.nan
         lines.append(f"| {name} (`{path.parent.name}`) | {len(rows)} | "
                      f"{cost[0]:.1f} -> {cost[-1]:.1f} | {pcost[0]:.1f} -> {pcost[-1]:.1f} | "
                      f"{100 * succ:.0f}% |" if rows else f"| {name} | 0 | - | - | - |")
@@ -444,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default="runs/results", help="folder with the result files")
     ap.add_argument("--out", default="docs/results.md")
     ap.add_argument("--images", default=None, help="image folder (default: <out dir>/images/results)")
-    ap.add_argument("--gps-run", nargs="*", default=[], help="extra GPS run folders (metrics.json)")
+    ap.add_argument("--gps-run", nargs="*", default=[], help="extra GPS run directories")
     ap.add_argument("--no-gif", action="store_true")
     a = ap.parse_args(argv)
     print(f"wrote {generate_report(a.results, a.out, a.images, gps_runs=a.gps_run, gif=not a.no_gif)}")

@@ -7,9 +7,9 @@ conditions (cycled); the success rate (``info["is_success"]`` at the last step) 
 the number of environment steps used for learning so far (evaluation episodes are not counted, as
 for GPS).
 
-GPS side: a state-based MDGPS run's metrics.json (``python -m gps_trainer.procedure gps ...``): after
+GPS side: a state-based MDGPS run directory (``python -m gps_trainer.procedure gps ...``): after
 iteration i it has used (i + 1) x conditions x samples_per_condition x T environment steps; its
-success rate is the policy alone on the training conditions (``policy_success_rate``).
+success rate is the policy alone on the training conditions (``success_rate``).
 
 Long runs are resumable: each (algorithm, seed) writes <out>/<algo>_seed<s>/progress.json and its
 model (and SAC's replay buffer) after every evaluation; running the same command again continues
@@ -140,10 +140,10 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 
 
 def gps_curve(metrics_path: str | Path) -> dict[str, Any]:
-    """(env steps, policy success) per iteration of a GPS run, from its metrics.json."""
-    data = json.loads(Path(metrics_path).read_text())
-    cfg = data.get("config", {})
-    rows = data.get("iterations", [])
+    """(env steps, policy success) per iteration of a GPS run (its directory, or a file in it)."""
+    from gps_trainer.run_dir import read_run
+
+    cfg, rows = read_run(metrics_path)
     conds = int(cfg.get("conditions", 4))
     samples = int(cfg.get("samples_per_condition", 5))
     T = cfg.get("horizon")
@@ -152,7 +152,7 @@ def gps_curve(metrics_path: str | Path) -> dict[str, Any]:
 
         T = load_task(cfg.get("task", "reach")).horizon
     per_iter = conds * samples * int(T)
-    curve = [((i + 1) * per_iter, float(r.get("policy_success_rate", math.nan))) for i, r in enumerate(rows)]
+    curve = [((i + 1) * per_iter, float(r.get("success_rate", math.nan))) for i, r in enumerate(rows)]
     return {"steps_per_iteration": per_iter, "conditions": conds, "samples_per_condition": samples, "T": int(T),
             "curve": curve, "cost": [float(np.mean(r.get("cost_per_condition", [math.nan]))) for r in rows],
             "policy_cost": [float(r.get("policy_cost", math.nan)) for r in rows],
