@@ -265,21 +265,26 @@ def _add_capsule(body, name: str, a, b, radius: float, rgba, collide: str, frict
 
 
 def hanger_hook_points(p: dict) -> dict[str, np.ndarray]:
-    """The coat hanger's hook in the tool frame (gripper horizontal, tool z up): the hanger lies in the tool
-    y-z plane; its shank rises along tool z from the gripper and curls over towards +y into a hook of
-    centre-line radius ``hook_radius`` ending ``hook_tip_angle`` (rad) below the horizontal."""
-    top = float(p.get("shank_top", 0.05))
+    """The coat hanger in the tool frame (gripper horizontal, tool z up). The hanger lies in the tool y-z
+    plane; the gripper holds one shoulder, so the shank stands ``hook_offset_y`` to the side of the tool
+    frame (the fingers clear the rail when the hook hangs on it). The shank rises to ``shank_top`` and
+    curls over towards +y into a hook of centre-line radius ``hook_radius`` ending ``hook_tip_angle`` (rad)
+    below the horizontal. Returns the hook's centre, top and tip, the shank EE point and the neck (where
+    the shoulders meet)."""
+    oy = float(p.get("hook_offset_y", -0.07))
+    top = float(p.get("shank_top", 0.09))
     r = float(p.get("hook_radius", 0.018))
     tip = float(p.get("hook_tip_angle", math.radians(30)))
-    centre = np.array([0.0, r, top])
+    centre = np.array([0.0, oy + r, top])
     return {"centre": centre, "top": centre + [0, 0, r],
             "tip": centre + r * np.array([0.0, math.cos(tip), -math.sin(tip)]),
-            "shank": np.array([0.0, 0.0, float(p.get("shank_ee_height", 0.03))])}
+            "shank": np.array([0.0, oy, float(p.get("shank_ee_height", 0.065))]),
+            "neck": np.array([0.0, oy, float(p.get("neck_height", 0.045))])}
 
 
 def _coat_hanger(spec: mujoco.MjSpec, task: TaskConfig) -> None:
-    """A clothes rack (a rail along the target frame's x axis, cantilevered from one post at its far end) and
-    a wire coat hanger in the gripper whose hook must go over the rail."""
+    """A clothes rack (a rail along the target frame's x axis, cantilevered from one post at its far end, its
+    free end towards the robot) and a wire coat hanger in the gripper whose hook must go onto the rail."""
     p = task.scene_params
     rail_r = float(p.get("rail_radius", 0.008))
     x0, x1 = (float(v) for v in p.get("rail_extent", [-0.05, 0.25]))
@@ -291,7 +296,6 @@ def _coat_hanger(spec: mujoco.MjSpec, task: TaskConfig) -> None:
               collide="world")
     _add_geom(body, "target_geom_foot", "box", [0.06, 0.08, 0.01], pos=(x1, 0, -height + 0.01), rgba=rack_rgba,
               collide="world")
-    # The hanger (wire radius w), in the tool frame then shifted into the palm frame.
     w = float(p.get("wire_radius", 0.0025))
     rgba = p.get("hanger_rgba", [0.95, 0.6, 0.1, 1.0])
     hk = hanger_hook_points(p)
@@ -302,8 +306,8 @@ def _coat_hanger(spec: mujoco.MjSpec, task: TaskConfig) -> None:
            for a in np.linspace(math.pi, -tip, 12)]
     for i in range(len(pts) - 1):
         _add_capsule(palm, f"held_hanger_hook{i}", pts[i], pts[i + 1], w, rgba, "arm")
-    bottom, half_width, drop = (float(v) for v in p.get("hanger_body", [-0.03, 0.10, 0.06]))
-    neck = TOOL_OFFSET + [0, 0, bottom]
+    half_width, drop = (float(v) for v in p.get("hanger_body", [0.10, 0.06]))
+    neck = TOOL_OFFSET + hk["neck"]
     left, right = neck + [0, -half_width, -drop], neck + [0, half_width, -drop]
     _add_capsule(palm, "held_hanger_shank", neck, pts[0], w, rgba, "arm")
     _add_capsule(palm, "held_hanger_shoulder0", neck, left, w, rgba, "arm")
