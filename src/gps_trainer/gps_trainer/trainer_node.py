@@ -101,7 +101,7 @@ class TrainerNode(Node):
             self._status_from_row(self.run.rows[-1])
 
         self.status_pub = self.create_publisher(TrainerStatus, "/gps/status", LATEST_QOS)
-        self.create_subscription(Rollout, "/gps/rollouts", self.sampler.offer, ROLLOUT_QOS, raw=True,
+        self.create_subscription(Rollout, "/gps/rollouts", self._on_rollout, ROLLOUT_QOS, raw=True,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         services = MutuallyExclusiveCallbackGroup()
         self.create_service(StartIteration, "gps_trainer/start_iteration", self._on_start_iteration,
@@ -150,6 +150,12 @@ class TrainerNode(Node):
         self._set(rollouts_received=done_before + received, rollouts_expected=samples + self.cfg.conditions)
 
     # ------------------------------------------------------------------ services (thin)
+
+    def _on_rollout(self, cdr: bytes) -> None:
+        reason = self.sampler.offer(cdr)
+        if reason:  # counted in the status; the log is rate-limited against floods
+            self.get_logger().warning(f"rejected: {reason} ({self.sampler.book.rejected} so far)",
+                                      throttle_duration_sec=2.0)
 
     def _on_get_status(self, request, response):
         response.status = self._status_msg()
