@@ -230,7 +230,7 @@ class NodeSampler:
         stored = self.store.slots(it)
         pending = deque(t for t in trials if t.slot not in stored)
         expected, running = len(trials), {}
-        failures = dict.fromkeys(self.namespaces, 0)
+        failures, repushes = dict.fromkeys(self.namespaces, 0), dict.fromkeys(self.namespaces, 0)
         self.on_progress(expected - len(pending), expected)
         while pending or running:
             if self.should_stop():
@@ -266,18 +266,21 @@ class NodeSampler:
                     continue
                 del running[ns]
                 if cause is None:
-                    failures[ns] = 0
+                    failures[ns] = repushes[ns] = 0
                     self.on_progress(len(stored & {t.slot for t in trials}), expected)
                     continue
                 with self._lock:
                     self.book.forget(trial)
-                failures[ns] += 1
                 self.node.get_logger().warning(f"trial {trial.slot} on {ns or '/'} failed: {cause}")
-                if failures[ns] >= self.robot_failure_limit:
-                    raise SamplingError(f"robot {ns or '/'}: {failures[ns]} trials in a row failed, the last "
-                                        f"({trial.slot}) with: {cause}")
-                if "no linear-Gaussian controller" in cause or "no neural policy" in cause:
-                    self._pushed.get(ns, lambda ns: None)(ns)  # the robot restarted: bring it up to date
+                lost_state = "no linear-Gaussian controller" in cause or "no neural policy" in cause
+                if lost_state and repushes[ns] < self.robot_failure_limit:
+                    repushes[ns] += 1  # the robot restarted: bring it up to date, then the trial runs again
+                    self._pushed[ns](ns)
+                else:
+                    failures[ns] += 1
+                    if failures[ns] >= self.robot_failure_limit:
+                        raise SamplingError(f"robot {ns or '/'}: {failures[ns]} trials in a row failed, the last "
+                                            f"({trial.slot}) with: {cause}")
                 pending.append(trial)
 
     def _require(self, ns: str) -> None:
