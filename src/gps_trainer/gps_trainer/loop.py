@@ -186,6 +186,8 @@ class GPSRun:
 
         # 1. sample the local controllers (x, u, noise; o and images for the policy)
         self.on_phase("sampling")
+        LOGGER.info("iteration %d: sampling %d conditions x %d rollouts of %d steps", it, M, cfg.samples_per_condition,
+                    T + 1)
         t0 = time.perf_counter()
         smoothing = float(alg.sampling.smooth_noise_std) if alg.sampling.noise else 0.0
         for c in algo.controllers:
@@ -197,6 +199,8 @@ class GPSRun:
 
         # 2. the algorithm's iteration on the first T steps
         self.on_phase("iterating")
+        LOGGER.info("iteration %d: %s (dynamics, C-step%s) on %d rollouts, sampled in %.1f s", it, alg.type,
+                    "" if alg.type == "traj_opt" else ", S-step", M * cfg.samples_per_condition, timings["sampling_s"])
         t0 = time.perf_counter()
         result = algo.iteration([first_steps(b, T) for b in samples])
         timings["algorithm_s"] = time.perf_counter() - t0
@@ -205,6 +209,8 @@ class GPSRun:
 
         # 3. evaluate the policy alone (GPS) or the new controllers' means (trajectory optimization)
         self.on_phase("evaluating")
+        LOGGER.info("iteration %d: algorithm took %.1f s; evaluating without noise on %d conditions", it,
+                    timings["algorithm_s"], M)
         t0 = time.perf_counter()
         policy = self.policy
         actor = policy if policy is not None else algo.controllers

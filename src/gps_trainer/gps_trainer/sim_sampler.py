@@ -16,6 +16,8 @@ either sampler (a test checks it):
 
 from __future__ import annotations
 
+import logging
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +28,8 @@ from gps_controller.policies.neural import GaussianPolicy
 from gps_controller.safety import SafetyLayer
 from gps_core.linear_gaussian import LinearGaussianPolicy, smooth_noise
 from gps_core.samples import SampleBatch
+
+LOGGER = logging.getLogger(__name__)
 
 __all__ = ["SimSampler", "trial_seed", "extend_controller", "safety_layer_for", "EVAL_SAMPLE_INDEX"]
 
@@ -99,8 +103,12 @@ class SimSampler:
 
     def sample(self, iteration: int, controllers: Sequence[LinearGaussianPolicy], samples: int) -> list[SampleBatch]:
         """``samples`` noisy rollouts of each condition's controller (T + 1 states each)."""
-        return [self._rollouts(iteration, m, extend_controller(c, self.T + 1), samples, noise=True)
-                for m, c in enumerate(controllers)]
+        out, t0 = [], time.perf_counter()
+        for m, c in enumerate(controllers):
+            out.append(self._rollouts(iteration, m, extend_controller(c, self.T + 1), samples, noise=True))
+            LOGGER.info("  sampled condition %d/%d (%d rollouts, %.1f s so far)", m + 1, len(controllers), samples,
+                        time.perf_counter() - t0)
+        return out
 
     def evaluate(self, iteration: int, actor: GaussianPolicy | Sequence[LinearGaussianPolicy],
                  conditions: Sequence[int], policy_obs: str = "observation") -> list[SampleBatch]:
