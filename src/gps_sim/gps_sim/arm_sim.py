@@ -141,6 +141,25 @@ class ArmSim:
                                                            self._target_colors, self._table_rgba,
                                                            self._table_bounds)
                 colors = {**cond.colors, "table": table}
+        self._place_scene(distractors, colors, rng, cond.target_pose[:3])
+        self.condition = (condition_set, int(condition))
+        mujoco.mj_forward(self.model, self.data)
+        return self.observation()
+
+    def randomize_scene(self, rng: np.random.Generator, spec: dict | None = None) -> list[dict]:
+        """A random distractor scene + table colour around the target's current position (domain
+        randomization, e.g. for pose pretraining; rules of gps_sim.scenes.draw_distractor_scene).
+        The next reset restores the condition's scene. Returns the distractors."""
+        pose = self.target_pose()
+        distractors, table = draw_distractor_scene(spec, rng, pose[:2], self._target_colors, self._table_rgba,
+                                                   self._table_bounds)
+        self.model.geom_rgba[:] = self._default_rgba
+        self._place_scene(distractors, {"table": table}, rng, pose[:3])
+        mujoco.mj_forward(self.model, self.data)
+        return distractors
+
+    def _place_scene(self, distractors: list[dict], colors: dict, rng: np.random.Generator,
+                     target_pos: np.ndarray) -> None:
         for key, rgba in colors.items():
             for g in self._geom_ids(key):
                 self.model.geom_rgba[g] = rgba
@@ -159,16 +178,13 @@ class ArmSim:
                 offset = np.asarray(d.get("offset", [0.0, 0.0, 0.0]), float)
                 jitter = float(d.get("jitter", 0.01))
                 offset = offset + np.append(rng.uniform(-jitter, jitter, 2), 0.0)
-                self.data.mocap_pos[mid] = cond.target_pose[:3] + offset
+                self.data.mocap_pos[mid] = np.asarray(target_pos, float) + offset
             g = self._geom_ids(f"distractor_{i}_{d.get('shape', 'box')}")[0]
             size = np.zeros(3)
             sz = np.asarray(d.get("size", [0.03]), float)
             size[: len(sz)] = sz
             self.model.geom_size[g] = size
             self.model.geom_rgba[g] = d.get("rgba", [0.1, 0.6, 0.2, 1.0])
-        self.condition = (condition_set, int(condition))
-        mujoco.mj_forward(self.model, self.data)
-        return self.observation()
 
     def set_joint_state(self, q: np.ndarray, qd: np.ndarray | None = None) -> None:
         q = np.asarray(q, dtype=float).reshape(-1)

@@ -49,6 +49,13 @@ class PosePretrainConfig(Checked):
     target_margin: float = ranged(0.05, ge=0.0)  # m added around the conditions' targets (x, y)
     target_box: list[list[float]] | None = None  # explicit [[x,y,z]_low, [x,y,z]_high] instead
     joint_noise: float = ranged(0.15, ge=0.0)    # rad, std of the arm-pose perturbation
+    # Domain randomization / augmentation (issue 12, section 2; the paper's future work): the fraction of
+    # images with a random distractor scene + table colour (the task's visual-set rules, drawn from this
+    # run's seed), and per-minibatch image shifts (pixels, up to) and colour jitter (brightness/contrast
+    # scale and per-channel offset, up to).
+    scene_randomization: float = ranged(0.0, ge=0.0, le=1.0)
+    augment_shift: int = ranged(0, ge=0, le=16)
+    augment_color: float = ranged(0.0, ge=0.0, le=0.5)
     iterations: int = ranged(2000, ge=0)
     batch_size: int = ranged(25, ge=1)
     learning_rate: float = ranged(1e-3, gt=0.0)
@@ -124,14 +131,18 @@ def target_box_for(task: Any, condition_set: str, margin: float) -> np.ndarray:
 
 
 def collect_pose_images(sim: Any, num: int, rng: np.random.Generator, target_box: np.ndarray,
-                        condition_set: str = "train", joint_noise: float = 0.15
+                        condition_set: str = "train", joint_noise: float = 0.15, scene_fraction: float = 0.0
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``num`` images with the target at uniform positions in ``target_box``.
 
     Each image starts from a random condition of ``condition_set`` (its arm pose, colours and target
     orientation), perturbs the arm by N(0, joint_noise^2) per joint (clipped to the joint limits) and
-    moves the target. Returns images (num, H, W, 3) uint8 and target positions (num, 3).
+    moves the target. A ``scene_fraction`` of the images get a random distractor scene and table colour
+    around the moved target (``ArmSim.randomize_scene`` with the task's visual-set spec).
+    Returns images (num, H, W, 3) uint8 and target positions (num, 3).
     """
+    scene_spec = next((c.random_scene for c in sim.task.condition_list("visual_validation") if c.random_scene),
+                      None) if scene_fraction > 0 else None
     box = np.asarray(target_box, dtype=float)
     n_cond = sim.num_conditions(condition_set)
     if n_cond == 0:
@@ -148,10 +159,29 @@ def collect_pose_images(sim: Any, num: int, rng: np.random.Generator, target_box
         pose = sim.target_pose()
         pose[:3] = rng.uniform(box[0], box[1])
         sim.set_target_pose(pose)
+        if scene_fraction > 0 and rng.random() < scene_fraction:
+            sim.randomize_scene(rng, scene_spec)
         img = sim.render()
         images.append(np.asarray(img, dtype=np.uint8))
         positions.append(np.asarray(sim.target_pose()[:3], dtype=float))
     return np.stack(images), np.stack(positions)
+
+
+def augment_images(images: torch.Tensor, shift: int, color: float, gen: torch.Generator) -> torch.Tensor:
+    """Random image shifts (edge-replicated, up to ``shift`` pixels each way) and colour jitter (brightness
+    x U(1 - c, 1 + c), per-channel offset U(-c/2, c/2)) of a float (N, C, H, W) batch in [0, 1]."""
+    n, _, h, w = images.shape
+    out = images
+    if shift > 0:
+        padded = torch.nn.functional.pad(images, (shift, shift, shift, shift), mode="replicate")
+        dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
+        dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if color > 0:
+        scale = 1.0 + color * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
+        offset = 0.5 * color * (2 * torch.rand(n, images.shape[1], 1, 1, generator=gen) - 1)
+        out = (out * scale.to(out) + offset.to(out)).clamp(0.0, 1.0)
+    return out
 
 
 def _mean_error_cm(model: PoseRegressor, images: torch.Tensor, positions: np.ndarray, device) -> float:
@@ -186,7 +216,10 @@ def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np
             perm, pos_i = torch.randperm(m, generator=gen), 0
         idx = perm[pos_i:pos_i + bs].to(device)
         pos_i += bs
-        pred, _ = model(images_to_tensor(img_t[idx], device))
+        batch = images_to_tensor(img_t[idx], device)
+        if cfg.augment_shift or cfg.augment_color:
+            batch = augment_images(batch, cfg.augment_shift, cfg.augment_color, gen)
+        pred, _ = model(batch)
         loss = (((pred - pos_t[idx]) / model.pose_std) ** 2).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -277,7 +310,8 @@ def collect_pose_dataset(cfg: PosePretrainConfig, sim: Any = None
         sim = ArmSim(cfg.task, image_size=cfg.image_size, render_images=True)
     try:
         images, positions = collect_pose_images(sim, cfg.num_train + cfg.num_test, np.random.default_rng(cfg.seed),
-                                                pose_target_box(cfg, sim.task), cfg.condition_set, cfg.joint_noise)
+                                                pose_target_box(cfg, sim.task), cfg.condition_set, cfg.joint_noise,
+                                                cfg.scene_randomization)
     finally:
         if own_sim:
             sim.close()

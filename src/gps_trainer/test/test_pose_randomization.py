@@ -1,0 +1,60 @@
+"""Domain randomization and image augmentation for pose pretraining (issue 12, section 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gps_sim import ArmSim
+from gps_trainer.pose_pretraining import (
+    PosePretrainConfig,
+    augment_images,
+    collect_pose_images,
+    pose_target_box,
+)
+
+
+def test_augment_shift_moves_content_by_whole_pixels_and_is_seeded():
+    img = torch.zeros(1, 3, 8, 8)
+    img[0, :, 3, 4] = 1.0  # one bright pixel
+    outs = [augment_images(img.repeat(20, 1, 1, 1), 2, 0.0, torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+    for o in outs[0]:
+        ys, xs = torch.nonzero(o[0], as_tuple=True)
+        assert len(ys) == 1 and abs(int(ys[0]) - 3) <= 2 and abs(int(xs[0]) - 4) <= 2
+    assert len({tuple(torch.nonzero(o[0])[0].tolist()) for o in outs[0]}) > 3  # several shifts drawn
+
+
+def test_augment_color_stays_in_range_and_bounded():
+    img = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = augment_images(img, 0, 0.2, torch.Generator().manual_seed(1))
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1
+    assert 0 < (out - img).abs().max() <= 0.2 * 1 + 0.1 + 1e-6
+    assert torch.equal(augment_images(img, 0, 0.0, torch.Generator()), img)
+
+
+def test_config_range_checks():
+    for bad in ({"scene_randomization": 1.5}, {"augment_shift": -1}, {"augment_color": 0.9}):
+        with pytest.raises(Exception, match=next(iter(bad))):
+            PosePretrainConfig.from_dict(bad)
+
+
+def test_scene_randomized_images_follow_the_visual_rules():
+    sim = ArmSim("shape_sorting", image_size=32, render_images=True)
+    box = pose_target_box(PosePretrainConfig.from_dict({"task": "shape_sorting"}), sim.task)
+    plain, pos_a = collect_pose_images(sim, 6, np.random.default_rng(0), box)
+    mixed, pos_b = collect_pose_images(sim, 6, np.random.default_rng(0), box, scene_fraction=1.0)
+    assert plain.shape == mixed.shape and np.mean(np.any(plain != mixed, axis=-1)) > 0.2
+    again, _ = collect_pose_images(sim, 6, np.random.default_rng(0), box, scene_fraction=1.0)
+    np.testing.assert_array_equal(mixed, again)
+    # randomize_scene: around the current target, at least the visual set's gap away, target unchanged
+    spec = sim.task.condition_list("visual_validation")[0].random_scene
+    sim.reset(0)
+    target_rgba = sim.model.geom_rgba[sim._geom_ids("target")].copy()
+    for seed in range(10):
+        for d in sim.randomize_scene(np.random.default_rng(seed), spec):
+            gap = np.linalg.norm(np.subtract(d["position"][:2], sim.target_pose()[:2])) - d["radius"]
+            assert gap >= spec["target_radius"] + spec["min_gap"] - 1e-9
+        np.testing.assert_array_equal(sim.model.geom_rgba[sim._geom_ids("target")], target_rgba)
+    sim.close()
