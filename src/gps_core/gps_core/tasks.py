@@ -77,6 +77,9 @@ class Condition:
     # `distractors`/`colors` when `random_scene` is a spec.
     perturbation: float = 0.0
     random_scene: dict[str, Any] | None = None
+    # The held object's grasp where a task varies it (toy_hammer): [offset along the handle (m), pitch about
+    # the tool y axis (rad)]; the EE points on the held object follow it (condition_ee_points).
+    grasp: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -151,6 +154,7 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
                     colors={k: list(map(float, v)) for k, v in (entry.get("colors", {}) or {}).items()},
                     perturbation=float(entry.get("perturbation", 0.0)),
                     random_scene=entry.get("random_scene"),
+                    grasp=None if entry.get("grasp") is None else _vec(entry["grasp"], 2, f"{cset}[{i}].grasp"),
                 )
             )
         conditions[cset] = conds
@@ -216,7 +220,8 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
         if not src:
             raise ValueError(f"{where}.positions: {spec['positions']!r} is not an earlier set with conditions")
         entries = [{"target_position": c.target_pose[:3].tolist(), "target_quaternion": c.target_pose[3:].tolist(),
-                    "joint_angles": c.joint_angles.tolist(), **common} for c in src]
+                    "joint_angles": c.joint_angles.tolist(),
+                    **({} if c.grasp is None else {"grasp": c.grasp.tolist()}), **common} for c in src]
         return entries, trials
     draw = spec["draw"]
     if not isinstance(draw, dict) or not draw.keys() <= _DRAW_KEYS or "count" not in draw:
@@ -339,5 +344,43 @@ def cap_seated(pts: np.ndarray, scene_params: dict[str, Any]) -> bool:
                 and cos_tilt > math.cos(float(scene_params.get("max_tilt", math.radians(6.0)))))
 
 
+def grasp_transform(grasp: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(R, t): the held object's frame in the tool frame for a grasp [offset along the handle (tool z, m),
+    pitch about the tool y axis (rad)]; None is the nominal grasp (identity)."""
+    if grasp is None:
+        return np.eye(3), np.zeros(3)
+    offset, pitch = (float(v) for v in np.asarray(grasp, dtype=float).reshape(2))
+    c, s = math.cos(pitch), math.sin(pitch)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]), np.array([0.0, 0.0, offset])
+
+
+def condition_ee_points(task: TaskConfig, grasp: np.ndarray | None) -> np.ndarray:
+    """(3, 3) EE points in the tool frame under a grasp: the task's ee_points are given in the held object's
+    frame (= the tool frame at the nominal grasp) and move with it."""
+    rot, shift = grasp_transform(grasp)
+    return np.asarray(task.ee_points, dtype=np.float64) @ rot.T + shift
+
+
+def claw_under_head(pts: np.ndarray, scene_params: dict[str, Any]) -> bool:
+    """toy_hammer's success test on the EE points [slot root, slot mouth, head top] in the nail frame (the
+    shaft's axis = z, the origin at the head's underside): the nail's shaft is in the claw's slot, at least
+    ``min_insertion`` in from the mouth and not behind the root, within the slot's width, and the prongs are
+    under the nail's head (their top face below its underside, by at most ``max_under``) and level to within
+    ``max_claw_tilt`` (rad). A claw above the head, beside the shaft or short of it fails."""
+    root, mouth = np.asarray(pts[0], dtype=np.float64), np.asarray(pts[1], dtype=np.float64)
+    slot = float(scene_params.get("claw", [0.006, 0.008, 0.004, 0.04])[0])
+    half_t = float(scene_params.get("claw", [0.006, 0.008, 0.004, 0.04])[2]) / 2
+    length = float(np.linalg.norm(mouth - root))
+    f = (mouth - root) / max(length, 1e-12)
+    fh = f[:2] / max(float(np.linalg.norm(f[:2])), 1e-12)
+    d = -root[:2]  # root -> shaft axis, horizontal
+    along = float(d @ fh)
+    lateral = abs(float(d[0] * fh[1] - d[1] * fh[0]))
+    return bool(0.0 <= along <= length - float(scene_params.get("min_insertion", 0.01))
+                and lateral < slot / 2
+                and -float(scene_params.get("max_under", 0.015)) < root[2] + half_t < 0.001
+                and abs(f[2]) < math.sin(float(scene_params.get("max_claw_tilt", math.radians(20.0)))))
+
+
 #: Success rules beyond mean_distance / inside_hole: success type -> test on the EE points in the target frame.
-GEOMETRIC_SUCCESS = {"hook_on_rail": hook_on_rail, "cap_seated": cap_seated}
+GEOMETRIC_SUCCESS = {"hook_on_rail": hook_on_rail, "cap_seated": cap_seated, "claw_under_head": claw_under_head}

@@ -16,6 +16,7 @@ from gps_sim.scenes import (
     DISTRACTOR_PARK,
     DISTRACTOR_SHAPES,
     NUM_DISTRACTORS,
+    apply_grasp,
     build_model,
     draw_distractor_scene,
 )
@@ -87,6 +88,7 @@ class ArmSim:
                                         self.model.geom_pos[table[0], :2] + self.model.geom_size[table[0], :2]])
                               if table else np.array([[-np.inf, -np.inf], [np.inf, np.inf]]))
         self._renderer: mujoco.Renderer | None = None
+        self._ee_offsets = np.asarray(self.task.ee_points, dtype=float)  # the condition's grasp moves them
         self.condition: tuple[str, int] | None = None
         self.reset(0) if self.task.num_conditions("train") else mujoco.mj_forward(self.model, self.data)
 
@@ -125,6 +127,7 @@ class ArmSim:
         cond = conds[int(condition)]
         rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
+        self._ee_offsets = apply_grasp(self.model, self.task, cond.grasp)
         self.model.geom_rgba[:] = self._default_rgba
         self.data.qpos[:7] = cond.joint_angles
         self.data.mocap_pos[self._target_mocap] = cond.target_pose[:3]
@@ -227,7 +230,7 @@ class ArmSim:
         return self.data.ctrl[:7].copy()
 
     def ee_points(self) -> np.ndarray:
-        return ee_points_from_data(self.model, self.data, self.task.ee_points, self._site)
+        return ee_points_from_data(self.model, self.data, self._ee_offsets, self._site)
 
     def ee_point_jacobians(self) -> np.ndarray:
         return ee_jacobians_from_data(self.model, self.data, self.ee_points(), self._body)

@@ -9,7 +9,7 @@ import mujoco
 import numpy as np
 
 from gps_core.kinematics import ARM_MODEL
-from gps_core.tasks import TaskConfig
+from gps_core.tasks import TaskConfig, condition_ee_points, grasp_transform
 
 NUM_DISTRACTORS = 4
 DISTRACTOR_PARK = np.array([0.0, 0.0, -5.0])
@@ -408,4 +408,71 @@ def _bottle_cap(spec: mujoco.MjSpec, task: TaskConfig) -> None:
             g.friction = np.array([fr, 0.02, 0.01])
 
 
-SCENES.update({"coat_hanger": _coat_hanger, "bottle_cap": _bottle_cap})
+def hammer_geoms(p: dict) -> list[tuple[str, str, list[float], np.ndarray, np.ndarray]]:
+    """The toy claw hammer's geoms (name, type, size, position, quaternion) in the hammer's frame: the handle
+    along z through the origin (the nominal grasp point, at the tool frame), the head on top, the claw's two
+    prongs reaching forward (+x) from the head's front face with a slot of ``claw_slot`` (m) between them."""
+    r_handle, z0, z1 = (float(v) for v in p.get("handle", [0.012, -0.05, 0.10]))
+    slot, prong_w, prong_t, prong_l = (float(v) for v in p.get("claw", [0.006, 0.008, 0.004, 0.04]))
+    face, z_claw = float(p.get("head_front", 0.055)), float(p.get("claw_height", 0.10))
+    one = np.array([1.0, 0.0, 0.0, 0.0])
+    out = [("held_hammer_handle", "capsule", [r_handle, (z1 - z0) / 2], np.array([0.0, 0.0, (z0 + z1) / 2]), one),
+           ("held_hammer_head", "box", [0.045, 0.012, 0.012], np.array([face - 0.045, 0.0, z_claw + 0.01]), one)]
+    flare_l, flare_a = (float(v) for v in p.get("claw_flare", [0.015, math.radians(30.0)]))
+    for k, side in enumerate((-1.0, 1.0)):
+        out.append((f"held_hammer_prong{k}", "box", [prong_l / 2, prong_w / 2, prong_t / 2],
+                    np.array([face + prong_l / 2, side * (slot + prong_w) / 2, z_claw]), one))
+        # The claw's V: the prongs' tips flare outwards, funnelling a shaft a few mm off the slot into it.
+        a = side * flare_a
+        centre = np.array([face + prong_l, side * slot / 2, z_claw]) + flare_l / 2 * np.array([
+            math.cos(a), math.sin(a), 0.0]) + prong_w / 4 * np.array([-math.sin(a), math.cos(a), 0.0]) * side
+        out.append((f"held_hammer_flare{k}", "box", [flare_l / 2, prong_w / 4, prong_t / 2], centre,
+                    np.array([math.cos(a / 2), 0.0, 0.0, math.sin(a / 2)])))
+    return out
+
+
+def _toy_hammer(spec: mujoco.MjSpec, task: TaskConfig) -> None:
+    """A nail standing in a board on a pedestal (the nail head's underside at the target frame's origin) and
+    a toy claw hammer held by its handle (gripper horizontal), its claw pointing forward. The hammer's grasp
+    (offset along the handle, pitch) is set per condition at reset (apply_grasp)."""
+    p = task.scene_params
+    shaft_r, shaft_l = (float(v) for v in p.get("nail_shaft", [0.002, 0.03]))
+    head_r = float(p.get("nail_head_radius", 0.006))
+    pedestal = float(p.get("pedestal_height", 0.124))
+    body = spec.body("target")
+    nail = p.get("nail_rgba", [0.75, 0.75, 0.78, 1.0])
+    wood = p.get("board_rgba", [0.55, 0.35, 0.2, 1.0])
+    _add_geom(body, "target_geom_nail_head", "cylinder", [head_r, 0.001], pos=(0, 0, 0.001), rgba=nail, collide="world")
+    _add_geom(body, "target_geom_nail_shaft", "cylinder", [shaft_r, shaft_l / 2], pos=(0, 0, -shaft_l / 2), rgba=nail,
+              collide="world")
+    _add_geom(body, "target_geom_board", "box", [0.035, 0.05, 0.008], pos=(0, 0, -shaft_l - 0.008), rgba=wood,
+              collide="world")
+    _add_geom(body, "target_geom_pedestal", "box", [0.025, 0.025, pedestal / 2],
+              pos=(0, 0, -shaft_l - 0.016 - pedestal / 2), rgba=wood, collide="world")
+    palm = spec.body("r_gripper_palm_link")
+    rgba = p.get("hammer_rgba", [0.9, 0.2, 0.6, 1.0])
+    for name, gtype, size, pos, quat in hammer_geoms(p):
+        _add_geom(palm, name, gtype, size, pos=TOOL_OFFSET + pos, quat=quat, rgba=rgba, collide="arm")
+
+
+def apply_grasp(model: mujoco.MjModel, task: TaskConfig, grasp: np.ndarray | None) -> np.ndarray:
+    """Put the held object at a condition's grasp (toy_hammer: offset along the handle, pitch about the tool
+    y axis; gps_core.tasks.grasp_transform) by moving its geoms in the compiled model, and return the
+    condition's EE points in the tool frame. Tasks without grasps get their EE points unchanged."""
+    if task.scene != "toy_hammer":
+        if grasp is not None:
+            raise ValueError(f"task {task.name!r}: conditions with a grasp need the toy_hammer scene")
+        return np.asarray(task.ee_points, dtype=float)
+    rot, shift = grasp_transform(grasp)
+    q_rot = np.zeros(4)
+    mujoco.mju_mat2Quat(q_rot, rot.ravel())
+    for name, _, _, pos, quat in hammer_geoms(task.scene_params):
+        gid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
+        model.geom_pos[gid] = TOOL_OFFSET + rot @ pos + shift
+        q = np.zeros(4)
+        mujoco.mju_mulQuat(q, q_rot, quat)
+        model.geom_quat[gid] = q
+    return condition_ee_points(task, grasp)
+
+
+SCENES.update({"coat_hanger": _coat_hanger, "bottle_cap": _bottle_cap, "toy_hammer": _toy_hammer})

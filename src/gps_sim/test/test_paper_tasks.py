@@ -3,14 +3,15 @@ succeed under the task's success rule (gps_core.tasks.task_success); near misses
 
 import math
 
+import mujoco
 import numpy as np
 import pytest
 
 from gps_core.kinematics import ArmKinematics
 from gps_core.layout import quat_wxyz_to_matrix
-from gps_core.tasks import ee_points_in_target_frame, load_task, task_success
+from gps_core.tasks import ee_points_in_target_frame, grasp_transform, load_task, task_success
 from gps_sim import ArmSim
-from gps_sim.scenes import bottle_thread_helix
+from gps_sim.scenes import TOOL_OFFSET, bottle_thread_helix
 
 KP = np.array([80, 80, 15, 30, 6, 6, 6.0])
 KD = np.array([10, 10, 1.5, 3, 0.6, 0.6, 0.6])
@@ -159,3 +160,58 @@ def test_cap_seated_rule_rejects_a_tilted_or_off_axis_cap():
     assert not task_success(task, state([0, 0, 0.001], math.radians(8)), pose)
     assert not task_success(task, state([0.004, 0, 0.001], 0.0), pose)
     assert not task_success(task, state([0, 0, 0.0045], 0.0), pose)
+
+
+# -------------------------------------------------------------------------------------------- toy hammer
+def _claw(condition: int, offset: np.ndarray, condition_set: str = "train", back: float = 0.06):
+    """Put the claw `back` behind its goal (+ offset, nail frame) and slide it forward along the claw to the
+    goal + offset, with the EE points of the condition's grasp."""
+    task = load_task("toy_hammer")
+    sim = ArmSim(task)
+    sim.reset(condition, condition_set=condition_set)
+    kin = ArmKinematics(sim._ee_offsets)
+    rot = sim._target_rotation()
+    goal = sim.target_points() + rot @ np.asarray(offset, float)
+    start = goal - rot @ np.array([back, 0.0, 0.0])
+    sim.set_joint_state(kin.solve_ee_points(start, sim.joint_positions(), sim.joint_limits, sim.joint_limited))
+    _track(sim, kin, lambda k: start + (goal - start) * min(1.0, k / 30), 45)
+    return sim.is_success(), sim
+
+
+@pytest.mark.parametrize("condition,condition_set", [(0, "train"), (1, "train"), (2, "train"), (1, "spatial_test")])
+def test_claw_slid_under_the_nail_head_succeeds(condition, condition_set):
+    """Every grasp: the EE points follow the hammer in the gripper, so the same scripted slide works."""
+    ok, sim = _claw(condition, np.zeros(3), condition_set)
+    assert ok
+    assert np.linalg.norm(sim.ee_points() - sim.target_points(), axis=1).max() < 0.005
+
+
+@pytest.mark.parametrize("offset", [[0.0, 0.0, 0.012], [0.0, 0.02, 0.0], [-0.03, 0.0, 0.0]])
+def test_claw_above_the_head_beside_or_short_of_the_nail_fails(offset):
+    ok, sim = _claw(0, np.array(offset))
+    assert not ok
+
+
+def test_claw_above_the_head_is_stopped_or_passes_over_it():
+    """Slid in at the head's height, the prongs hit the head: the claw does not reach under it."""
+    ok, sim = _claw(0, np.array([0.0, 0.0, 0.005]))
+    assert not ok
+
+
+def test_grasp_moves_the_hammer_and_its_ee_points_together():
+    task = load_task("toy_hammer")
+    sim = ArmSim(task)
+    for i, cond in enumerate(task.condition_list("train")):
+        sim.reset(i)
+        rot, shift = grasp_transform(cond.grasp)
+        np.testing.assert_allclose(sim._ee_offsets, task.ee_points @ rot.T + shift)
+        gid = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_GEOM, "held_hammer_prong0")
+        # the prong's centre, in the hammer frame, lies half a prong ahead of the slot root (EE point 0) and
+        # half a slot + half a prong aside
+        slot, width, _, length = task.scene_params["claw"]
+        prong_tool = sim.model.geom_pos[gid] - TOOL_OFFSET
+        np.testing.assert_allclose(rot.T @ (prong_tool - shift),
+                                   task.ee_points[0] + [length / 2, -(slot + width) / 2, 0.0], atol=1e-9)
+    assert len({tuple(c.grasp) for c in task.condition_list("train")}) == 4
+    new = {tuple(c.grasp) for c in task.condition_list("spatial_test")}
+    assert not new & {tuple(c.grasp) for c in task.condition_list("train")}  # the spatial test's grasps are new
