@@ -19,6 +19,7 @@ default). Errors are :class:`ConfigError` (a ValueError) naming the file, the do
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from typing import Any, Literal
 
 import yaml
 
+from gps_controller.policies.neural import MLPConfig, VisuomotorConfig
 from gps_core.samples import POLICY_OBS
+from gps_core.tasks import load_task
 from gps_trainer.config_schema import (
     Checked,
     ConfigError,
@@ -37,6 +40,7 @@ from gps_trainer.config_schema import (
     to_plain,
     typed_from_dict,
 )
+from gps_trainer.costs import cost_from_config
 from gps_trainer.policy_opt import PolicyOptConfig
 
 __all__ = [
@@ -153,8 +157,6 @@ class TrajOptOnlyConfig(Checked):
     cost: list[dict[str, Any]] = ranged(default_factory=lambda: [dict(c) for c in DEFAULT_COST], nonempty=True)
 
     def _check(self) -> None:
-        from gps_trainer.costs import cost_from_config
-
         for i, term in enumerate(self.cost):
             try:
                 cost_from_config(dict(term))
@@ -208,8 +210,6 @@ class MDGPSConfig(TrajOptOnlyConfig):
 
 def _check_policy_spec(spec: dict[str, Any]) -> None:
     """``policy: {type, init_var, net}``: the net's keys and sizes as the policy classes check them."""
-    from gps_controller.policies.neural import MLPConfig, VisuomotorConfig
-
     unknown = sorted(set(spec) - {"type", "init_var", "net"})
     if unknown:
         raise invalid(f"policy.{unknown[0]}", spec[unknown[0]], "unknown key; known keys: init_var, net, type")
@@ -285,8 +285,6 @@ class ExperimentConfig(Checked):
     def _check(self) -> None:
         if not self.name:
             raise invalid("name", self.name, "must not be empty")
-        from gps_core.tasks import load_task
-
         try:
             task = load_task(self.task)
         except (OSError, ValueError, TypeError, KeyError) as e:
@@ -298,9 +296,10 @@ class ExperimentConfig(Checked):
         policy = getattr(self.algorithm, "policy", None)
         if policy and policy.get("type") == "visuomotor_cnn":
             net = policy.get("net") or {}
+            defaults = {f.name: f.default for f in dataclasses.fields(VisuomotorConfig)}
             for key in ("image_height", "image_width"):
-                if key in net and net[key] != self.image_size:
-                    raise invalid(f"algorithm.policy.net.{key}", net[key],
+                if net.get(key, defaults[key]) != self.image_size:
+                    raise invalid(f"algorithm.policy.net.{key}", net.get(key, defaults[key]),
                                   f"must equal image_size ({self.image_size}): the camera renders that size")
 
 

@@ -233,6 +233,9 @@ def test_visuomotor_policy_needs_observations_and_the_camera_size():
         load_experiment(visual, {"image_size": 32})
     assert load_experiment(visual, {"image_size": 32, "algorithm.policy.net.image_height": 32,
                                     "algorithm.policy.net.image_width": 32}).image_size == 32
+    with pytest.raises(ConfigError, match=r"algorithm.policy.net.image_height: must equal image_size \(128\).*; got 64"):
+        experiment_from_dict({"image_size": 128, "algorithm": {"type": "mdgps", "policy_obs": "observation",
+                                                              "policy": {"type": "visuomotor_cnn"}}})
 
 
 def test_direct_construction_is_checked_too():
