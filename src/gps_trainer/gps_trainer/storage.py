@@ -86,6 +86,7 @@ _MAGIC = b"\x89MCAP0\r\n"
 _REC_HEAD = struct.Struct("<BQ")  # opcode, record length
 _CHUNK_HEAD = struct.Struct("<QQQI")  # message start/end time, uncompressed size, uncompressed crc
 _MSG_HEAD = struct.Struct("<HIQQ")  # channel id, sequence, log time, publish time
+_MAX_UNCOMPRESSED = 1 << 30  # a compressed chunk (other writers) may not claim more than this
 _FOOTER_LEN = 1 + 8 + 20  # opcode, length, summary_start, summary_offset_start, summary_crc
 
 
@@ -136,10 +137,15 @@ def _chunk_messages(body: memoryview) -> list[tuple[int, bytes]]:
     if compression:  # not written by this store, but a valid MCAP chunk: let mcap decompress and check it
         from mcap.records import Chunk
 
+        if usize > _MAX_UNCOMPRESSED:  # the size read from the file sizes the allocation: bound it
+            raise ValueError(f"compressed chunk claims {usize} bytes uncompressed (limit {_MAX_UNCOMPRESSED})")
         chunk = Chunk(compression=compression, data=bytes(body[pos:]), message_start_time=start_t,
                       message_end_time=end_t, uncompressed_crc=crc, uncompressed_size=usize)
-        stream, n = get_chunk_data_stream(chunk, validate_crc=True)
-        records = memoryview(stream.read(n))
+        try:
+            stream, n = get_chunk_data_stream(chunk, validate_crc=True)
+            records = memoryview(stream.read(n))
+        except Exception as e:  # noqa: BLE001 - zstd/lz4/mcap errors of a damaged chunk
+            raise ValueError(f"{compression} chunk does not decompress: {type(e).__name__}: {e}") from e
     else:
         records = body[pos:]
         if crc != 0 and zlib.crc32(records) != crc:
