@@ -46,6 +46,9 @@ def generate_launch_description():
                               description="controller and TF on the sim's clock"),
         DeclareLaunchArgument("tf", default_value="true", description="gps_tf: TF from joint_states + URDF"),
         DeclareLaunchArgument("rviz", default_value="false"),
+        # launch escalates to SIGTERM this many seconds after Ctrl-C; nodes that save state (the trainer)
+        # or join threads need more than launch's 5 s default on a loaded machine.
+        DeclareLaunchArgument("sigterm_timeout", default_value="30"),
         OpaqueFunction(function=_nodes),
         Node(package="rviz2", executable="rviz2", arguments=["-d", str(root / "rviz" / "gps.rviz")],
              parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],

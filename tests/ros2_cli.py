@@ -78,12 +78,17 @@ class Launch:
         self._out.close()
 
 
-def ros2(env: dict, *args: str, timeout: float = 60.0, check: bool = True) -> str:
-    """Run `ros2 <args>`; its stdout (assert exit 0 when check)."""
-    r = subprocess.run(["ros2", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert r.returncode == 0, f"ros2 {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
-    return r.stdout
+def ros2(env: dict, *args: str, timeout: float = 60.0, check: bool = True, retry_s: float = 30.0) -> str:
+    """Run `ros2 <args>`; its stdout. With check, a failure is retried for `retry_s` seconds (the daemon's
+    graph fills in after discovery: "Node not found" right after start) before the assertion fails."""
+    deadline = time.monotonic() + (retry_s if check else 0.0)
+    while True:
+        r = subprocess.run(["ros2", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        if not check or r.returncode == 0:
+            return r.stdout
+        if time.monotonic() > deadline:
+            raise AssertionError(f"ros2 {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+        time.sleep(1.0)
 
 
 def stop_daemon(env: dict) -> None:
