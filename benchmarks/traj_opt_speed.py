@@ -1,126 +1,131 @@
-"""Speed of the trajectory-optimization library (issue 4).
+"""Speed of the C-step (KL-constrained trajectory optimization, issue 16 item 3).
 
-Measures, on the reach task of the embedded simulator (Python API, no ROS):
-  * one C-step (T=100, dX=32, dU=7, eta search included) for 1 condition and for 4 conditions at once,
-  * one dynamics fit with the GMM prior on 20 rollouts, per condition and for 4 conditions,
-  * whole trajectory-optimization iterations (4 conditions x 5 rollouts) split into
-    sampling / dynamics / cost / C-step.
-Times are wall-clock seconds: the median (and min) over repeats. The last line is one JSON object.
+Input: a synthetic problem of the PR2 arm's size (``gps_trainer.traj_opt.random_problem``: T=100,
+dX=32, dU=7; random stable-ish dynamics, convex quadratic cost, unit-covariance initial controller), so
+no simulator and no sampling loop are involved (whole iterations are the training loop's business).
+Measured, as median (and min) over repeats, wall clock and process CPU time:
+  * one backward pass and one forward pass (the two recursions of each eta-search step),
+  * the whole C-step with its eta search for 1 condition and for 4 conditions in one call, starting from
+    eta = 1 ("cold") and from the eta the search found ("warm", as in training where eta carries over),
+  * the same C-step with the implementation before the speed-up (src/gps_trainer/test/traj_opt_v0.py)
+    side by side, on identical input.
+The machine's CPU flags and load are recorded with the figures. The last line is one JSON object.
 
-    python benchmarks/traj_opt_speed.py [--repeats 5] [--iterations 3]
+    python benchmarks/traj_opt_speed.py [--repeats 15] [--blas-threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import statistics
+import subprocess
 import time
+from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from gps_sim import ArmSim, load_task
-from gps_trainer.algorithms.traj_opt_only import TrajOptOnly, initial_controllers
-from gps_trainer.config import load_experiment_config
-from gps_trainer.costs import cost_from_config, quadratic_cost_model
-from gps_trainer.dynamics import GMMPrior, fit_dynamics
-from gps_trainer.sampling import collect_samples
-from gps_trainer.traj_opt import CostModel, kl_constrained_update
+from gps_trainer.traj_opt import backward_pass, forward_pass, kl_constrained_update, random_problem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def timed(fn, repeats: int) -> tuple[dict[str, float], object]:
-    times, out = [], None
+def timed(fn, repeats: int) -> tuple[dict[str, float], Any]:
+    fn()  # warm-up (imports, allocator)
+    wall, cpu, out = [], [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times)}, out
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    return {"median_ms": statistics.median(wall), "min_ms": min(wall), "cpu_median_ms": statistics.median(cpu),
+            "cpu_min_ms": min(cpu), "repeats": repeats}, out
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, flags (lscpu) and load, so the figures can be read against the machine they came from."""
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                            "numpy": np.__version__, "load_avg": list(os.getloadavg())}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "Flags"):
+                info["cpu_model" if key.strip() == "Model name" else "cpu_flags"] = value.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        info["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def load_reference():
+    """The pre-speed-up C-step kept for the equality test; None if the test tree is not there."""
+    path = os.path.join(ROOT, "src", "gps_trainer", "test", "traj_opt_v0.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location("traj_opt_v0", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="BLAS threads (1: the C-step's matrices are 7x7 to 40x40; threads only add overhead)")
+    ap.add_argument("--kl-step", type=float, default=0.2)
     args = ap.parse_args()
+    problems = [random_problem(seed=s) for s in range(4)]
+    prev, dyn, cost = (list(x) for x in zip(*problems, strict=True))
+    T, dU, dX = prev[0].K.shape
+    ref = load_reference()
+    result: dict[str, Any] = {"benchmark": "traj_opt_speed", "machine_before": machine(),
+                              "shape": {"T": T, "dX": dX, "dU": dU}, "kl_step": args.kl_step}
 
-    cfg = load_experiment_config(os.path.join(ROOT, "config", "experiments", "reach_traj_opt.yaml"))
-    acfg = cfg.algorithm
-    task = load_task(cfg.task)
-    sim = ArmSim(task, render_images=False)
-    T, M = task.horizon, cfg.conditions
-    rng = np.random.default_rng(cfg.seed)
-    x0s = []
-    for m in range(M):
-        sim.reset(m, seed=0)
-        x0s.append(sim.state())
-    init = initial_controllers(acfg, x0s, sim.dU, T, sim.control_dt)
-    cost = cost_from_config(acfg.cost)
-    p = acfg.dynamics.prior
+    with threadpool_limits(args.blas_threads):
+        p, d, c = prev[0], dyn[0], cost[0]
+        b = [a[None] for a in (p.K, p.k, p.inv_pol_covar, d.Fm, d.fv, c.cm, c.cv)]
+        bwd, (K, k, cov, _) = timed(lambda: backward_pass(*b, np.array([10.0])), args.repeats)
+        fwd_in = (K, k, cov, d.Fm[None], d.fv[None], d.dyn_covar[None], d.x0mu[None], d.x0sigma[None])
+        fwd, _ = timed(lambda: forward_pass(*fwd_in), args.repeats)
+        result["backward_pass"], result["forward_pass"] = bwd, fwd
+        if ref is not None:
+            result["backward_pass_before"], _ = timed(lambda: ref.backward_pass(*b, np.array([10.0])), args.repeats)
+            result["forward_pass_before"], _ = timed(lambda: ref.forward_pass(*fwd_in), args.repeats)
 
-    # Data: 20 rollouts per condition from the initial controllers (what the prior holds after 4 iterations).
-    batches20 = [collect_samples(sim, init[m], m, 20, T, rng) for m in range(M)]
+        for label, ms in (("1_condition", [0]), ("4_conditions", [0, 1, 2, 3])):
+            ins = ([prev[m] for m in ms], [dyn[m] for m in ms], [cost[m] for m in ms])
+            cold, res = timed(lambda ins=ins: kl_constrained_update(*ins, kl_step=args.kl_step, eta=1.0),
+                              args.repeats)
+            cold["eta_passes"] = [r.iterations for r in res]
+            etas = np.array([r.eta for r in res])
+            warm, res_w = timed(lambda ins=ins, etas=etas: kl_constrained_update(*ins, kl_step=args.kl_step,
+                                                                                eta=etas), args.repeats)
+            warm["eta_passes"] = [r.iterations for r in res_w]
+            result[f"c_step_{label}_cold"], result[f"c_step_{label}_warm"] = cold, warm
+            if ref is not None:
+                before, res_b = timed(lambda ins=ins: ref.kl_constrained_update(*ins, kl_step=args.kl_step, eta=1.0),
+                                      args.repeats)
+                before["eta_passes"] = [r.iterations for r in res_b]
+                before["max_abs_K_difference"] = float(max(np.abs(r.policy.K - q.policy.K).max()
+                                                           for r, q in zip(res, res_b, strict=True)))
+                result[f"c_step_{label}_cold_before"] = before
+    result["machine_after"] = machine()
 
-    def fit_one(m: int):
-        prior = GMMPrior(p.max_clusters, p.min_samples_per_cluster, p.max_samples, p.strength, seed=m)
-        return fit_dynamics(batches20[m], prior, acfg.dynamics.regularization, acfg.dynamics.initial_state_var)
-
-    dyn1, dyn_one = timed(lambda: fit_one(0), args.repeats)
-    dyn4, dyns = timed(lambda: [fit_one(m) for m in range(M)], max(1, args.repeats // 2))
-    # Warm refit: the prior already holds these rollouts' predecessors (the steady state of training).
-    warm_prior = GMMPrior(p.max_clusters, p.min_samples_per_cluster, p.max_samples, p.strength, seed=0)
-    fit_dynamics(batches20[0], warm_prior)
-    dyn_warm, _ = timed(lambda: fit_dynamics(batches20[0].take(slice(0, 5)), warm_prior), args.repeats)
-
-    models = []
-    for b in batches20:
-        models.append(CostModel(*quadratic_cost_model(cost.eval(b.X, b.U, b.ee_jacobians), b.X, b.U)))
-    tc = acfg.traj_opt
-
-    def cstep(ms: list[int]):
-        return kl_constrained_update([init[m] for m in ms], [dyns[m] for m in ms], [models[m] for m in ms],
-                                     kl_step=tc.kl_step, eta=tc.init_eta, min_eta=tc.min_eta, max_eta=tc.max_eta)
-
-    c1, r1 = timed(lambda: cstep([0]), args.repeats)
-    c4, r4 = timed(lambda: cstep(list(range(M))), args.repeats)
-    c1["eta_iterations"] = r1[0].iterations
-    c4["eta_iterations"] = [r.iterations for r in r4]
-    loop, _ = timed(lambda: [cstep([m]) for m in range(M)], args.repeats)
-
-    # Whole iterations, from the initial controllers, 4 conditions x 5 rollouts.
-    alg = TrajOptOnly(acfg, [q.copy() for q in init], cost=cost, seed=cfg.seed)
-    iters = []
-    for _ in range(args.iterations):
-        t0 = time.perf_counter()
-        batches = [collect_samples(sim, alg.policies[m], m, cfg.samples_per_condition, T, rng,
-                                   smoothing_std=acfg.sampling.smooth_noise_std) for m in range(M)]
-        sampling = time.perf_counter() - t0
-        diags = alg.iteration(batches)
-        iters.append({"sampling_s": sampling, **{f"{k}_s": v for k, v in alg.timings.items()},
-                      "eta_iterations": [d.eta_iterations for d in diags]})
-
-    result = {
-        "benchmark": "traj_opt_speed",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_1m": os.getloadavg()[0]},
-        "shape": {"T": T, "dX": sim.dX, "dU": sim.dU, "conditions": M},
-        "c_step_1_condition": c1,
-        "c_step_4_conditions_batched": c4,
-        "c_step_4_conditions_one_by_one": loop,
-        "dynamics_fit_prior_20_samples_1_condition_cold": dyn1,
-        "dynamics_fit_prior_20_samples_4_conditions_cold": dyn4,
-        "dynamics_fit_prior_5_new_samples_warm_prior": dyn_warm,
-        "iteration_reach_4x5": iters,
-    }
     for key, value in result.items():
-        if key != "iteration_reach_4x5":
-            print(f"{key}: {value}")
-    for i, it in enumerate(iters):
-        print(f"iteration {i}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                             for k, v in it.items()))
+        if isinstance(value, dict) and "median_ms" in value:
+            extra = f"  eta passes {value['eta_passes']}" if "eta_passes" in value else ""
+            print(f"{key:32s} wall {value['median_ms']:7.1f} ms (min {value['min_ms']:6.1f})  "
+                  f"cpu {value['cpu_median_ms']:7.1f} ms (min {value['cpu_min_ms']:6.1f}){extra}")
+    print(f"load before/after: {result['machine_before']['load_avg']} / {result['machine_after']['load_avg']}")
     print(json.dumps(result))
 
 

@@ -38,7 +38,13 @@ import numpy as np
 import torch
 import yaml
 
-from gps_controller.policies.neural import GaussianPolicy, images_to_tensor
+from gps_controller.policies.neural import (
+    PRECISIONS,
+    GaussianPolicy,
+    autocast_context,
+    images_to_tensor,
+    resolve_precision,
+)
 
 NORMALIZE_MODES = ("first", "always", "never")
 
@@ -87,6 +93,11 @@ class PolicyOptConfig:
     log_every: int = 50              # record the running minibatch loss every this many steps
     eval_batch_size: int = 256       # chunk size for full-data loss / feature-point evaluation
     evaluate_full_loss: bool = True  # compute the loss on all data before and after training
+    # Precisions (fp32 | bf16 | auto; auto = bf16 where the CPU has native bf16, or on CUDA): inference =
+    # the batched policy means of the C-step's linearization and the full-data loss; train = the S-step's
+    # forward/backward under autocast (weights and Adam state stay fp32).
+    inference_precision: str = "auto"
+    train_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.normalize_obs not in NORMALIZE_MODES:
@@ -101,6 +112,9 @@ class PolicyOptConfig:
             raise ValueError("learning_rate must be positive")
         if self.weight_decay < 0 or self.ent_reg < 0:
             raise ValueError("weight_decay and ent_reg must be >= 0")
+        for name in ("inference_precision", "train_precision"):
+            if getattr(self, name) not in PRECISIONS:
+                raise ValueError(f"{name} must be one of {PRECISIONS}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PolicyOptConfig:
@@ -263,13 +277,21 @@ def train_policy(
 
     def full_loss() -> float:
         total = 0.0
-        with torch.no_grad():
+        with torch.inference_mode():
             for s in range(0, m, cfg.eval_batch_size):
                 sl = slice(s, s + cfg.eval_batch_size)
                 im = None if img_t is None else images_to_tensor(img_t[sl], device)
-                mean, _ = policy(o_t[sl], im)
-                total += float(_weighted_loss(mean, u_t[sl], p_t[sl])) * (min(s + cfg.eval_batch_size, m) - s)
+                with policy.inference_autocast(cfg.inference_precision):
+                    mean, _ = policy(o_t[sl], im)
+                total += float(_weighted_loss(mean.float(), u_t[sl], p_t[sl])) * (min(s + cfg.eval_batch_size, m) - s)
         return total / m
+
+    # The S-step's forward passes under autocast; the loss itself is formed in fp32.
+    train_precision = ("fp32" if cfg.train_precision == "auto" and not policy.uses_images
+                       else resolve_precision(cfg.train_precision, device))
+
+    def train_autocast():
+        return autocast_context(train_precision, device)
 
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -279,18 +301,23 @@ def train_policy(
     fc_history: list[tuple[int, float]] = []
     if cfg.fc_only_iterations > 0 and policy.uses_images:
         # Feature points of every sample with the conv layers fixed, then train the head on them.
-        with torch.no_grad():
+        with torch.no_grad(), train_autocast():
             pts = torch.cat([policy.net.feature_points(images_to_tensor(img_t[s:s + cfg.eval_batch_size], device))
-                             for s in range(0, m, cfg.eval_batch_size)])
+                             for s in range(0, m, cfg.eval_batch_size)]).float()
             o_norm = policy.normalize(o_t)
-        fc_history = _run_steps(
-            cfg.fc_only_iterations, batches, optimizer, cfg.log_every,
-            lambda idx: _weighted_loss(policy.net.head(pts[idx], o_norm[idx]), u_t[idx], p_t[idx]))
+
+        def head_loss(idx: torch.Tensor) -> torch.Tensor:
+            with train_autocast():
+                mean = policy.net.head(pts[idx], o_norm[idx])
+            return _weighted_loss(mean.float(), u_t[idx], p_t[idx])
+
+        fc_history = _run_steps(cfg.fc_only_iterations, batches, optimizer, cfg.log_every, head_loss)
 
     def step_loss(idx: torch.Tensor) -> torch.Tensor:
         im = None if img_t is None else images_to_tensor(img_t[idx], device)
-        mean, _ = policy(o_t[idx], im)
-        return _weighted_loss(mean, u_t[idx], p_t[idx])
+        with train_autocast():
+            mean, _ = policy(o_t[idx], im)
+        return _weighted_loss(mean.float(), u_t[idx], p_t[idx])
 
     history = _run_steps(cfg.iterations, batches, optimizer, cfg.log_every, step_loss)
     policy.eval()

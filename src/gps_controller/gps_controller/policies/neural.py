@@ -335,13 +335,19 @@ class GaussianPolicy(nn.Module):
     @property
     def inference_precision(self) -> str:
         """The precision ``act``/``predict`` run in now: ``fp32`` or ``bf16``."""
-        if self._precision_request == "auto" and not self.uses_images:
-            return "fp32"
-        return resolve_precision(self._precision_request, self.device)
+        return self._resolve(self._precision_request)
 
-    def inference_autocast(self) -> contextlib.AbstractContextManager:
-        """Autocast region of the inference precision (for callers that run ``forward`` themselves)."""
-        return autocast_context(self.inference_precision, self.device)
+    def _resolve(self, precision: str) -> str:
+        if precision == "auto" and not self.uses_images:
+            resolve_precision(precision, self.device)  # validates
+            return "fp32"
+        return resolve_precision(precision, self.device)
+
+    def inference_autocast(self, precision: str | None = None) -> contextlib.AbstractContextManager:
+        """Autocast region of the inference precision, or of ``precision`` if given (for callers that run
+        ``forward`` themselves, e.g. evaluation losses)."""
+        return autocast_context(self._resolve(self._precision_request if precision is None else precision),
+                                self.device)
 
     # ----- description -------------------------------------------------------------------------
     @property
@@ -456,9 +462,11 @@ class GaussianPolicy(nn.Module):
         return u
 
     @torch.inference_mode()
-    def predict(self, obs: Any, images: Any = None, batch_size: int = 256
+    def predict(self, obs: Any, images: Any = None, batch_size: int = 256, precision: str | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Batch means: obs (..., dO), images (..., H, W, 3) uint8 -> (mean (..., dU), points (..., K, 2))."""
+        """Batch means: obs (..., dO), images (..., H, W, 3) uint8 -> (mean (..., dU), points (..., K, 2)).
+
+        ``precision`` (fp32 | bf16 | auto) overrides the policy's inference precision for this call."""
         o = np.asarray(obs, dtype=np.float32)
         if o.ndim < 1 or o.shape[-1] != self.obs_dim:
             raise ValueError(f"observations must be (..., {self.obs_dim}), got {o.shape}")
@@ -471,11 +479,11 @@ class GaussianPolicy(nn.Module):
             self._check_image(images, lead)
             imgs = np.asarray(images).reshape(-1, *self.image_shape)
         means, pts = [], []
-        autocast = self.inference_autocast
+        resolved = self._resolve(self._precision_request if precision is None else precision)
         for start in range(0, o.shape[0], batch_size):
             ob = torch.as_tensor(o[start:start + batch_size], device=self.device)
             ib = None if imgs is None else images_to_tensor(imgs[start:start + batch_size], self.device)
-            with autocast():
+            with autocast_context(resolved, self.device):
                 m, p = self.forward(ob, ib)
             means.append(m.to(torch.float64).cpu().numpy())
             if p is not None:

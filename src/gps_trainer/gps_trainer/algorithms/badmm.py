@@ -37,7 +37,7 @@ import numpy as np
 from gps_controller.policies.neural import GaussianPolicy
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_core.samples import SampleBatch, policy_inputs
-from gps_trainer.algorithms.mdgps import MDGPS, GPSIteration, fit_policy_linearization
+from gps_trainer.algorithms.mdgps import MDGPS, GPSIteration
 from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics, local_cost_models
 from gps_trainer.costs import Cost
 from gps_trainer.dynamics import LinearGaussianDynamics, fit_dynamics
@@ -175,14 +175,14 @@ class BADMM(MDGPS):
 
     def _fit_pol_lin(self, batches: list[SampleBatch], add: bool) -> list[np.ndarray]:
         """Refit pi_lin for every condition; returns the policy's mean actions at the samples."""
-        pol_var, mus = self.policy.variance(), []
+        mus = []
         for m, b in enumerate(batches):
             obs, images = policy_inputs(b, self.config.policy_obs)
             if add:
                 self.policy_priors[m].add(b.X, obs, images)
-            pol_mu, _ = self.policy.predict(obs, images)
-            self.pol_lin[m] = fit_policy_linearization(b.X, pol_mu, pol_var, self.policy_priors[m].prior(self.policy),
-                                                       self.config.policy_regularization)
+            self.pol_lin[m], pol_mu = self.policy_priors[m].linearize(
+                self.policy, b, obs, images, self.config.policy_regularization,
+                self.policy_opt_config.inference_precision)
             mus.append(pol_mu)
         return mus
 

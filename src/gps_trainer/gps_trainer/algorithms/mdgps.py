@@ -89,15 +89,34 @@ class PolicyPriorBuffer:
         self.X, self.obs = cat(self.X, X)[-keep:], cat(self.obs, obs)[-keep:]
         self.images = None if images is None else cat(self.images, images)[-keep:]
 
-    def prior(self, policy: GaussianPolicy) -> GMMPrior:
+    def prior(self, policy: GaussianPolicy, precision: str | None = None) -> GMMPrior:
         """A mixture fitted to (x, mu_pi(o)) of the buffered rollouts under the current policy."""
+        return self.prior_and_means(policy, precision)[0]
+
+    def prior_and_means(self, policy: GaussianPolicy, precision: str | None = None
+                        ) -> tuple[GMMPrior, np.ndarray]:
+        """:meth:`prior`, and the policy's means at every buffered rollout (N_buf, T, dU): the latest
+        rollouts are the last rows, so a caller needs no second pass of the CNN over them."""
         if self.X is None:
             raise RuntimeError("PolicyPriorBuffer.prior called before add")
         c = self.config
-        mu, _ = policy.predict(self.obs, self.images)
+        mu, _ = policy.predict(self.obs, self.images, precision=precision)
         gmm = GMMPrior(c.max_clusters, c.min_samples_per_cluster, c.max_samples, c.strength, seed=self.seed)
         gmm.update(self.X, mu)
-        return gmm
+        return gmm, mu
+
+    def linearize(self, policy: GaussianPolicy, batch: SampleBatch, obs: np.ndarray, images: np.ndarray | None,
+                  regularization: float, precision: str | None = None
+                  ) -> tuple[LinearGaussianPolicy, np.ndarray]:
+        """The policy linearization around ``batch`` (already added) under this buffer's prior, and the
+        policy's means at the batch's samples; one batched CNN pass over the buffer serves both."""
+        prior, mu_all = self.prior_and_means(policy, precision)
+        n = batch.X.shape[0]
+        if n <= mu_all.shape[0] and np.array_equal(self.X[-n:], batch.X):
+            pol_mu = mu_all[-n:]
+        else:  # the batch is larger than the buffer keeps (or not the latest): its own pass
+            pol_mu, _ = policy.predict(obs, images, precision=precision)
+        return fit_policy_linearization(batch.X, pol_mu, policy.variance(), prior, regularization), pol_mu
 
 
 def fit_policy_linearization(
@@ -229,14 +248,14 @@ class MDGPS:
         t2 = time.perf_counter()
 
         # 4. Linearize the policy around each condition's samples: pi(u|x) ~ N(pol_K x + pol_k, pol_S).
-        pol_var = self.policy.variance()
+        #    One batched CNN pass (inference mode, the configured precision) over each buffer gives the
+        #    prior's points and the new samples' means.
         for m, b in enumerate(batches):
             obs, images = policy_inputs(b, cfg.policy_obs)
             buf = self.policy_priors[m]
             buf.add(b.X, obs, images)
-            pol_mu, _ = self.policy.predict(obs, images)
-            self.pol_lin[m] = fit_policy_linearization(b.X, pol_mu, pol_var, buf.prior(self.policy),
-                                                       cfg.policy_regularization)
+            self.pol_lin[m], _ = buf.linearize(self.policy, b, obs, images, cfg.policy_regularization,
+                                               self.policy_opt_config.inference_precision)
         t3 = time.perf_counter()
 
         # 5. Step size, shared: did the last iteration lower the linearized policy's expected cost as much
