@@ -85,13 +85,18 @@ def gaussian_log_terms(K: np.ndarray, k: np.ndarray, P: np.ndarray) -> tuple[np.
         0.5 z^T [[K^T P K, -K^T P], [-P K, P]] z + z^T [K^T P k; -P k].
 
     K (..., dU, dX), k (..., dU), P (..., dU, dU) with any leading axes; returns (..., D, D), (..., D)."""
+    dU, dX = K.shape[-2:]
     PK = P @ K  # (..., dU, dX)
-    KtPK = K.swapaxes(-1, -2) @ PK
-    top = np.concatenate([KtPK, -PK.swapaxes(-1, -2)], axis=-1)
-    bot = np.concatenate([-PK, P], axis=-1)
-    Pk = np.einsum("...uv,...v->...u", P, k)
-    v = np.concatenate([np.einsum("...ux,...u->...x", K, Pk), -Pk], axis=-1)
-    return np.concatenate([top, bot], axis=-2), v
+    Pk = (P @ k[..., None])[..., 0]
+    Cm = np.empty((*K.shape[:-2], dX + dU, dX + dU))
+    Cm[..., :dX, :dX] = K.swapaxes(-1, -2) @ PK
+    np.negative(PK.swapaxes(-1, -2), out=Cm[..., :dX, dX:])
+    np.negative(PK, out=Cm[..., dX:, :dX])
+    Cm[..., dX:, dX:] = P
+    cv = np.empty((*K.shape[:-2], dX + dU))
+    cv[..., :dX] = (K.swapaxes(-1, -2) @ Pk[..., None])[..., 0]
+    np.negative(Pk, out=cv[..., dX:])
+    return Cm, cv
 
 
 def backward_pass(
