@@ -15,7 +15,8 @@ reports:
 - deadline misses reported in the Rollout (a command more than one period after its observation).
 
 Usage:  python benchmarks/controller_latency.py [--ticks 2000] [--only lg,cnn64,cnn240]
-        [--executor single|multi] [--torch-threads N]   (node parameters; default: the node's defaults)
+        [--executor single|multi] [--torch-threads N] [--precision fp32|bf16|auto]
+        (node parameters; default: the node's defaults; ``precision`` is the CNN's inference precision)
 The last line printed is one JSON object. Targets: p99 <= 5 ms (LG), <= 25 ms (CNN 240x240).
 """
 
@@ -101,9 +102,11 @@ def main() -> None:
     parser.add_argument("--only", default="lg,cnn64,cnn240")
     parser.add_argument("--executor", choices=["single", "multi"], help="controller node's executor parameter")
     parser.add_argument("--torch-threads", type=int, help="controller node's torch_threads parameter")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                        help="controller node's precision parameter (CNN inference; issue 16)")
     args = parser.parse_args()
-    node_params = {k: v for k, v in (("executor", args.executor), ("torch_threads", args.torch_threads))
-                   if v is not None}
+    node_params = {k: v for k, v in (("executor", args.executor), ("torch_threads", args.torch_threads),
+                                     ("precision", args.precision)) if v is not None}
     from controller_rig import subprocess_env
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 60))
