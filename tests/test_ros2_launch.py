@@ -20,7 +20,7 @@ from tests.ros2_cli import (
     wait_for_status,
 )
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = [pytest.mark.ros]
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ def _train_one_iteration(env: dict) -> dict:
     return wait_for_status(env, lambda s: s["iterations_completed"] >= 1 and s["iterations_remaining"] == 0, 240)
 
 
+@pytest.mark.slow
 def test_sim_launch_default_arguments_trains_and_stops_cleanly(tmp_path, kit_env):
     exp = small_experiment(tmp_path)
     launch = Launch(["launch/sim.launch.py", f"experiment:={exp}", f"output_dir:={tmp_path / 'out'}"], kit_env,
@@ -60,6 +61,7 @@ def test_sim_launch_default_arguments_trains_and_stops_cleanly(tmp_path, kit_env
     assert_clean_shutdown(rc, launch.text(), processes=4)  # sim, controller, tf, trainer
 
 
+@pytest.mark.slow
 def test_sim_launch_two_robots_each_with_its_own_clock(tmp_path, kit_env):
     exp = small_experiment(tmp_path)
     launch = Launch(["launch/sim.launch.py", "robots:=2", f"experiment:={exp}", f"output_dir:={tmp_path / 'out'}"],
@@ -81,3 +83,9 @@ def test_sim_launch_two_robots_each_with_its_own_clock(tmp_path, kit_env):
     finally:
         launch.close()
     assert_clean_shutdown(rc, launch.text(), processes=7)  # 2 x (sim, controller, tf) + trainer
+
+
+@pytest.mark.parametrize("launch_file", ["sim", "gazebo", "pr2"])
+def test_every_launch_file_loads_and_shows_its_arguments(launch_file, kit_env):
+    out = ros2(kit_env, "launch", "-s", f"launch/{launch_file}.launch.py", timeout=120)
+    assert "'experiment'" in out and "config/experiments/reach_traj_opt.yaml" in out

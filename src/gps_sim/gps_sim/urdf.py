@@ -46,7 +46,8 @@ VELOCITY_LIMITS = {
     "r_elbow_flex_joint": 3.3, "r_forearm_roll_joint": 3.6, "r_wrist_flex_joint": 3.078,
     "r_wrist_roll_joint": 3.6,
 }
-#: Nominal inertial of the base (welded to the world in Gazebo; a link without mass would be dropped).
+#: Nominal inertial of the massless links welded to the world (base, torso): a link without mass would be
+#: dropped by SDFormat, with everything below it.
 BASE_MASS = 1.0
 BASE_INERTIA = 0.01
 
@@ -135,9 +136,17 @@ def _geoms(model: mujoco.MjModel, body: int, indent: str, visual_only: bool = Fa
     return out
 
 
+def _nominal_inertial(indent: str) -> list[str]:
+    return [f"{indent}<inertial>", f"{indent}  {_origin((0, 0, 0))}", f'{indent}  <mass value="{_f(BASE_MASS)}"/>',
+            f'{indent}  <inertia ixx="{_f(BASE_INERTIA)}" ixy="0" ixz="0" iyy="{_f(BASE_INERTIA)}" iyz="0" '
+            f'izz="{_f(BASE_INERTIA)}"/>', f"{indent}</inertial>"]
+
+
 def _inertial(model: mujoco.MjModel, body: int, indent: str) -> list[str]:
     if model.body_mass[body] <= 0:
-        return []
+        # A massless link in the chain (torso_lift_link: fixed to the base) makes SDFormat before Harmonic
+        # drop it with every link below it; it is welded to the world, so its nominal mass moves nothing.
+        return _nominal_inertial(indent)
     i = model.body_inertia[body]
     return [f"{indent}<inertial>",
             f"{indent}  {_origin(model.body_ipos[body], quat_to_rpy(model.body_iquat[body]))}",
@@ -189,11 +198,7 @@ def generate_urdf(model: mujoco.MjModel | None = None, *, image_width: int = 320
              '  <joint name="world_joint" type="fixed">',
              '    <parent link="world"/>', f'    <child link="{BASE_LINK}"/>', f"    {_origin((0, 0, 0))}",
              "  </joint>",
-             f'  <link name="{BASE_LINK}">',
-             "    <inertial>", f"      {_origin((0, 0, 0))}", f'      <mass value="{_f(BASE_MASS)}"/>',
-             f'      <inertia ixx="{_f(BASE_INERTIA)}" ixy="0" ixz="0" iyy="{_f(BASE_INERTIA)}" iyz="0" '
-             f'izz="{_f(BASE_INERTIA)}"/>',
-             "    </inertial>"]
+             f'  <link name="{BASE_LINK}">', *_nominal_inertial("    ")]
     # The visual-only geoms of the world body are the PR2 base and torso (the floor and table are scene).
     lines.extend(_geoms(m, 0, "    ", visual_only=True))
     lines.append("  </link>")

@@ -95,13 +95,30 @@ def test_link_masses_equal_mjcf(mj, text):
     root = ET.fromstring(text)
     for link in root.findall("link"):
         b = mujoco.mj_name2id(mj, mujoco.mjtObj.mjOBJ_BODY, link.get("name"))
-        if b <= 0 or mj.body_mass[b] == 0:
+        if b > 0 and mj.body_mass[b] == 0:  # massless in MuJoCo: the nominal inertial SDFormat needs
+            assert float(link.find("inertial/mass").get("value")) == urdf.BASE_MASS
+            continue
+        if b <= 0:
             continue
         assert float(link.find("inertial/mass").get("value")) == pytest.approx(mj.body_mass[b])
         com = [float(v) for v in link.find("inertial/origin").get("xyz").split()]
         np.testing.assert_allclose(com, mj.body_ipos[b], atol=1e-9)
     total = sum(float(m.get("value")) for m in root.findall("link/inertial/mass"))
-    assert total == pytest.approx(mj.body_mass[2:9].sum() + urdf.BASE_MASS)
+    massless = sum(1 for link in root.findall("link")
+                   if mujoco.mj_name2id(mj, mujoco.mjtObj.mjOBJ_BODY, link.get("name")) > 0
+                   and mj.body_mass[mujoco.mj_name2id(mj, mujoco.mjtObj.mjOBJ_BODY, link.get("name"))] == 0)
+    assert massless == 1  # torso_lift_link
+    assert total == pytest.approx(mj.body_mass[2:9].sum() + urdf.BASE_MASS * (1 + massless))
+
+
+def test_every_link_carrying_a_moving_joint_has_an_inertial(text):
+    """SDFormat before Harmonic drops a massless link with every link below it (the whole arm)."""
+    root = ET.fromstring(text)
+    parents = {j.find("parent").get("link") for j in root.findall("joint") if j.get("type") != "fixed"}
+    for link in root.findall("link"):
+        if link.get("name") in parents:
+            assert link.find("inertial/mass") is not None, link.get("name")
+            assert float(link.find("inertial/mass").get("value")) > 0
 
 
 def test_ros2_control_block(text):
@@ -159,7 +176,7 @@ def test_camera_at_mjcf_head_camera(mj, text):
 
 def test_launch_files_name_the_urdf_and_controllers():
     gz = (REPO / "launch" / "gazebo.launch.py").read_text()
-    assert '"models", "pr2_arm.urdf"' in gz and urdf.URDF.exists()
+    assert '"models" / "pr2_arm.urdf"' in gz and urdf.URDF.exists()
     assert "effort_controller" in gz and "joint_state_broadcaster" in gz
     assert urdf.CONTROLLERS_YAML.split("/")[-1] in gz
     assert f'"-name", "{urdf.ROBOT_NAME}"' in gz
