@@ -335,9 +335,11 @@ class GaussianPolicy(nn.Module):
     @property
     def inference_precision(self) -> str:
         """The precision ``act``/``predict`` run in now: ``fp32`` or ``bf16``."""
-        return self._resolve(self._precision_request)
+        return self._resolve(None)
 
-    def _resolve(self, precision: str) -> str:
+    def _resolve(self, precision: str | None) -> str:
+        if precision is None:  # the policy's setting (fp32 for an object built without __init__, e.g. unpickled)
+            precision = getattr(self, "_precision_request", "fp32")
         if precision == "auto" and not self.uses_images:
             resolve_precision(precision, self.device)  # validates
             return "fp32"
@@ -346,8 +348,7 @@ class GaussianPolicy(nn.Module):
     def inference_autocast(self, precision: str | None = None) -> contextlib.AbstractContextManager:
         """Autocast region of the inference precision, or of ``precision`` if given (for callers that run
         ``forward`` themselves, e.g. evaluation losses)."""
-        return autocast_context(self._resolve(self._precision_request if precision is None else precision),
-                                self.device)
+        return autocast_context(self._resolve(precision), self.device)
 
     # ----- description -------------------------------------------------------------------------
     @property
@@ -479,7 +480,7 @@ class GaussianPolicy(nn.Module):
             self._check_image(images, lead)
             imgs = np.asarray(images).reshape(-1, *self.image_shape)
         means, pts = [], []
-        resolved = self._resolve(self._precision_request if precision is None else precision)
+        resolved = self._resolve(precision)
         for start in range(0, o.shape[0], batch_size):
             ob = torch.as_tensor(o[start:start + batch_size], device=self.device)
             ib = None if imgs is None else images_to_tensor(imgs[start:start + batch_size], self.device)
