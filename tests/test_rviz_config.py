@@ -24,8 +24,8 @@ DISPLAY_TYPES = {
     "rviz_default_plugins/MarkerArray": "visualization_msgs/msg/MarkerArray",
     "rviz_default_plugins/Pose": "geometry_msgs/msg/PoseStamped",
 }
-# Published by the controller only while a CNN policy runs (visuomotor trials): a publisher must exist.
-CNN_ONLY = {"/gps/feature_points", "/gps/feature_points/image"}
+# tf2_msgs/msg/TFMessage's type hash in ROS 2 Jazzy (what `ros2 topic info -v /tf` shows on a distro).
+TF_MESSAGE_HASH = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
 
 
 def rviz_displays(path=ROOT / "rviz" / "gps.rviz") -> tuple[str, list[dict]]:
@@ -99,6 +99,10 @@ def test_every_rviz_topic_and_frame_is_published_by_the_stack(tmp_path, ros_env)
                     missing.append(d)
             rclpy.spin_once(node, timeout_sec=0.2)
         assert not missing, f"displays with no matching publisher: {missing}"
+        # /tf carries the distro's tf2_msgs/msg/TFMessage (Jazzy type hash), shim or not: RViz would match it.
+        tf_pubs = node.get_publishers_info_by_topic("/tf_static")
+        assert tf_pubs and all(str(p.topic_type_hash) == TF_MESSAGE_HASH for p in tf_pubs), \
+            [str(p.topic_type_hash) for p in tf_pubs]
         # A reset makes the lockstep sim publish its state (joint states -> TF, image, target pose).
         reset = node.create_client(ResetCondition, "/gps_sim/reset")
         q = np.array([-0.3, 0.2, -1.0, -1.2, 0.4, -0.8, 0.6])
