@@ -19,7 +19,7 @@ if [ -n "$KIT" ] && [ -f "$KIT/install.sh" ]; then
   kit_env=$(bash "$KIT/install.sh")
   eval "$kit_env"
 else
-  export GPS_ROS2_TOOLS_MISSING="no ros2-tools kit at $ROOT/../shared/ros2-tools (or GPS_ROS2_TOOLS)"
+  export GPS_ROS2_TOOLS_MISSING="no ros2-tools kit (no install.sh in ${GPS_ROS2_TOOLS:-$ROOT/../shared/ros2-tools or $ROOT/shared/ros2-tools})"
   echo "[test] $GPS_ROS2_TOOLS_MISSING: the ros2 launch / ros2 CLI tests are skipped"
 fi
 echo "[test] ruff"
