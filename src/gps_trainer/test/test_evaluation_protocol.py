@@ -93,3 +93,19 @@ def test_ablation_changes_a_cnn_policy_and_rejects_bad_requests():
         evaluate_policy(mlp, "reach", ablation="blank", **kw)
     with pytest.raises(ValueError, match="ablation"):
         evaluate_policy(cnn, "reach", ablation="noise", **kw)
+
+
+def test_eval_cli_ablation_and_situations(tmp_path, capsys):
+    import json
+
+    from gps_controller.policies import save_policy
+    from gps_trainer.cli import main
+
+    save_policy(make_policy(SMALL_CNN, 32, 7, seed=0), tmp_path / "cnn.safetensors")
+    rc = main(["eval", "--policy", str(tmp_path / "cnn.safetensors"), "--trials", "2", "--sets", "visual_test",
+               "--ablation", "swap", "--out", str(tmp_path / "e.json")])
+    assert rc == 0
+    d = json.loads((tmp_path / "e.json").read_text())
+    assert d["ablation"] == "swap" and d["sets"]["visual_test"]["situations"] == 2
+    assert "situations" in capsys.readouterr().out
+    assert main(["eval", "--policy", str(tmp_path / "cnn.safetensors"), "--through-nodes", "--ablation", "blank"]) == 2
