@@ -60,10 +60,10 @@ class ControllerNode(Node):
         self.rollout_pub = self.create_publisher(Rollout, p.rollout_topic, ROLLOUT_QOS)
         self.overlay_pub = self.create_publisher(Image, p.overlay_topic, LATEST_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, p.feature_points_topic, LATEST_QOS)
-        # Deep queues: a burst of bad messages on a topic must not evict the robot's own ones.
+        lockstep = p.trigger_mode == "observation"  # every state matters: reliable readers (qos.sensor_qos)
         self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state,
-                                 sensor_qos(p.joint_states_queue_depth), callback_group=control)
-        self.create_subscription(Image, p.image_topic, self._on_image, sensor_qos(p.image_queue_depth),
+                                 sensor_qos(p.joint_states_queue_depth, lockstep), callback_group=control)
+        self.create_subscription(Image, p.image_topic, self._on_image, sensor_qos(p.image_queue_depth, lockstep),
                                  callback_group=images, raw=True)
         self.create_subscription(PoseStamped, p.target_pose_topic, self._on_target_pose, SENSOR_QOS,
                                  callback_group=control)

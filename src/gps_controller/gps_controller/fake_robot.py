@@ -29,7 +29,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
 from gps_controller.conversions import image_to_msg
-from gps_controller.qos import COMMAND_QOS, SENSOR_QOS
+from gps_controller.qos import COMMAND_QOS, ROBOT_STATE_QOS, SENSOR_QOS
 
 JOINTS = ["r_shoulder_pan_joint", "r_shoulder_lift_joint", "r_upper_arm_roll_joint", "r_elbow_flex_joint",
           "r_forearm_roll_joint", "r_wrist_flex_joint", "r_wrist_roll_joint"]
@@ -50,8 +50,8 @@ class FakeRobot(Node):
         self.last_pub: float | None = None
         self.commands: list[list[float]] = []
         self.latencies: list[float] = []
-        self.js_pub = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
-        self.img_pub = self.create_publisher(Image, "camera/image_raw", SENSOR_QOS)
+        self.js_pub = self.create_publisher(JointState, "joint_states", ROBOT_STATE_QOS)
+        self.img_pub = self.create_publisher(Image, "camera/image_raw", ROBOT_STATE_QOS)
         self.target_pub = self.create_publisher(PoseStamped, "gps/target_pose", SENSOR_QOS)
         self.create_subscription(Float64MultiArray, "effort_controller/commands", self.on_command, COMMAND_QOS)
         self.create_timer(self.dt, self.on_timer)

@@ -34,8 +34,19 @@ LATEST_QOS = QoSProfile(
 )
 
 
-def sensor_qos(depth: int) -> QoSProfile:
-    """BEST_EFFORT KEEP_LAST ``depth``: the controller's joint-state and image subscriptions, deep enough
-    that a burst of bad or foreign messages cannot evict the robot's own (they are rejected cheaply)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+def sensor_qos(depth: int, reliable: bool) -> QoSProfile:
+    """The controller's joint-state and image subscriptions: KEEP_LAST ``depth``, deep enough that a
+    burst of bad or foreign messages cannot evict the robot's own (they are rejected cheaply).
+
+    ``reliable`` for lockstep (observation-triggered) trials, where every state matters: a lost sample
+    stalls the trial, and a RELIABLE reader gets lost fragments resent (a flood of huge images made the
+    transport drop the simulation's own). A BEST_EFFORT reader (timer mode: a real robot's drivers
+    publish sensor data best effort) matches any publisher."""
+    reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability,
                       durability=DurabilityPolicy.VOLATILE)
+
+
+#: What a stand-in robot publishes its sensor data with: RELIABLE matches both kinds of reader.
+ROBOT_STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
