@@ -350,12 +350,12 @@ def _demo_vision(a, out: Path) -> str:
         return str(weights)
     import torch
 
-    from gps_trainer.gps_config import load_gps_experiment
+    from gps_trainer.config import load_experiment
     from gps_trainer.procedure import pretrain_vision
 
     torch.set_num_threads(1)  # measured 5-10x faster than 2 threads on 2 cores
-    cfg = load_gps_experiment(ROOT / a.gps_experiment)
-    net = {k: v for k, v in cfg.algorithm.policy.get("net", {}).items() if k.startswith(("image_", "conv_"))}
+    cfg = load_experiment(ROOT / a.gps_experiment)
+    net = {k: v for k, v in cfg.algorithm.policy.get("net", {}).items() if k.startswith("conv_")}
     print(f"== vision: pose pretraining of the conv layers ({a.vision_iterations} steps) -> {weights}", flush=True)
     t0 = time.monotonic()
     m = pretrain_vision(None, weights.parent, {"image_size": cfg.image_size, "num_train": 200, "num_test": 40,
