@@ -424,11 +424,14 @@ def _next_eta(m: int, eta: float, kl: float, target: float, lo: np.ndarray, hi: 
 
     KL falls with eta. Update the bracket: KL > target -> lo = eta, else hi = eta. Until both ends are
     evaluated, jump as the reference does but at most 10x: eta <- min(sqrt(lo hi), 10 lo) or
-    max(sqrt(lo hi), hi / 10). Once bracketed, interpolate log KL linearly in log eta (secant), kept
-    inside the inner 90 % of the log-bracket and replaced by bisection when the same end moved twice
-    (Illinois-style safeguard), so the search never does worse than log-space bisection.
+    max(sqrt(lo hi), hi / 10). Once bracketed, regula falsi on log KL - log target against log eta with
+    the Illinois modification: when the same end moved twice in a row, the other end's residual is halved
+    (so a convex curve cannot pin one end and crawl); the step is kept inside the inner 98 % of the
+    log-bracket. (Bisecting instead, as before issue 16, threw away good secant steps: 7 passes where
+    this takes 4 on the PR2-size benchmark problem.)
     """
     y = np.log(max(kl, 1e-300))
+    lt = np.log(target)
     side = 1 if kl > target else -1
     if side > 0:
         lo[m], ylo[m] = eta, y
@@ -440,10 +443,16 @@ def _next_eta(m: int, eta: float, kl: float, target: float, lo: np.ndarray, hi: 
     if np.isnan(ylo[m]) or np.isnan(yhi[m]):
         geom = np.sqrt(lo[m] * hi[m])
         return float(min(geom, 10.0 * lo[m]) if side > 0 else max(geom, 0.1 * hi[m]))
+    if repeated:  # Illinois: the end that did not move keeps only half its residual
+        if side > 0:
+            yhi[m] = lt + 0.5 * (yhi[m] - lt)
+        else:
+            ylo[m] = lt + 0.5 * (ylo[m] - lt)
     w = xh - xl
-    x = xl + (np.log(target) - ylo[m]) * w / (yhi[m] - ylo[m]) if yhi[m] != ylo[m] else np.nan
-    if repeated or not np.isfinite(x) or not (xl + 0.05 * w <= x <= xh - 0.05 * w):
+    x = xl + (lt - ylo[m]) * w / (yhi[m] - ylo[m]) if yhi[m] != ylo[m] else np.nan
+    if not np.isfinite(x):
         x = 0.5 * (xl + xh)
+    x = min(max(x, xl + 0.01 * w), xh - 0.01 * w)
     return float(np.exp(x))
 
 

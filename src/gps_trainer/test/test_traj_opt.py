@@ -318,3 +318,14 @@ def test_gaussian_log_terms_is_minus_log_density_up_to_a_constant():
     zs = rng.standard_normal((5, dX + dU))
     vals = [0.5 * z @ Cm @ z + cv @ z - neg_log_p(z[:dX], z[dX:]) for z in zs]
     np.testing.assert_allclose(vals, vals[0], atol=1e-10)  # differ by the same constant 0.5 k^T P k
+
+
+def test_eta_search_converges_in_few_passes_from_a_cold_start():
+    """Illinois regula falsi in (log eta, log KL): within 5 backward/forward passes from eta = 1 on seeded
+    PR2-size problems (the bisecting safeguard it replaced needed up to 7 here)."""
+    for seed in range(6):
+        prev, dyn, cost = pr2_problem(seed=seed)
+        for kl_step in (0.05, 0.2, 1.0):
+            r = kl_constrained_update([prev], [dyn], [cost], kl_step=kl_step, eta=1.0)[0]
+            assert r.converged and abs(r.kl - r.kl_target) < 0.1 * r.kl_target
+            assert r.iterations <= 5, (seed, kl_step, r.iterations)
