@@ -112,7 +112,7 @@ class TrainerNode(Node):
         self.get_logger().info(
             f"trainer ready: experiment {self.cfg.name!r} ({self.cfg.algorithm.type}), {self.cfg.conditions} "
             f"conditions x {self.cfg.samples_per_condition} samples, robots {list(p.controller_namespaces)}, "
-            f"run directory {out}, {done} iterations completed, {len(self.store)} rollouts stored")
+            f"run directory {out}, {done} iterations completed, {self.store.stored_count()} rollouts stored")
 
     # ------------------------------------------------------------------ status
 
