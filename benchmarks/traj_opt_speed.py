@@ -7,8 +7,8 @@ Measured, as median (and min) over repeats, wall clock and process CPU time:
   * one backward pass and one forward pass (the two recursions of each eta-search step),
   * the whole C-step with its eta search for 1 condition and for 4 conditions in one call, starting from
     eta = 1 ("cold") and from the eta the search found ("warm", as in training where eta carries over),
-  * the same C-step with the implementation before the speed-up (src/gps_trainer/test/traj_opt_v0.py)
-    side by side, on identical input.
+  * the same C-step with the implementation before issue 16 (src/gps_trainer/test/traj_opt_v0.py: the old
+    numerics and the old eta rule) side by side, on identical input.
 The machine's CPU flags and load are recorded with the figures. The last line is one JSON object.
 
     python benchmarks/traj_opt_speed.py [--repeats 15] [--blas-threads 1]
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from gps_trainer.traj_opt import backward_pass, forward_pass, kl_constrained_update, random_problem
+from gps_trainer.traj_opt import _next_eta, backward_pass, forward_pass, kl_constrained_update, random_problem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,8 +115,10 @@ def main() -> None:
                 before, res_b = timed(lambda ins=ins: ref.kl_constrained_update(*ins, kl_step=args.kl_step, eta=1.0),
                                       args.repeats)
                 before["eta_passes"] = [r.iterations for r in res_b]
-                before["max_abs_K_difference"] = float(max(np.abs(r.policy.K - q.policy.K).max()
-                                                           for r, q in zip(res, res_b, strict=True)))
+                # Same numbers? Only comparable along the same eta path: the old numerics with today's rule.
+                same_path = ref.kl_constrained_update(*ins, kl_step=args.kl_step, eta=1.0, next_eta=_next_eta)
+                before["max_abs_K_difference_same_eta_path"] = float(max(
+                    np.abs(r.policy.K - q.policy.K).max() for r, q in zip(res, same_path, strict=True)))
                 result[f"c_step_{label}_cold_before"] = before
     result["machine_after"] = machine()
 

@@ -255,7 +255,9 @@ def test_fast_c_step_equals_the_previous_implementation():
     prev, dyn, cost = (list(x) for x in zip(*probs, strict=True))
     steps = [0.2, 0.05, 0.5]
     new = kl_constrained_update(prev, dyn, cost, kl_step=steps, eta=1.0)
-    ref = v0.kl_constrained_update(prev, dyn, cost, kl_step=steps, eta=1.0)
+    from gps_trainer.traj_opt import _next_eta
+
+    ref = v0.kl_constrained_update(prev, dyn, cost, kl_step=steps, eta=1.0, next_eta=_next_eta)
     for a, b in zip(new, ref, strict=True):
         assert a.converged and b.converged and a.iterations == b.iterations
         assert a.eta == pytest.approx(b.eta, rel=1e-8) and a.kl == pytest.approx(b.kl, rel=1e-8)

@@ -1,6 +1,8 @@
 """The C-step as it was before the issue-16 speed-up (commit aa95419), frozen as the reference that
 test_traj_opt.py compares the fast path with: LU solves, a separate PD test and inverse over all steps,
-3-D products batched over conditions in both recursions. Not used by the library."""
+3-D products batched over conditions in both recursions, and the eta rule that bisected whenever one end
+of the bracket moved twice (``next_eta`` swaps in another rule, e.g. the current one, so the numerics
+can be compared along the same eta path). Not used by the library."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_trainer.dynamics import LinearGaussianDynamics
-from gps_trainer.traj_opt import CostModel, CStepResult, TrajOptError, _next_eta, kl_divergence
+from gps_trainer.traj_opt import CostModel, CStepResult, TrajOptError, kl_divergence
 
 LOGGER = logging.getLogger(__name__)
 
@@ -192,6 +194,7 @@ def kl_constrained_update(
     del0: float = 1e-4,
     max_iterations: int = 50,
     tolerance: float = 0.1,
+    next_eta=None,
 ) -> list[CStepResult]:
     """C-step for M conditions at once: find eta_m with |KL_m(eta) - eps_m| < tolerance eps_m.
 
@@ -245,7 +248,7 @@ def kl_constrained_update(
             if abs(c - target[m]) < tolerance * target[m]:
                 done[m] = True
                 continue
-            eta[m] = _next_eta(m, e, c, target[m], lo, hi, ylo, yhi, last_side)
+            eta[m] = (next_eta or _next_eta)(m, e, c, target[m], lo, hi, ylo, yhi, last_side)
         if done.all():
             break
     results = []
@@ -259,3 +262,30 @@ def kl_constrained_update(
     return results
 
 
+def _next_eta(m: int, eta: float, kl: float, target: float, lo: np.ndarray, hi: np.ndarray, ylo: np.ndarray,
+              yhi: np.ndarray, last_side: np.ndarray) -> float:
+    """Next dual variable for condition m after KL(eta) = kl missed the target (updates the bracket).
+
+    KL falls with eta. Update the bracket: KL > target -> lo = eta, else hi = eta. Until both ends are
+    evaluated, jump as the reference does but at most 10x: eta <- min(sqrt(lo hi), 10 lo) or
+    max(sqrt(lo hi), hi / 10). Once bracketed, interpolate log KL linearly in log eta (secant), kept
+    inside the inner 90 % of the log-bracket and replaced by bisection when the same end moved twice
+    (Illinois-style safeguard), so the search never does worse than log-space bisection.
+    """
+    y = np.log(max(kl, 1e-300))
+    side = 1 if kl > target else -1
+    if side > 0:
+        lo[m], ylo[m] = eta, y
+    else:
+        hi[m], yhi[m] = eta, y
+    repeated = last_side[m] == side
+    last_side[m] = side
+    xl, xh = np.log(lo[m]), np.log(hi[m])
+    if np.isnan(ylo[m]) or np.isnan(yhi[m]):
+        geom = np.sqrt(lo[m] * hi[m])
+        return float(min(geom, 10.0 * lo[m]) if side > 0 else max(geom, 0.1 * hi[m]))
+    w = xh - xl
+    x = xl + (np.log(target) - ylo[m]) * w / (yhi[m] - ylo[m]) if yhi[m] != ylo[m] else np.nan
+    if repeated or not np.isfinite(x) or not (xl + 0.05 * w <= x <= xh - 0.05 * w):
+        x = 0.5 * (xl + xh)
+    return float(np.exp(x))
