@@ -231,14 +231,17 @@ class ControllerNode(Node):
         response.success = True
         return response
 
-    def release(self) -> None:
-        """Zero torque on the way out (ros2_control would otherwise hold the last command)."""
+    def release(self, timeout: float = 3.0) -> None:
+        """Zero torque on the way out (ros2_control would otherwise hold the last command), then let a
+        running run_trial answer before anything is destroyed (rclpy's executor shutdown does not wait)."""
         if self.core.trial is not None:
             self.core.trial.abort("controller shutting down")
         try:
             self._publish_torque(self.core.safety.zero)
         except Exception:  # noqa: BLE001 - the context may already be shut down
             pass
+        if self.core.in_flight.active and self.core.in_flight.wait_idle(timeout):
+            time.sleep(0.2)  # the executor sends the response after the handler returns
 
 
 def _spin(executor) -> None:

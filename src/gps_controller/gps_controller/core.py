@@ -21,12 +21,35 @@ from gps_controller.safety import SafetyLayer
 from gps_controller.trial import Policies, Sensors, Trial, prepare_trial, time_policy, validate_condition_set
 
 
+class InFlight:
+    """Counts the service handlers running, so a shutdown can let them answer before it destroys anything."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.active = 0
+
+    def __enter__(self):
+        with self._cond:
+            self.active += 1
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self.active -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.active == 0, timeout)
+
+
 def answers_always(handler):
-    """Every request gets a response: any exception becomes success=False with the reason."""
+    """Every request gets a response: any exception becomes success=False with the reason.
+    (For a node method; the node's ``core.in_flight`` counts the running handlers.)"""
     @functools.wraps(handler)
     def wrapped(self, request, response):
         try:
-            return handler(self, request, response)
+            with self.core.in_flight:
+                return handler(self, request, response)
         except Exception as exc:  # noqa: BLE001 - a service thread must survive any request
             reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             response.success, response.message = False, reason[:2000]
@@ -59,6 +82,7 @@ class ControllerCore:
         self.sensors, self.policies, self.rejections = Sensors(), Policies(), RejectionLog()
         self.lock = threading.Lock()  # policies, the current trial, run-time parameters
         self.trial: Trial | None = None
+        self.in_flight = InFlight()
         try:
             import torch
             torch.set_num_threads(p.torch_threads)

@@ -4,7 +4,9 @@ A stand-in robot (fake_robot) or the real lockstep gps_sim and the controller ru
 test process is the trainer (service calls) or the attacker (floods of bad messages)."""
 
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -246,3 +248,30 @@ def test_floods_of_bad_joint_states_and_huge_images_do_not_stall_a_lockstep_tria
     finally:
         domain.close()
         peers.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_trial_releases_the_arm_and_exits_without_a_traceback(tmp_path, sig):
+    """Issue 14: SIGINT printed a controller error (Destroyable) although the process exited."""
+    out = tmp_path / "robot.json"
+    env = subprocess_env(domain_offset=149)
+    peers = Peers(env, _write_params(tmp_path / "controller.yaml", horizon=400),
+                  robot_args=["--out", str(out)])
+    domain = _Domain(env)
+    try:
+        trainer = domain.trainer
+        assert trainer.call("set_linear_gaussian", lg_request(0, pd_controller(T=400, bias_joint4=3.0))).success
+        future = trainer.clients["run_trial"].call_async(RunTrial.Request(condition=0, policy_type="linear_gaussian"))
+        trainer.spin_for(1.5)  # the trial is running (20 s long)
+        assert not future.done()
+        peers.controller.send_signal(sig)
+        assert peers.controller.wait(timeout=15) == 0
+        time.sleep(0.5)
+        log = peers.log(peers.controller)
+        assert "Traceback" not in log and "Destroyable" not in log and "invalid" not in log.lower(), log
+    finally:
+        domain.close()
+        peers.close()
+    commands = json.loads(out.read_text())["commands"]
+    assert len(commands) > 5 and any(abs(c[4]) > 1.0 for c in commands[:-1])
+    assert commands[-1] == [0.0] * 7, "the last command before exit must be zero torque"

@@ -155,3 +155,32 @@ def test_run_time_parameters_are_refused_during_a_trial_and_applied_after(core):
     assert core.p.condition_set == "spatial_test"
     assert len(core.conditions) == len(core.task.condition_list("spatial_test"))
     core.apply_parameters({"condition_set": "train"})
+
+
+def test_every_request_is_answered_whatever_the_handler_raises(core):
+    from types import SimpleNamespace
+
+    from gps_controller.core import answers_always
+
+    class Node:
+        def __init__(self):
+            self.core, self.warnings = core, []
+
+        def get_logger(self):
+            return SimpleNamespace(warning=self.warnings.append)
+
+        @answers_always
+        def _on_thing(self, request, response):
+            if request == "memory":
+                raise MemoryError("Unable to allocate 59.6 GiB")
+            if request == "recursion":
+                raise RecursionError("maximum recursion depth exceeded")
+            raise conv.MessageValidationError("gains", "wrong size")
+
+    node = Node()
+    for request, message in (("memory", "MemoryError: Unable to allocate 59.6 GiB"),
+                             ("recursion", "RecursionError: maximum recursion depth exceeded"),
+                             ("value", "gains: wrong size")):
+        response = node._on_thing(request, SimpleNamespace(success=True, message=""))
+        assert response.success is False and response.message == message
+    assert len(node.warnings) == 3 and core.in_flight.active == 0
