@@ -78,9 +78,12 @@ class PosePretrainConfig(Checked):
                 torch.device(self.device)
             except (RuntimeError, ValueError):
                 raise invalid("device", self.device, "expected auto, cpu or cuda[:n]") from None
-        for key in ("config_dim", "action_dim", "image_height", "image_width"):
+        for key in ("config_dim", "action_dim"):
             if key in self.net:
-                raise invalid(f"net.{key}", self.net[key], "set by the task / image_size, not here")
+                raise invalid(f"net.{key}", self.net[key], "set by the task, not here")
+        for key in ("image_height", "image_width"):
+            if key in self.net and self.net[key] != self.image_size:
+                raise invalid(f"net.{key}", self.net[key], f"must equal image_size ({self.image_size})")
         try:
             self.vision_config()
         except ConfigError as e:

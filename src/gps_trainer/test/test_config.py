@@ -257,6 +257,9 @@ def test_pose_and_policy_opt_sections_use_the_same_checks(tmp_path):
         PosePretrainConfig.from_dict({"device": "gpu0"})
     with pytest.raises(ConfigError, match=r"^net.conv_filters\[0\]: expected an integer"):
         PosePretrainConfig.from_dict({"net": {"conv_filters": ["a", 2, 3]}})
+    with pytest.raises(ConfigError, match=r"^net.image_width: must equal image_size \(64\); got 32"):
+        PosePretrainConfig.from_dict({"net": {"image_width": 32}})
+    assert PosePretrainConfig.from_dict({"image_size": 32, "net": {"image_width": 32}}).vision_config().image_width == 32
     with pytest.raises(ConfigError, match=r"^target_box: expected"):
         PosePretrainConfig.from_dict({"target_box": [[0, 0], [1, 1]]})
     bad = tmp_path / "pose.yaml"
