@@ -278,7 +278,7 @@ class ExperimentConfig(Checked):
     samples_per_condition: int = ranged(5, ge=1)
     iterations: int = ranged(10, ge=1)
     seed: int = ranged(0, ge=0)
-    horizon: int | None = ranged(None, ge=0)
+    horizon: int | None = ranged(None, ge=0, le=100_000)  # the controllers' max_horizon bound (params.py)
     image_size: int = ranged(64, ge=8, le=1024)
     algorithm: AlgorithmConfig = field(default_factory=TrajOptOnlyConfig)
 

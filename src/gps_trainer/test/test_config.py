@@ -108,6 +108,7 @@ BAD_VALUES = [
     ({"seed": -1}, "seed", "-1"),
     ({"horizon": -5}, "horizon", "-5"),
     ({"horizon": "long"}, "horizon", "'long'"),
+    ({"horizon": 10**6}, "horizon", "1000000"),
     ({"image_size": -5}, "image_size", "-5"),
     ({"name": ["a"]}, "name", "['a']"),
     ({"task": "no_such_task"}, "task", "'no_such_task'"),
