@@ -207,5 +207,5 @@ def test_config_rejects_bad_combinations():  # the typed config's own tests are 
         load_experiment(EXP / "reach_mdgps.yaml", {"algorithm.policy_obs": "pixels"})
     with pytest.raises(ValueError, match="visuomotor_cnn"):
         load_experiment(EXP / "reach_mdgps_visual.yaml", {"algorithm.policy_obs": "state"})
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="algorithm.inner_iteration: unknown key"):
         load_experiment(EXP / "reach_badmm.yaml", {"algorithm.inner_iteration": 2})
