@@ -1,11 +1,6 @@
-"""gps_controller: the 20 Hz torque controller node. ROS wiring only: the logic is in plain classes
-(gps_controller.core: sensors, policies, run-time parameters; .trial: the trial state machine; .reset;
-.params: typed parameters, documented in config/controller.yaml).
-
-Topics (relative: a namespace selects the robot): sub joint_states, camera/image_raw, gps/target_pose;
-pub effort_controller/commands (Float64MultiArray, order = joint_names), /gps/rollouts,
-gps/feature_points(/image). Services (on the companion node ``<name>_services`` with executor: single):
-gps_controller/run_trial, set_linear_gaussian, set_policy_weights. Client: gps_sim/reset.
+"""gps_controller: the 20 Hz torque controller node, ROS wiring only. The logic lives in plain classes:
+gps_controller.core (sensors, policies, run-time parameters), .trial (the trial state machine), .reset,
+.params (typed parameters; config/controller.yaml documents them). Topics and services: DESIGN.md.
 
 Nothing waits on ROS time: a trial's first step is started by a guard condition and the stale-data
 watchdog runs on the steady clock (under use_sim_time a lockstep simulation's /clock only moves when
