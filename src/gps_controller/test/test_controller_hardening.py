@@ -283,3 +283,34 @@ def test_a_signal_mid_trial_releases_the_arm_and_exits_without_a_traceback(tmp_p
     commands = json.loads(out.read_text())["commands"]
     assert len(commands) > 5 and any(abs(c[4]) > 1.0 for c in commands[:-1])
     assert commands[-1] == [0.0] * 7, "the last command before exit must be zero torque"
+
+
+def test_consecutive_deadline_misses_abort_the_trial_with_zero_torque(tmp_path):
+    """Issue 13 item 4: missed deadlines were counted but never acted on. At 1 kHz (period 1 ms) with
+    inference_budget 10 the paper's CNN is accepted (one call within 10 ms) but every command is late."""
+    pytest.importorskip("torch")
+    from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy, serialize_policy
+
+    out = tmp_path / "robot.json"
+    env = subprocess_env(domain_offset=153)
+    params = _write_params(tmp_path / "controller.yaml", control_rate_hz=1000.0, stale_timeout=0.5,
+                           inference_budget=10.0, max_consecutive_deadline_misses=3, horizon=50)
+    peers = Peers(env, params, robot_args=["--out", str(out)])
+    domain = None
+    try:
+        domain = _Domain(env)
+        policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7), seed=0)
+        arch, weights, sha = serialize_policy(policy)
+        resp = domain.trainer.call("set_policy_weights", SetPolicyWeights.Request(
+            architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha))
+        assert resp.success, resp.message
+        resp = domain.trainer.call("run_trial", RunTrial.Request(condition=0, policy_type="neural", horizon=50))
+        assert resp.success and resp.aborted and resp.steps == 3, resp
+        assert resp.message.startswith("deadline missed 3 times in a row (period 1.0 ms)")
+        assert peers.controller.poll() is None
+    finally:
+        if domain is not None:
+            domain.close()
+        peers.close()
+    commands = json.loads(out.read_text())["commands"]
+    assert len(commands) >= 4 and commands[3] == [0.0] * 7  # three steps, then zero torque
