@@ -26,7 +26,7 @@ def test_reach_config_loads_with_reference_defaults(tmp_path):
     assert d.regularization == 1e-6
     assert len(cfg.algorithm.init_controller.gains) == 7
     bad = tmp_path / "bad.yaml"
-    bad.write_text("algorithm:\n  traj_opt:\n    kl_stepp: 0.1\n")
+    bad.write_text("algorithm:\n  type: traj_opt\n  traj_opt:\n    kl_stepp: 0.1\n")
     with pytest.raises(ValueError, match=r"bad.yaml: algorithm.traj_opt.kl_stepp: unknown key"):
         load_experiment(bad)
 
