@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -180,12 +181,9 @@ def _plural(tp: Any) -> str:
 
 def _yaml_hint(value: Any, tp: Any) -> str:
     """PyYAML (YAML 1.1) reads ``1e-3`` as a string: say so when a number was expected."""
-    if isinstance(value, str) and tp in (float, int):
-        try:
-            float(value)
-        except ValueError:
-            return ""
-        return "; YAML reads a number like 1e-3 as a string, write 1.0e-3"
+    if isinstance(value, str) and tp in (float, int) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value.strip()):
+        mantissa, exponent = re.split("[eE]", value.strip())
+        return f"; YAML reads {value} as a string, write {mantissa}.0e{exponent}"
     return ""
 
 
