@@ -390,32 +390,3 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ValueError(f"override {item!r} is not key=value")
         out[key] = yaml.safe_load(value)
     return out
-
-
-# --------------------------------------------------------------------------- deprecated names
-# TODO(lead): remove once callers moved (procedure.py, training.py, algorithm_adapter.py, trainer_node.py,
-# cli.py, benchmarks/iteration.py, benchmarks/traj_opt_speed.py, algorithms/*, gps_config.py).
-
-GPSExperimentConfig = ExperimentConfig
-GPS_ALGORITHMS = ("mdgps", "badmm")
-
-
-def load_gps_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """Deprecated: :func:`load_experiment`."""
-    return load_experiment(path, overrides)
-
-
-def gps_experiment_from_dict(raw: Mapping[str, Any], where: str = "") -> ExperimentConfig:
-    """Deprecated: :func:`experiment_from_dict`."""
-    return experiment_from_dict(raw, where.rstrip(": ") or "<dict>")
-
-
-def load_experiment_config(path: str | Path) -> ExperimentConfig:
-    """Deprecated: :func:`load_experiment`."""
-    return load_experiment(path)
-
-
-def from_dict(cls: type, data: Mapping[str, Any] | None, where: str = "") -> Any:
-    """Deprecated: :func:`typed_from_dict` (or :func:`experiment_from_dict`)."""
-    return typed_from_dict(cls, data, where=where)
-

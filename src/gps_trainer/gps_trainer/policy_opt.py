@@ -56,15 +56,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def _dataclass_from_dict(cls: type, data: dict[str, Any] | None) -> Any:
-    data = dict(data or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known: {sorted(names)}")
-    return cls(**data)
-
-
 def load_yaml_section(path: str | Path, section: str | None = None) -> dict[str, Any]:
     with open(path) as f:
         data = yaml.safe_load(f) or {}

@@ -66,7 +66,8 @@ def pretrain_vision(config_path: str | Path | None, output_dir: str | Path | Non
     data.update(overrides or {})
     if output_dir is not None:
         data["output"] = str(Path(output_dir) / "vision.safetensors")
-    return pretrain_pose(PosePretrainConfig.from_dict(data))
+    return pretrain_pose(PosePretrainConfig.from_dict(data, source=str(config_path) if config_path else None,
+                                                      where="pose_pretrain" if config_path else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

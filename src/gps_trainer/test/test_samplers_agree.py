@@ -19,7 +19,14 @@ from gps_trainer.config import config_to_dict, load_experiment
 from gps_trainer.loop import GPSRun
 from gps_trainer.sim_sampler import SimSampler
 from gps_trainer.storage import RolloutStore
-from testing_helpers import call_service, pid_alive, stack_pids, stop_stack, trainer_params_file, wait_for_iterations
+from testing_helpers import (
+    call_service,
+    pid_alive,
+    stack_pids,
+    stop_stack,
+    trainer_params_file,
+    wait_for_iterations,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]

@@ -39,9 +39,9 @@ from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_core.samples import SampleBatch, policy_inputs
 from gps_trainer.algorithms.mdgps import MDGPS, GPSIteration
 from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics, local_cost_models
+from gps_trainer.config import BADMMConfig
 from gps_trainer.costs import Cost
 from gps_trainer.dynamics import LinearGaussianDynamics, fit_dynamics
-from gps_trainer.gps_config import BADMMConfig
 from gps_trainer.policy_opt import PolicyOptDiagnostics
 from gps_trainer.traj_opt import (
     CostModel,

@@ -38,10 +38,9 @@ from gps_controller.policies.neural import GaussianPolicy
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_core.samples import SampleBatch, policy_inputs
 from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics, local_cost_models
-from gps_trainer.config import GMMPriorConfig
+from gps_trainer.config import GMMPriorConfig, MDGPSConfig
 from gps_trainer.costs import Cost, cost_from_config
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
-from gps_trainer.gps_config import MDGPSConfig
 from gps_trainer.policy_opt import PolicyOptDiagnostics, train_policy
 from gps_trainer.traj_opt import CostModel, expected_cost, kl_constrained_update, new_step_mult
 

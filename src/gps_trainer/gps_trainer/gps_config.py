@@ -1,1 +1,0 @@
-from gps_trainer.config import BADMMConfig, GPS_ALGORITHMS, GPSExperimentConfig, MDGPSConfig, config_to_dict, gps_experiment_from_dict, load_gps_experiment  # noqa: E501, F401, I001  TODO(lead): remove once callers moved (use gps_trainer.config)
