@@ -112,7 +112,7 @@ def test_ros2_launch_of_the_installed_package(installed, tmp_path, ros_env):
         launch.wait_for(r"\[gps_controller\]: ready", 30)
         share = prefix / "gps_trainer" / "share" / "gps_trainer"
         assert f"--params-file {share / 'config' / 'controller.yaml'}" in " ".join(
-            line for line in os.popen(f"ps -o args= --ppid {launch.proc.pid}").read().splitlines())
+            line for line in os.popen(f"ps -ww -o args= --ppid {launch.proc.pid}").read().splitlines())
         assert str(share / "config" / "experiments" / "reach_traj_opt.yaml") in ros2(
             env, "param", "get", "/gps_trainer", "experiment")
         assert "ERROR" not in text

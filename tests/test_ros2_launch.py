@@ -7,6 +7,8 @@ Needs the ros2-tools kit (scripts/test.sh installs it; skipped with the reason w
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.ros2_cli import (
@@ -53,7 +55,8 @@ def test_sim_launch_default_arguments_trains_and_stops_cleanly(tmp_path, kit_env
         assert idle["iterations_completed"] == 0
         st = _train_one_iteration(kit_env)
         assert st["iterations_completed"] == 1
-        assert st["rollouts_received"] == st["rollouts_expected"] == 2
+        # 1 condition x 2 samples, plus the noise-free evaluation of the controller where the trainer runs one
+        assert st["rollouts_received"] == st["rollouts_expected"] >= 2
         assert (tmp_path / "out" / "metrics.jsonl").exists()
         rc = launch.interrupt()
     finally:
@@ -68,8 +71,12 @@ def test_sim_launch_two_robots_each_with_its_own_clock(tmp_path, kit_env):
                     kit_env, tmp_path / "launch.log")
     try:
         launch.wait_for(r"trainer ready", 120)
-        topics = ros2(kit_env, "topic", "list").split()
-        assert "/robot1/clock" in topics and "/robot2/clock" in topics
+        deadline = time.monotonic() + 60  # the daemon's graph fills in after discovery
+        topics = []
+        while not {"/robot1/clock", "/robot2/clock"} <= set(topics) and time.monotonic() < deadline:
+            topics = ros2(kit_env, "topic", "list").split()
+            time.sleep(1.0)
+        assert "/robot1/clock" in topics and "/robot2/clock" in topics, topics
         # Nobody publishes the shared /clock: two sims' times can never interleave on one topic.
         info = ros2(kit_env, "topic", "info", "/clock", check=False)
         assert "Publisher count: 0" in info or "Unknown topic" in info or not info.strip(), info
