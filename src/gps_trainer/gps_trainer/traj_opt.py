@@ -158,7 +158,7 @@ def _backward(Ccost: np.ndarray, Cprev: np.ndarray, F: np.ndarray, eta: np.ndarr
     Quu_all = np.empty((M, T, dU, dU))
     failed_at = np.full(M, -1)
     potrf, potrs = _lapack_cholesky()
-    Q, VF = np.empty((nz, nz)), np.empty((n, nz))  # work buffers: no allocation inside the loop
+    Q, VF, Vs = np.empty((nz, nz)), np.empty((n, nz)), np.empty((n, n))  # work buffers: none allocated in the loop
     Quu, Qun, Qnu, Qnn = Q[n:, n:], Q[n:, :n], Q[:n, n:], Q[:n, :n]
     with np.errstate(all="ignore"):  # a failed condition may overflow; the factorization detects it
         for m in range(M):
@@ -178,6 +178,10 @@ def _backward(Ccost: np.ndarray, Cprev: np.ndarray, F: np.ndarray, eta: np.ndarr
                 np.negative(potrs(L, Qun, lower=1)[0], out=Gm[t])
                 np.matmul(Qnu, Gm[t], out=V)
                 V += Qnn
+                # V is symmetric in exact arithmetic; its round-off asymmetry otherwise grows through the
+                # recursion (dpotrf reads one triangle of Q_uu) until a PD Q_uu tests as not PD.
+                np.add(V, V.T, out=Vs)
+                np.multiply(Vs, 0.5, out=V)
     ok = failed_at < 0
     covar = np.empty((M, T, dU, dU))
     covar[ok] = np.linalg.inv(Quu_all[ok])
