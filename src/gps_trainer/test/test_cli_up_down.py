@@ -94,3 +94,36 @@ def test_up_fails_with_the_dead_nodes_log_and_stops_the_rest(tmp_path, ros_env):
         if str(out) in line:
             pid = int(line.split()[0])
             assert not pid_alive(pid), line
+
+
+@pytest.mark.ros
+def test_up_two_robots_each_on_its_own_clock(tmp_path, ros_env):
+    """gps up --robots 2 starts what `ros2 launch launch/sim.launch.py robots:=2` starts (gps_core.bringup):
+    each robot's controller and TF read that robot's sim clock; nothing publishes or reads /clock."""
+    import rclpy
+
+    out = tmp_path / "out"
+    r = gps_cli(ros_env, out, "up", "--robots", "2", "--wait-timeout", "90", timeout=150)
+    pids = stack_pids(out)
+    rclpy.init()
+    node = rclpy.create_node("clock_probe")
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert [e["role"] for e in json.loads((out / "pids.json").read_text())] == \
+            ["sim", "controller", "tf", "sim", "controller", "tf", "trainer"]
+        want = {f"/robot{i}/clock": ({(f"/robot{i}", "gps_sim")}, {(f"/robot{i}", "gps_controller"),
+                                                                   (f"/robot{i}", "gps_tf")}) for i in (1, 2)}
+        want["/clock"] = (set(), set())
+        deadline = time.monotonic() + 30
+        while True:
+            rclpy.spin_once(node, timeout_sec=0.2)
+            got = {t: ({(i.node_namespace, i.node_name) for i in node.get_publishers_info_by_topic(t)},
+                       {(i.node_namespace, i.node_name) for i in node.get_subscriptions_info_by_topic(t)})
+                   for t in want}
+            if got == want or time.monotonic() > deadline:
+                break
+        assert got == want
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop_stack(ros_env, out, pids)
