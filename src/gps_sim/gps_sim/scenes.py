@@ -449,29 +449,32 @@ def _toy_hammer(spec: mujoco.MjSpec, task: TaskConfig) -> None:
               collide="world")
     _add_geom(body, "target_geom_pedestal", "box", [0.025, 0.025, pedestal / 2],
               pos=(0, 0, -shaft_l - 0.016 - pedestal / 2), rgba=wood, collide="world")
-    palm = spec.body("r_gripper_palm_link")
+    # The hammer is a child body of the palm (welded: no joint, negligible mass, like the other tasks' held
+    # objects): a grasp moves the body, whose collision bounding volumes move with it (moving the geoms of a
+    # compiled model would leave the palm's bounding-volume hierarchy stale and miss contacts).
+    hammer = spec.body("r_gripper_palm_link").add_body()
+    hammer.name = "held_hammer"
+    hammer.pos = TOOL_OFFSET
+    hammer.explicitinertial = True
+    hammer.mass = 1e-6
+    hammer.inertia = np.full(3, 1e-10)
     rgba = p.get("hammer_rgba", [0.9, 0.2, 0.6, 1.0])
     for name, gtype, size, pos, quat in hammer_geoms(p):
-        _add_geom(palm, name, gtype, size, pos=TOOL_OFFSET + pos, quat=quat, rgba=rgba, collide="arm")
+        _add_geom(hammer, name, gtype, size, pos=pos, quat=quat, rgba=rgba, collide="arm")
 
 
 def apply_grasp(model: mujoco.MjModel, task: TaskConfig, grasp: np.ndarray | None) -> np.ndarray:
     """Put the held object at a condition's grasp (toy_hammer: offset along the handle, pitch about the tool
-    y axis; gps_core.tasks.grasp_transform) by moving its geoms in the compiled model, and return the
+    y axis; gps_core.tasks.grasp_transform) by moving its body in the compiled model, and return the
     condition's EE points in the tool frame. Tasks without grasps get their EE points unchanged."""
     if task.scene != "toy_hammer":
         if grasp is not None:
             raise ValueError(f"task {task.name!r}: conditions with a grasp need the toy_hammer scene")
         return np.asarray(task.ee_points, dtype=float)
     rot, shift = grasp_transform(grasp)
-    q_rot = np.zeros(4)
-    mujoco.mju_mat2Quat(q_rot, rot.ravel())
-    for name, _, _, pos, quat in hammer_geoms(task.scene_params):
-        gid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
-        model.geom_pos[gid] = TOOL_OFFSET + rot @ pos + shift
-        q = np.zeros(4)
-        mujoco.mju_mulQuat(q, q_rot, quat)
-        model.geom_quat[gid] = q
+    bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "held_hammer")
+    model.body_pos[bid] = TOOL_OFFSET + shift
+    mujoco.mju_mat2Quat(model.body_quat[bid], rot.ravel())
     return condition_ee_points(task, grasp)
 
 

@@ -11,7 +11,7 @@ from gps_core.kinematics import ArmKinematics
 from gps_core.layout import quat_wxyz_to_matrix
 from gps_core.tasks import ee_points_in_target_frame, grasp_transform, load_task, task_success
 from gps_sim import ArmSim
-from gps_sim.scenes import TOOL_OFFSET, bottle_thread_helix
+from gps_sim.scenes import bottle_thread_helix
 
 KP = np.array([80, 80, 15, 30, 6, 6, 6.0])
 KD = np.array([10, 10, 1.5, 3, 0.6, 0.6, 0.6])
@@ -192,26 +192,31 @@ def test_claw_above_the_head_beside_or_short_of_the_nail_fails(offset):
     assert not ok
 
 
-def test_claw_above_the_head_is_stopped_or_passes_over_it():
-    """Slid in at the head's height, the prongs hit the head: the claw does not reach under it."""
-    ok, sim = _claw(0, np.array([0.0, 0.0, 0.005]))
-    assert not ok
-
-
 def test_grasp_moves_the_hammer_and_its_ee_points_together():
     task = load_task("toy_hammer")
     sim = ArmSim(task)
+    gid = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_GEOM, "held_hammer_prong0")
+    slot, width, _, length = task.scene_params["claw"]
     for i, cond in enumerate(task.condition_list("train")):
         sim.reset(i)
         rot, shift = grasp_transform(cond.grasp)
         np.testing.assert_allclose(sim._ee_offsets, task.ee_points @ rot.T + shift)
-        gid = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_GEOM, "held_hammer_prong0")
-        # the prong's centre, in the hammer frame, lies half a prong ahead of the slot root (EE point 0) and
-        # half a slot + half a prong aside
-        slot, width, _, length = task.scene_params["claw"]
-        prong_tool = sim.model.geom_pos[gid] - TOOL_OFFSET
+        # the prong's centre lies half a prong ahead of the slot root (EE point 0) and half a slot + half a
+        # prong aside, in the hammer's frame, wherever the grasp put the hammer in the tool frame
+        tool_rot = sim.data.site_xmat[sim._site].reshape(3, 3)
+        prong_tool = tool_rot.T @ (sim.data.geom_xpos[gid] - sim.data.site_xpos[sim._site])
         np.testing.assert_allclose(rot.T @ (prong_tool - shift),
                                    task.ee_points[0] + [length / 2, -(slot + width) / 2, 0.0], atol=1e-9)
     assert len({tuple(c.grasp) for c in task.condition_list("train")}) == 4
     new = {tuple(c.grasp) for c in task.condition_list("spatial_test")}
     assert not new & {tuple(c.grasp) for c in task.condition_list("train")}  # the spatial test's grasps are new
+
+
+@pytest.mark.parametrize("condition", [0, 1, 2, 3])
+def test_the_nail_head_stops_the_claw_whatever_the_grasp(condition):
+    """Slid in 5 mm too high, the prongs meet the nail's head under every grasp: the hammer's contacts move
+    with it (a regression test: moving the geoms of the compiled model, not its body, missed them)."""
+    ok, sim = _claw(condition, np.array([0.0, 0.0, 0.005]))
+    assert not ok
+    root = ee_points_in_target_frame(sim.task, sim.state(), sim.target_pose())[0]
+    assert root[0] < -0.02  # stopped short: the shaft never got 1 cm into the slot
