@@ -143,9 +143,11 @@ class ControllerCore:
         blob = conv.check_weights_payload(architecture, weights, sha256)
         policy = deserialize_policy(architecture, blob, sha256)
         size = self.p.image_size
-        if policy.obs_dim != self.dO or policy.action_dim != self.dU:
-            raise ValueError(f"architecture: policy maps {policy.obs_dim} observations to {policy.action_dim} "
-                             f"torques; this controller has dO={self.dO}, dU={self.dU}")
+        d_in = self.dX if policy.observes == "state" else self.dO
+        if policy.obs_dim != d_in or policy.action_dim != self.dU:
+            raise ValueError(f"architecture: policy maps {policy.obs_dim} inputs ({policy.observes}) to "
+                             f"{policy.action_dim} torques; this controller has {d_in} and dU={self.dU}")
+        policy.set_inference_precision(self.p.precision)
         if policy.uses_images and tuple(policy.image_shape) != (size, size, 3):
             raise ValueError(f"architecture: policy expects images {policy.image_shape}, "
                              f"this controller's image_size is {size}x{size}x3")
@@ -158,7 +160,8 @@ class ControllerCore:
                              f"period {self.p.period * 1e3:.1f} ms)")
         with self.lock:
             self.policies.neural = policy
-        return int(count_parameters(policy)), f"{policy.kind} from iteration {iteration} ({best * 1e3:.1f} ms per step)"
+        return int(count_parameters(policy)), (f"{policy.kind} from iteration {iteration} ({best * 1e3:.1f} ms per "
+                                               f"step, {policy.inference_precision})")
 
     # ------------------------------------------------------------------ run-time parameters
     def check_parameters(self, changes: dict) -> dict:

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from gps_core.tasks import CONDITION_SETS
+
 PR2_RIGHT_ARM = (
     "r_shoulder_pan_joint", "r_shoulder_lift_joint", "r_upper_arm_roll_joint", "r_elbow_flex_joint",
     "r_forearm_roll_joint", "r_wrist_flex_joint", "r_wrist_roll_joint",
@@ -26,7 +28,6 @@ PR2_RIGHT_ARM = (
 ROS_BUILTIN = frozenset({"use_sim_time", "start_type_description_service"})
 #: Parameters that ``ros2 param set`` may change (validated, refused while a trial runs).
 RUNTIME = frozenset({"condition_set", "publish_overlay", "deadline_slack", "max_consecutive_deadline_misses"})
-CONDITION_SETS = ("train", "spatial_test", "visual_test")
 
 
 class ParameterError(ValueError):
@@ -62,6 +63,7 @@ class ControllerParams:
     deadline_slack: float = 0.5
     max_consecutive_deadline_misses: int = 5
     inference_budget: float = 0.8
+    precision: str = "auto"
     task: str = "reach"
     condition_set: str = "train"
     target_source: str = "topic"
@@ -156,8 +158,10 @@ SPECS: dict[str, tuple[str, Callable[[Any], str], str]] = {
     "max_consecutive_deadline_misses": ("int", _num(0, 1_000_000), "abort after this many in a row; 0 = never"),
     "inference_budget": ("float", _num(0.0, 10.0, lo_open=True),
                          "a pushed policy must act within this fraction of the period, (0, 10]"),
+    "precision": ("str", _choice("fp32", "bf16", "auto"),
+                  "neural policy inference: fp32 | bf16 | auto (bf16 only where the CPU has it natively)"),
     "task": ("str", _nonempty, "config/tasks/<task>.yaml or a path"),
-    "condition_set": ("str", _choice(*CONDITION_SETS), "train | spatial_test | visual_test (run time)"),
+    "condition_set": ("str", _choice(*CONDITION_SETS), " | ".join(CONDITION_SETS) + " (run time)"),
     "target_source": ("str", _choice("topic", "task"), "topic | task"),
     "robot_model": ("str", _nonempty, "mujoco | a URDF path"),
     "tool_frame": ("str", _nonempty, "URDF tool frame"),

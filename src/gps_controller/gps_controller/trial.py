@@ -246,9 +246,9 @@ def prepare_trial(request, *, conditions: Sequence, condition_set: str, policies
             return policy.act(x, t, eps if use_noise else None), None
         policy_image = False
     else:
-        def act(x, o, image, t, eps):
-            return policy.act(o, image if policy.uses_images else None, eps if use_noise else None,
-                              return_features=True)
+        def act(x, o, image, t, eps):  # the input the policy was trained on (saved with it)
+            return policy.act(x if policy.observes == "state" else o, image if policy.uses_images else None,
+                              eps if use_noise else None, return_features=True)
         policy_image = bool(policy.uses_images)
     condition = conditions[request.condition]
     return Trial(

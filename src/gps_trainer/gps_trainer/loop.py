@@ -63,8 +63,9 @@ class Sampler(Protocol):
         smoothed by each controller's ``noise_smoothing_std``)."""
 
     def evaluate(self, iteration: int, actor: GaussianPolicy | Sequence[LinearGaussianPolicy],
-                 conditions: Sequence[int], policy_obs: str = "observation") -> list[SampleBatch]:
-        """One noise-free trial per condition of the global policy (or of each condition's controller)."""
+                 conditions: Sequence[int]) -> list[SampleBatch]:
+        """One noise-free trial per condition of the global policy (fed x or o as ``actor.observes``
+        says), or of each condition's own controller."""
 
     def close(self) -> None: ...
 
@@ -95,6 +96,7 @@ def make_algorithm(cfg: ExperimentConfig, sampler: Sampler, init_controllers: st
         return TrajOptOnly(alg, controllers, seed=cfg.seed)
     obs_dim = sampler.dX if alg.policy_obs == "state" else sampler.dO
     policy = make_policy(alg.policy, obs_dim, sampler.dU, seed=alg.policy_seed)
+    policy.observes = alg.policy_obs  # saved with the policy: the controller and gps eval feed it x or o
     vision = pretrained_vision or alg.pretrained_vision
     if vision:
         from gps_trainer.pose_pretraining import load_pretrained_vision
@@ -214,7 +216,7 @@ class GPSRun:
         t0 = time.perf_counter()
         policy = self.policy
         actor = policy if policy is not None else algo.controllers
-        evaluated = sampler.evaluate(it, actor, range(M), getattr(alg, "policy_obs", "observation"))
+        evaluated = sampler.evaluate(it, actor, range(M))
         row.update(evaluation_metrics(sampler.task, algo.cost, evaluated, poses, T))
         row["evaluated"] = "global_policy" if policy is not None else "local_controllers"
         timings["evaluation_s"] = time.perf_counter() - t0

@@ -167,13 +167,9 @@ class NodeSampler:
         return self._batches(iteration, "linear_gaussian", len(controllers), samples)
 
     def evaluate(self, iteration: int, actor: GaussianPolicy | Sequence[LinearGaussianPolicy],
-                 conditions: Sequence[int], policy_obs: str = "observation") -> list[SampleBatch]:
+                 conditions: Sequence[int]) -> list[SampleBatch]:
         if isinstance(actor, GaussianPolicy):
-            if policy_obs != "observation":
-                raise SamplingError("the controller node feeds a neural policy its observation o (camera and joints), "
-                                    f"never the full state: an experiment evaluated through the nodes needs "
-                                    f"algorithm.policy_obs 'observation', not {policy_obs!r}")
-            self._push_policy(actor, iteration)
+            self._push_policy(actor, iteration)  # the controller feeds it x or o as actor.observes says
             kind, images = "neural", bool(actor.uses_images)
         else:
             self._push_controllers(actor)

@@ -111,14 +111,13 @@ class SimSampler:
         return out
 
     def evaluate(self, iteration: int, actor: GaussianPolicy | Sequence[LinearGaussianPolicy],
-                 conditions: Sequence[int], policy_obs: str = "observation") -> list[SampleBatch]:
-        """One noise-free trial per condition of the global policy (fed x or o by ``policy_obs``), or of
-        each condition's own controller."""
+                 conditions: Sequence[int]) -> list[SampleBatch]:
+        """One noise-free trial per condition of the global policy (fed x or o as ``actor.observes``
+        says, as the controller node does), or of each condition's own controller."""
         out = []
         for m in conditions:
             a = actor if isinstance(actor, GaussianPolicy) else extend_controller(actor[m], self.T + 1)
-            out.append(self._rollouts(iteration, int(m), a, 1, noise=False, policy_obs=policy_obs,
-                                      first_index=EVAL_SAMPLE_INDEX))
+            out.append(self._rollouts(iteration, int(m), a, 1, noise=False, first_index=EVAL_SAMPLE_INDEX))
         return out
 
     def close(self) -> None:
@@ -128,7 +127,7 @@ class SimSampler:
     # ------------------------------------------------------------------ one condition
 
     def _rollouts(self, iteration: int, m: int, actor: LinearGaussianPolicy | GaussianPolicy, n: int,
-                  noise: bool, policy_obs: str = "observation", first_index: int = 0) -> SampleBatch:
+                  noise: bool, first_index: int = 0) -> SampleBatch:
         sim, T1 = self.sim, self.T + 1
         neural = isinstance(actor, GaussianPolicy)
         images = self.record_images or (neural and actor.uses_images)
@@ -148,7 +147,7 @@ class SimSampler:
                 if images:
                     I[i, t] = ob.image
                 if neural:
-                    o = x if policy_obs == "state" else ob.config
+                    o = x if actor.observes == "state" else ob.config
                     u = actor.act(o, ob.image if actor.uses_images else None)
                 else:
                     u = actor.act(x, t, N[i, t] if noise else None)

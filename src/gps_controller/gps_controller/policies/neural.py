@@ -320,6 +320,10 @@ class GaussianPolicy(nn.Module):
         self.register_buffer("norm_initialized", torch.zeros((), dtype=torch.uint8))
         # A run-time setting, not saved with the weights: the deployment machine decides.
         self._precision_request = "fp32"
+        # What the policy's non-image input is, saved with it: "observation" o (robot configuration, what
+        # a deployed policy has) or "state" x (instrumented: quick state-based tests and baselines); None:
+        # not recorded (fed o). The controller feeds it accordingly.
+        self.observes: str | None = None
 
     # ----- precision ---------------------------------------------------------------------------
     def set_inference_precision(self, precision: str) -> str:

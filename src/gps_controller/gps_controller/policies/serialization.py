@@ -75,6 +75,7 @@ def architecture_dict(policy: GaussianPolicy) -> dict[str, Any]:
         **policy.architecture(),
         "obs_dim": policy.obs_dim,
         "action_dim": policy.action_dim,
+        **({"observes": policy.observes} if policy.observes else {}),
         "image_shape": list(policy.image_shape) if policy.image_shape else None,
         "num_parameters": count_parameters(policy),
         "tensors": {k: {"shape": list(v.shape), "dtype": _DTYPE_NAMES[v.dtype]} for k, v in tensors.items()},
@@ -174,6 +175,10 @@ def _check_arch(arch: Any) -> tuple[dict[str, Any], VisuomotorConfig | MLPConfig
             raise PolicyFormatError(f"architecture {key!r}={arch.get(key)!r} disagrees with the net sizes ({want})")
     if not isinstance(arch.get("tensors"), dict):
         raise PolicyFormatError("architecture 'tensors' must map tensor names to shapes")
+    observes = arch.get("observes", "observation")  # absent: not recorded (files before it was; fed o)
+    if observes not in ("observation", "state") or (kind == "visuomotor_cnn" and observes != "observation"):
+        raise PolicyFormatError(f"architecture 'observes' must be 'observation' (or 'state' for an MLP), "
+                                f"got {observes!r}")
     return arch, config
 
 
@@ -215,6 +220,7 @@ def deserialize_policy(architecture_json: str, weights: bytes | bytearray | memo
     if n_params > MAX_PARAMETERS:
         raise PolicyFormatError(f"network has {n_params} parameters, over the {MAX_PARAMETERS} limit")
     policy = GaussianPolicy.from_architecture({"type": arch["type"], "net": config.to_dict()}, seed=0)
+    policy.observes = arch.get("observes")
     expected = {k: v for k, v in policy.state_dict().items()}
     table = arch["tensors"]
     for names, what in ((set(table), "architecture tensor table"), (set(tensors), "weights")):

@@ -208,6 +208,8 @@ def load_policy_for_eval(policy_or_path: GaussianPolicy | str | Path, policy_obs
         path = policy_file(policy_or_path)
         policy, name = load_policy(path), str(path)
         metrics = path
+    if policy_obs == "auto" and policy.observes:  # recorded with the policy
+        policy_obs = policy.observes
     if policy_obs == "auto":
         if policy.uses_images:
             policy_obs = "observation"
