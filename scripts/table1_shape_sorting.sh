@@ -23,13 +23,13 @@ python -m gps_trainer.procedure controllers --config config/experiments/shape_so
 # State-based MDGPS policy (sees the true cube position): the pose-prediction baseline's controller.
 python -m gps_trainer.procedure gps --config config/experiments/shape_sorting_mdgps.yaml \
     --controllers "$OUT/controllers" --out "$OUT/gps_mdgps_state" --threads 1 --stop-at-success 1.0
-gps eval --policy "$OUT/gps_mdgps_state/policy.safetensors" --task shape_sorting --trials 12 --seed 0 \
+gps eval --policy "$OUT/gps_mdgps_state" --task shape_sorting --seed 0 \
   --method state_oracle --out "$OUT/eval_state_oracle.json"
 # Phase 3 and the baselines: the same pretrained conv layers and controllers, the same S-step budget
 # (2000 minibatch steps per iteration): pose features trains the control layers only, end-to-end
 # 1000 steps on them and then 1000 on every layer.
 V=(--config config/experiments/shape_sorting_mdgps_visual.yaml --vision "$OUT/pose_pretrain/vision.safetensors"
-   --controllers "$OUT/controllers" --out "$OUT" --trials 12 --stop-at-success 1.0
+   --controllers "$OUT/controllers" --out "$OUT" --stop-at-success 1.0
    iterations=6 algorithm.policy_opt.device=cpu)
 python -m gps_trainer.paper.baselines --methods pose_features --fc-steps 2000 "${V[@]}"
 python -m gps_trainer.paper.baselines --methods end_to_end --fc-steps 1000 --e2e-steps 1000 "${V[@]}"

@@ -161,7 +161,7 @@ def test_eval_through_nodes_matches_the_simulation_api(tmp_path, ros_env, monkey
     assert max(api.sets["train"].final_distance) - min(api.sets["train"].final_distance) > 1e-3
     # The controller's condition_set was restored to its configured value.
     ctrl_log = (out / "logs" / "controller.log").read_text()
-    assert "condition_set: spatial_test" in ctrl_log and ctrl_log.rstrip().count("condition_set: train") >= 1
+    assert "'condition_set': 'spatial_test'" in ctrl_log and ctrl_log.count("'condition_set': 'train'") >= 1
 
     cli_res = json.loads((tmp_path / "eval.json").read_text())
     assert cli_res["through_nodes"] is True

@@ -104,11 +104,14 @@ def baseline_overrides(method: str, fc_steps: int, e2e_steps: int) -> dict[str, 
 
 def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | None = None,
                        state_policy: str | Path | None = None, end_to_end: str | Path | None = None,
-                       pose_features: str | Path | None = None, trials_per_set: int = 10, seed: int = 0,
-                       condition_sets: tuple[str, ...] = ("train", "spatial_test", "visual_test"),
+                       pose_features: str | Path | None = None, trials_per_set: int | None = None, seed: int = 0,
+                       condition_sets: tuple[str, ...] | None = None,
                        command: str = "") -> dict[str, Any]:
-    """Evaluate the methods whose inputs are given; writes <out_dir>/eval_<method>.json each."""
-    from gps_trainer.paper.evaluation import evaluate_policy, format_table
+    """Evaluate the methods whose inputs are given (on Table I's condition sets by default, with the task's
+    trial counts); writes <out_dir>/eval_<method>.json each."""
+    from gps_trainer.paper.evaluation import CONDITION_SETS, evaluate_policy, format_table
+
+    condition_sets = condition_sets or CONDITION_SETS
 
     out = Path(out_dir)
     results: dict[str, Any] = {}
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     ap.add_argument("--fc-steps", type=int, default=300)
     ap.add_argument("--e2e-steps", type=int, default=50)
-    ap.add_argument("--trials", type=int, default=10, help="evaluation trials per condition set")
+    ap.add_argument("--trials", type=int, default=None,
+                    help="evaluation trials per condition set (default: the task's, e.g. 27 / 36 / 40)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--stop-at-success", type=float, default=None,

@@ -99,7 +99,9 @@ def _table_i(evals_by_task: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         order = [m for m in METHODS if m in evals] + [m for m in evals if m not in METHODS]
         for m in order:
             sets = evals[m]["sets"]
-            cells = [_fmt_rate(sets[s]) if s in sets else "not run" for s in SETS]
+            # the training column: perturbed starts (the honest protocol), or plain starts in older files
+            sets = {"train": sets.get("train_perturbed", sets.get("train")), **sets}
+            cells = [_fmt_rate(sets[s]) if sets.get(s) else "not run" for s in SETS]
             lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
         missing = [METHOD_LABELS[m] for m in METHODS if m not in evals]
         if missing:
