@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import threading
 from pathlib import Path
 
@@ -61,22 +62,41 @@ class TrainerParams:
             raise ValueError("parameters experiment and output_dir must not be empty")
 
 
-def _declare(node: Node) -> TrainerParams:
-    values = {}
-    for f in dataclasses.fields(TrainerParams):
+#: Parameters every rclpy node has (not ours to check).
+_ROS_PARAMETERS = {"use_sim_time", "start_type_description_service"}
+
+
+def _declare(node: Node, argv: list[str]) -> TrainerParams:
+    """The typed parameters; an unknown key (a typo in the file must not fall back to a default) or a
+    bad value raises ValueError naming where it came from (file or -p), the key and the value."""
+    from gps_controller.params import param_sources
+
+    sources = param_sources(argv, node.get_name())
+    values, fields = {}, {f.name: f for f in dataclasses.fields(TrainerParams)}
+    for name in sorted(set(node._parameter_overrides) - set(fields) - _ROS_PARAMETERS):
+        raise ValueError(f"{sources.get(name, 'parameters')}: unknown parameter {name!r} "
+                         f"(value {node._parameter_overrides[name].value!r}); known: {sorted(fields)}")
+    for f in fields.values():
         default = f.default if not isinstance(f.default, tuple) else list(f.default) or [""]
-        values[f.name] = node.declare_parameter(f.name, default, ParameterDescriptor(read_only=True)).value
+        value = node.declare_parameter(f.name, default, ParameterDescriptor(read_only=True, dynamic_typing=True)).value
+        if type(value) is not type(default) and not (isinstance(default, float) and type(value) is int):
+            raise ValueError(f"{sources.get(f.name, 'parameters')}: {f.name}: expected {type(default).__name__}, "
+                             f"got {value!r}")
+        values[f.name] = float(value) if isinstance(default, float) else value
     values["controller_namespaces"] = tuple(values["controller_namespaces"] or [""])
     values["overrides"] = tuple(v for v in values["overrides"] if v)
     params = TrainerParams(**values)
-    params.check()
+    try:
+        params.check()
+    except ValueError as exc:
+        raise ValueError(f"{' / '.join(sorted(set(sources.values()))) or 'parameters'}: {exc}") from None
     return params
 
 
 class TrainerNode(Node):
-    def __init__(self):
+    def __init__(self, argv: list[str] | None = None):
         super().__init__("gps_trainer")
-        self.params = p = _declare(self)
+        self.params = p = _declare(self, list(sys.argv if argv is None else argv))
         self.cfg = load_experiment(p.experiment, parse_overrides(list(p.overrides)))
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -219,6 +239,10 @@ def main(args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ValueError, FileNotFoundError) as exc:  # configuration: one clear line, no traceback
+        print(f"[gps_trainer] invalid configuration: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        raise SystemExit(2) from None
     finally:
         if node is not None:
             node.shutdown()
