@@ -28,6 +28,7 @@ else CPU).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from gps_controller.policies.neural import (
 )
 
 NORMALIZE_MODES = ("first", "always", "never")
+
+LOGGER = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -331,6 +334,7 @@ def train_policy(
 def _run_steps(n_steps, batches, optimizer, log_every, loss_fn) -> list[tuple[int, float]]:
     history: list[tuple[int, float]] = []
     running, count = 0.0, 0
+    t0, report_every = time.perf_counter(), max(1, n_steps // 5)  # progress a person can follow in the log
     for step, idx in enumerate(batches(n_steps), start=1):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(idx)
@@ -343,4 +347,7 @@ def _run_steps(n_steps, batches, optimizer, log_every, loss_fn) -> list[tuple[in
         if step % log_every == 0 or step == n_steps:
             history.append((step, running / count))
             running, count = 0.0, 0
+        if step % report_every == 0 and n_steps >= 50:
+            LOGGER.info("  S-step %d/%d, loss %.4g, %.1f s", step, n_steps, float(loss.detach()),
+                        time.perf_counter() - t0)
     return history
