@@ -50,7 +50,7 @@ def trainer_params_file(tmp_path: Path, **overrides) -> Path:
     return path
 
 
-def gps_cli(env: dict, out: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+def gps_cli(env: dict, out: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run the `gps` CLI (`python -m gps_trainer.cli --output-dir out ...`) from the repository root."""
     return subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)

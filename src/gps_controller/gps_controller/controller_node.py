@@ -35,6 +35,7 @@ from gps_controller.overlay import publish_feature_points
 from gps_controller.qos import COMMAND_QOS, LATEST_QOS, ROLLOUT_QOS, SENSOR_QOS, sensor_qos
 from gps_controller.reset import Resetter, service_reset, wait_for_reply
 from gps_controller.trial import Trial
+from gps_core.logging_bridge import install_ros_logging
 from gps_msgs.msg import Rollout
 from gps_msgs.srv import ResetCondition, RunTrial, SetLinearGaussian, SetPolicyWeights
 
@@ -259,7 +260,9 @@ def main(args=None) -> int:
             threading.Thread(target=_spin, args=(executors[0],), name="gps_controller_services", daemon=True).start()
         executors.append(SingleThreadedExecutor() if node.service_node is not None else MultiThreadedExecutor(4))
         executors[-1].add_node(node)
-        executors[-1].spin()
+        install_ros_logging(node)
+        while rclpy.ok():  # short waits: a SIGINT reaches Python even when no message arrives (idle robot)
+            executors[-1].spin_once(timeout_sec=0.1)
     except ValueError as exc:  # ParameterError, an unknown task or condition set: a clear line, no traceback
         print(f"[gps_controller] invalid configuration: {exc}", file=sys.stderr)
         code = 2

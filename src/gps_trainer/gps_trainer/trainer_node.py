@@ -29,6 +29,7 @@ from rclpy.node import Node
 
 from gps_controller import conversions as conv
 from gps_controller.qos import LATEST_QOS, ROLLOUT_QOS
+from gps_core.logging_bridge import install_ros_logging
 from gps_msgs.msg import Rollout, TrainerStatus
 from gps_msgs.srv import GetStatus, StartIteration
 from gps_trainer.config import load_experiment, parse_overrides
@@ -234,6 +235,7 @@ def main(args=None) -> None:
     node = None
     try:
         node = TrainerNode()
+        install_ros_logging(node)  # the loop's and the library's log lines reach the ROS logger and /rosout
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
