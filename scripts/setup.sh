@@ -26,7 +26,8 @@ if [ "$(cat "$VENV/.gps-requirements" 2>/dev/null)" != "$req_hash" ]; then
   # The ROS wheels' CMake exports name include dirs of the machine they were built on.
   PYINC=$(python -c "import sysconfig; print(sysconfig.get_paths()['include'])")
   NPINC=$(python -c "import numpy; print(numpy.get_include())")
-  grep -rl "/opt/python/cp311-cp311" "$VENV/share" --include=*.cmake 2>/dev/null | xargs -r sed -i \
+  # (nothing left to fix after the first install: grep's "no match" must not stop the set-up)
+  { grep -rl "/opt/python/cp311-cp311" "$VENV/share" --include=*.cmake 2>/dev/null || true; } | xargs -r sed -i \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g" \
     -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g"
   echo "$req_hash" > "$VENV/.gps-requirements"
