@@ -68,13 +68,9 @@ class ControllerCore:
         self.dU, self.horizon = len(p.joint_names), p.horizon or self.task.horizon
         if p.horizon == 0 and self.horizon > p.max_horizon:
             raise P.ParameterError(f"max_horizon: {p.max_horizon} is below task {p.task!r}'s horizon {self.horizon}")
-        if p.robot_model == "mujoco":
-            from gps_controller.observation import MujocoKinematics
-            kin = MujocoKinematics(self.task.ee_points)
-        else:
-            from gps_controller.observation import PinocchioKinematics
-            kin = PinocchioKinematics(p.robot_model, p.tool_frame, self.task.ee_points, p.joint_names)
+        kin = self._kinematics(self.task.ee_points)
         self.assembler = StateAssembler(kin, self.task.target_points)
+        self._assemblers = {None: self.assembler}  # per grasp (a condition may hold the object differently)
         self.dX = self.dO = 2 * self.dU + 18
         self.safety = SafetyLayer(p.effort_limits, p.lower_limits or kin.joint_lower, p.upper_limits or kin.joint_upper,
                                   p.joint_limit_margin, p.stale_timeout or 2.0 * p.period, tuple(p.joint_names))
@@ -109,6 +105,25 @@ class ControllerCore:
         img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
         self.sensors.set_image(np.ascontiguousarray(resize_image(img, self.p.image_size, self.p.image_size)), rx)
 
+    def _kinematics(self, ee_points):
+        p = self.p
+        if p.robot_model == "mujoco":
+            from gps_controller.observation import MujocoKinematics
+            return MujocoKinematics(ee_points)
+        from gps_controller.observation import PinocchioKinematics
+        return PinocchioKinematics(p.robot_model, p.tool_frame, ee_points, p.joint_names)
+
+    def assembler_for(self, condition: int) -> StateAssembler:
+        """The state assembler of a condition: its EE points move with the condition's grasp (toy hammer)."""
+        from gps_core.tasks import condition_ee_points
+
+        grasp = getattr(self.conditions[condition], "grasp", None) if condition < len(self.conditions) else None
+        key = None if grasp is None else tuple(float(v) for v in grasp)
+        if key not in self._assemblers:
+            self._assemblers[key] = StateAssembler(self._kinematics(condition_ee_points(self.task, grasp)),
+                                                   self.task.target_points)
+        return self._assemblers[key]
+
     # ------------------------------------------------------------------ trials and pushes
     def prepare(self, request) -> Trial:
         """Bind a RunTrial request to its policy and noise and make it the current trial."""
@@ -119,7 +134,7 @@ class ControllerCore:
             self.trial = prepare_trial(
                 request, conditions=self.conditions, condition_set=p.condition_set, policies=self.policies,
                 dU=self.dU, default_horizon=self.horizon, max_horizon=p.max_horizon, safety=self.safety,
-                assembler=self.assembler, period=p.period, deadline_slack=p.deadline_slack,
+                assembler=self.assembler_for(request.condition), period=p.period, deadline_slack=p.deadline_slack,
                 max_consecutive_misses=p.max_consecutive_deadline_misses, periodic=p.trigger_mode == "timer",
                 target_from_task=p.target_source == "task")
             return self.trial

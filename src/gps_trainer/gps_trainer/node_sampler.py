@@ -29,6 +29,7 @@ from gps_controller import conversions as conv
 from gps_controller.policies.neural import GaussianPolicy
 from gps_controller.policies.serialization import serialize_policy
 from gps_core.kinematics import ArmKinematics
+from gps_core.tasks import condition_ee_points
 from gps_core.layout import NUM_JOINTS, OBS_DIM, STATE_DIM
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_core.samples import SampleBatch
@@ -130,7 +131,8 @@ class NodeSampler:
         self.trial_timeout, self.service_wait = float(trial_timeout), float(service_wait)
         self.robot_failure_limit = int(robot_failure_limit)
         self.should_stop, self.on_progress = should_stop, on_progress
-        self.kinematics = ArmKinematics(task.ee_points)
+        # EE points per training condition: they move with the condition's grasp (toy hammer)
+        self.kinematics = [ArmKinematics(condition_ee_points(task, c.grasp)) for c in task.condition_list("train")]
         self.book = TrialBook((self.dX, self.dU, self.dO), self.T + 1)
         self._lock = threading.Condition()
         self._types = {"run_trial": RunTrial, "set_linear_gaussian": SetLinearGaussian,
@@ -153,7 +155,7 @@ class NodeSampler:
         for m in conditions:
             cond = self.task.condition_list("train")[m]
             q = np.asarray(cond.joint_angles, dtype=np.float64)
-            rel = self.kinematics.ee_points(q) - target_points_from_pose(cond.target_pose, self.task.target_points)
+            rel = self.kinematics[m].ee_points(q) - target_points_from_pose(cond.target_pose, self.task.target_points)
             out.append(np.concatenate([q, np.zeros(7), rel.reshape(-1), np.zeros(9)]))
         return out
 
@@ -339,7 +341,8 @@ class NodeSampler:
 
     def _batch(self, rollouts: list[conv.RolloutData], condition: int) -> SampleBatch:
         images = np.stack([r.images for r in rollouts]) if all(r.images is not None for r in rollouts) else None
-        jac = np.stack([np.stack([self.kinematics.ee_point_jacobians(x[:7]) for x in r.states]) for r in rollouts])
+        kin = self.kinematics[condition]
+        jac = np.stack([np.stack([kin.ee_point_jacobians(x[:7]) for x in r.states]) for r in rollouts])
         return SampleBatch(X=np.stack([r.states for r in rollouts]), U=np.stack([r.actions for r in rollouts]),
                            obs=np.stack([r.observations for r in rollouts]), images=images,
                            noise=np.stack([r.noise for r in rollouts]), ee_jacobians=jac, condition=condition)

@@ -1,7 +1,7 @@
 """One experiment, two samplers: the same lockstep iteration through the simulator's Python API
 (SimSampler, in this process) and through the ROS nodes (gps_sim + gps_controller + gps_trainer over
 real DDS, NodeSampler) gives the same rollouts, costs and success, with the task's own success rule
-(shape_sorting's insertion included). Then the run the nodes wrote resumes on the Python API."""
+(shape_sorting's insertion and toy_hammer's per-condition grasps included). Then the run the nodes wrote resumes on the Python API."""
 
 import json
 import subprocess
@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[3]
 CASES = {
     "shape_sorting_traj_opt": ("shape_sorting_traj_opt.yaml", {"conditions": 2, "samples_per_condition": 2,
                                                                "horizon": 40}),
+    # per-condition grasps: the controller's state and the trainer's Jacobians follow each condition's grasp
+    "toy_hammer_traj_opt": ("toy_hammer_traj_opt.yaml", {"conditions": 2, "samples_per_condition": 2, "horizon": 30}),
     "reach_mdgps_observation": ("reach_mdgps.yaml", {"conditions": 2, "samples_per_condition": 2, "horizon": 30,
                                                     "algorithm.policy_obs": "observation",
                                                     "algorithm.policy.net.hidden": [16],
