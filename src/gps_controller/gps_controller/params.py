@@ -63,7 +63,7 @@ class ControllerParams:
     deadline_slack: float = 0.5
     max_consecutive_deadline_misses: int = 5
     inference_budget: float = 0.8
-    precision: str = "auto"
+    precision: str = "fp32"
     task: str = "reach"
     condition_set: str = "train"
     target_source: str = "topic"
@@ -278,6 +278,13 @@ def check_runtime_update(current: ControllerParams, changes: Mapping[str, Any], 
     return out
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """Safe YAML plus the tuple tag `ros2 launch` writes into the parameter files it generates."""
+
+
+_ParamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+
+
 def param_sources(argv: Sequence[str], node_name: str = "gps_controller") -> dict[str, str]:
     """Which parameter file (or '-p') set each key, from a ``--ros-args`` command line. Also rejects
     an empty or unreadable parameter file (ParameterError naming the file)."""
@@ -288,7 +295,7 @@ def param_sources(argv: Sequence[str], node_name: str = "gps_controller") -> dic
             path = args[i + 1]
             try:
                 with open(path) as f:
-                    doc = yaml.safe_load(f)
+                    doc = yaml.load(f, Loader=_ParamsLoader)
             except (OSError, yaml.YAMLError) as exc:
                 raise ParameterError(f"{path}: cannot read the parameter file: {exc}") from None
             if not isinstance(doc, dict) or not doc:
