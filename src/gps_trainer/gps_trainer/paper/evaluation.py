@@ -52,9 +52,10 @@ import numpy as np
 from gps_controller.policies.neural import GaussianPolicy
 from gps_controller.policies.serialization import load_policy
 from gps_core.samples import POLICY_OBS
+from gps_trainer.sim_sampler import safety_layer_for
 
 __all__ = ["CONDITION_SETS", "VALIDATION_SETS", "ABLATIONS", "wilson_interval", "SetResult", "EvalResult",
-           "evaluate_policy", "load_policy_for_eval", "format_table", "run_trial", "joint_limit_guard",
+           "evaluate_policy", "load_policy_for_eval", "format_table", "run_trial",
            "ImageAblation", "default_trials", "count_situations"]
 
 CONDITION_SETS = ("train_perturbed", "spatial_test", "visual_test")  # Table I's columns, in order
@@ -230,24 +231,11 @@ def load_policy_for_eval(policy_or_path: GaussianPolicy | str | Path, policy_obs
     return policy.eval(), policy_obs, name
 
 
-def joint_limit_guard(sim: Any, margin: float) -> Any:
-    """The controller's safety layer (``gps_controller.safety.SafetyLayer``) for ``sim``'s arm: effort
-    clamp + joint-limit guard with the model's limits (continuous joints unlimited), as the controller
-    node builds it with ``robot_model: mujoco``."""
-    from gps_controller.safety import SafetyLayer
-
-    n = len(sim.effort_limits)
-    limited = np.asarray(sim.joint_limited[:n], dtype=bool)
-    lower = np.where(limited, sim.joint_limits[:n, 0], -np.inf)
-    upper = np.where(limited, sim.joint_limits[:n, 1], np.inf)
-    return SafetyLayer(sim.effort_limits, lower, upper, float(margin))
-
-
 def run_trial(sim: Any, actor: Any, policy_obs: str, condition: int, condition_set: str, reset_seed: int,
               T: int, frames: list[tuple[np.ndarray, np.ndarray | None]] | None = None,
               safety: Any = None, ablation: ImageAblation | None = None) -> tuple[bool, float]:
     """One noise-free trial: reset, T steps of ``actor.act`` (torques clipped to the effort limits, or
-    through ``safety.filter(u, q)``, e.g. :func:`joint_limit_guard`), success and mean EE-point
+    through ``safety.filter(u, q)``, e.g. :func:`gps_trainer.sim_sampler.safety_layer_for`), success and mean EE-point
     distance (m) at the end. With ``frames`` (a list), each step's (image, feature points or None) is
     appended (needs a rendering sim). ``ablation`` replaces the image the actor sees."""
     lim = np.asarray(sim.effort_limits, dtype=np.float64)
@@ -315,7 +303,7 @@ def evaluate_policy(
     if own_sim:
         sim = ArmSim(task, image_size=image_size, render_images=bool(policy.uses_images))
     T = int(horizon or sim.task.horizon)
-    safety = None if joint_limit_margin is None else joint_limit_guard(sim, joint_limit_margin)
+    safety = None if joint_limit_margin is None else safety_layer_for(sim, joint_limit_margin)
     ablate = None if ablation is None else ImageAblation(ablation, sim)
     sets: dict[str, SetResult] = {}
     try:
