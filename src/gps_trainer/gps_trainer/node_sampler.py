@@ -29,10 +29,10 @@ from gps_controller import conversions as conv
 from gps_controller.policies.neural import GaussianPolicy
 from gps_controller.policies.serialization import serialize_policy
 from gps_core.kinematics import ArmKinematics
-from gps_core.tasks import condition_ee_points
 from gps_core.layout import NUM_JOINTS, OBS_DIM, STATE_DIM
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_core.samples import SampleBatch
+from gps_core.tasks import condition_ee_points
 from gps_trainer.sim_sampler import EVAL_SAMPLE_INDEX, extend_controller, trial_seed
 
 __all__ = ["Trial", "TrialBook", "NodeSampler", "SamplingError"]
