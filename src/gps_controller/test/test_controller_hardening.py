@@ -145,7 +145,8 @@ def test_a_policy_too_slow_for_the_control_period_is_rejected_when_pushed(tmp_pa
     domain = None
     try:
         domain = _Domain(env)
-        policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7), seed=0)
+        policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7, conv_filters=(16, 8, 8)),
+                                        seed=0)
         arch, weights, sha = serialize_policy(policy)
         resp = domain.trainer.call("set_policy_weights", SetPolicyWeights.Request(
             architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha))
@@ -287,7 +288,8 @@ def test_a_signal_mid_trial_releases_the_arm_and_exits_without_a_traceback(tmp_p
 
 def test_consecutive_deadline_misses_abort_the_trial_with_zero_torque(tmp_path):
     """Issue 13 item 4: missed deadlines were counted but never acted on. At 1 kHz (period 1 ms) with
-    inference_budget 10 the paper's CNN is accepted (one call within 10 ms) but every command is late."""
+    inference_budget 10 a small 64x64 CNN is accepted (one call within 10 ms, even on a loaded machine)
+    but its commands are late: K = 3 late commands in a row abort the trial with zero torque."""
     pytest.importorskip("torch")
     from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy, serialize_policy
 
@@ -299,13 +301,15 @@ def test_consecutive_deadline_misses_abort_the_trial_with_zero_torque(tmp_path):
     domain = None
     try:
         domain = _Domain(env)
-        policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7), seed=0)
+        policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7, conv_filters=(16, 8, 8)),
+                                        seed=0)
         arch, weights, sha = serialize_policy(policy)
         resp = domain.trainer.call("set_policy_weights", SetPolicyWeights.Request(
             architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha))
         assert resp.success, resp.message
         resp = domain.trainer.call("run_trial", RunTrial.Request(condition=0, policy_type="neural", horizon=50))
-        assert resp.success and resp.aborted and resp.steps == 3, resp
+        # three late commands in a row (the first tick may still be on time when the machine is idle)
+        assert resp.success and resp.aborted and resp.steps in (3, 4), resp
         assert resp.message.startswith("deadline missed 3 times in a row (period 1.0 ms)")
         assert peers.controller.poll() is None
     finally:
@@ -313,4 +317,5 @@ def test_consecutive_deadline_misses_abort_the_trial_with_zero_torque(tmp_path):
             domain.close()
         peers.close()
     commands = json.loads(out.read_text())["commands"]
-    assert len(commands) >= 4 and commands[3] == [0.0] * 7  # three steps, then zero torque
+    steps = resp.steps
+    assert len(commands) >= steps + 1 and commands[steps] == [0.0] * 7  # the trial's steps, then zero torque
