@@ -265,7 +265,7 @@ class RunDirectory:
         rows = [r for r in self.metrics.history() if r["iteration"] <= ckpt.iteration]
         if len(rows) != ckpt.iteration + 1:  # metrics.jsonl lost lines: the checkpoints keep every row
             rows = [self.checkpoints.load(i).metadata.get("metrics", {"iteration": i})
-                    for i in range(ckpt.iteration + 1) if i in set(self.checkpoints.iterations())]
+                    for i in self.checkpoints.iterations() if i <= ckpt.iteration]
         LOGGER.info("resuming %s at iteration %d (checkpoint %s)", self.path, ckpt.iteration + 1, ckpt.path)
         return rows
 
