@@ -103,6 +103,23 @@ def l1_l2_log_penalty(
     return p, grad, hess
 
 
+def _check_steps(owner: str, steps: Any) -> tuple[int, int]:
+    """A step window [start, end) of two integers (negative ones count from T, as Python slices)."""
+    if (not isinstance(steps, list | tuple) or len(steps) != 2
+            or not all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in steps)):
+        raise ValueError(f"{owner}: steps must be [start, end) (two integers), got steps={steps!r}")
+    return int(steps[0]), int(steps[1])
+
+
+def _window(steps: tuple[int, int] | None, T: int) -> np.ndarray:
+    """Weights (T,): 1 on the steps slice(*steps) (all steps when None), 0 elsewhere."""
+    if steps is None:
+        return np.ones(T)
+    w = np.zeros(T)
+    w[slice(*steps)] = 1.0
+    return w
+
+
 class Cost(ABC):
     """A cost l(x, u) over trajectories."""
 
@@ -131,7 +148,9 @@ class ActionCost(Cost):
 
 class StateCost(Cost):
     """Distance of selected state entries to a target: l = r_t p(x_t[idx] - target) with
-    :func:`l1_l2_log_penalty` (reference defaults l1 = 0, l2 = 1, alpha = 1e-2)."""
+    :func:`l1_l2_log_penalty` (reference defaults l1 = 0, l2 = 1, alpha = 1e-2). With ``steps = [start, end)``
+    it is active only on those steps (zero elsewhere; negative indices count from T; the ramp applies within),
+    e.g. the bottle task's wrist spin only once the cap is on the neck."""
 
     def __init__(
         self,
@@ -144,7 +163,9 @@ class StateCost(Cost):
         alpha: float = 1e-2,
         ramp: str = "constant",
         final_multiplier: float = 1.0,
+        steps: tuple[int, int] | list[int] | None = None,
     ) -> None:
+        self.steps = None if steps is None else _check_steps("StateCost", steps)
         self.target = np.asarray(target, dtype=np.float64)
         self.idx = idx
         self.wp = np.broadcast_to(np.asarray(wp, dtype=np.float64), self.target.shape)
@@ -157,7 +178,7 @@ class StateCost(Cost):
         idx = np.arange(X.shape[-1])[self.idx if self.idx is not None else slice(None)]
         if idx.shape != self.target.shape:
             raise ValueError(f"StateCost: target shape {self.target.shape} does not match {idx.size} indices")
-        r = ramp_multiplier(self.ramp, X.shape[-2], self.final_multiplier)
+        r = ramp_multiplier(self.ramp, X.shape[-2], self.final_multiplier) * _window(self.steps, X.shape[-2])
         p, g, H = l1_l2_log_penalty(X[..., idx] - self.target, self.wp, self.l1, self.l2, self.l_log, self.alpha)
         out.l[...] = r * p
         out.lx[..., idx] = r[:, None] * g
@@ -225,15 +246,11 @@ class EEWaypointCost(EEPointCost):
 
     def __init__(self, steps: tuple[int, int] | list[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if len(steps) != 2:
-            raise ValueError(f"EEWaypointCost: steps must be [start, end), got {steps!r}")
-        self.steps = (int(steps[0]), int(steps[1]))
+        self.steps = _check_steps("EEWaypointCost", steps)
 
     def eval(self, X: np.ndarray, U: np.ndarray, ee_jacobians: np.ndarray | None = None) -> CostExpansion:
         e = super().eval(X, U, ee_jacobians)
-        T = X.shape[-2]
-        w = np.zeros(T)
-        w[slice(*self.steps)] = 1.0
+        w = _window(self.steps, X.shape[-2])
         return CostExpansion(e.l * w, e.lx * w[:, None], e.lu * w[:, None], e.lxx * w[:, None, None],
                              e.luu * w[:, None, None], e.lux * w[:, None, None])
 

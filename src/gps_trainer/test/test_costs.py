@@ -1,5 +1,7 @@
 """Costs: analytic gradients/Hessians against finite differences; ramps; sums; quadratic model."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -57,6 +59,28 @@ def test_state_cost_matches_finite_differences(ramp):
                      l_log=0.5, alpha=1e-2, ramp=ramp, final_multiplier=3.0)
     e = _fd_check(cost, X, U, J)
     assert np.all(e.lx[..., 7:] == 0)
+
+
+def test_state_cost_step_window_matches_finite_differences_and_is_zero_outside():
+    """steps = [1, -2] (negative counts from T, as EEWaypointCost): the full cost on steps 1..T-3, zero on the
+    others, derivatives still match finite differences (the bottle task's wrist spin after the descent)."""
+    rng = np.random.default_rng(5)
+    X, U, J = _traj(rng)
+    kw = dict(target=np.array([2.0]), idx=slice(13, 14), wp=0.5, l1=0.2, l2=1.0, l_log=0.3, alpha=1e-2,
+              ramp="linear", final_multiplier=2.0)
+    full = StateCost(**kw).eval(X, U, J)
+    cost = cost_from_config({"type": "state", "steps": [1, -2], **kw})
+    assert isinstance(cost, StateCost) and cost.steps == (1, -2)
+    e = _fd_check(cost, X, U, J)
+    inside = np.zeros(T, bool)
+    inside[1:T - 2] = True
+    for a, b in zip(e, full, strict=True):
+        np.testing.assert_allclose(a[:, inside], b[:, inside])
+        assert not np.any(a[:, ~inside])
+    assert np.all(e.l[:, inside] > 0)
+    for bad in ([1, 2, 3], [1.5, 4], "1:4", 3):
+        with pytest.raises(ValueError, match=r"StateCost: steps .*steps=" + re.escape(repr(bad))):
+            cost_from_config({"type": "state", "steps": bad, **kw})
 
 
 def test_ee_point_cost_on_state_matches_finite_differences():
