@@ -2,7 +2,8 @@
 validation images only: plain scenes and random distractor scenes, drawn with seeds no run trains on.
 
 usage: flock /tmp/gps-heavy.lock python scripts/pose_dr_validation.py TASK ITERATIONS NUM_TRAIN [VARIANT,...]
-Writes the weights and validation_<task>_<variants>.json to $POSE_DR_OUT (default runs/pose_dr)."""
+Writes the weights and validation_<task>_<variants>.json to $POSE_DR_OUT (default runs/pose_dr);
+$POSE_DR_NET (JSON) overrides the network sizes, e.g. '{"conv_filters": [32, 16, 16]}'."""
 import json
 import os
 import sys
@@ -40,7 +41,8 @@ out = {}
 for v in chosen:
     t0 = time.time()
     cfg = {"task": task, "image_size": size, "num_train": ntrain, "num_test": 0, "iterations": iters, "seed": 0,
-           "device": "cpu", "output": str(OUT / f"pose_{task}_{v}.safetensors"), "log_every": 250, **variants[v]}
+           "device": "cpu", "output": str(OUT / f"pose_{task}_{v}.safetensors"), "log_every": 250,
+           "net": json.loads(os.environ.get("POSE_DR_NET", "{}")), **variants[v]}
     m = pretrain_pose(cfg, sim)
     model = load_pose_regressor(cfg["output"])
     errs = {k: _mean_error_cm(model, torch.as_tensor(im), pos, "cpu") for k, (im, pos) in val.items()}

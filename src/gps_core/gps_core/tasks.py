@@ -16,8 +16,10 @@ from gps_core.layout import ee_points, mean_ee_distance, quat_wxyz_to_matrix
 # train: the GPS training positions (the trainer's resets, never perturbed). The evaluation sets
 # (gps_trainer.paper.evaluation): train_perturbed (the training positions, perturbed starts), spatial_test
 # (positions drawn over the training region), visual_test (training positions, random distractor scenes),
-# and their validation twins for development decisions: validation (drawn positions), visual_validation.
-CONDITION_SETS = ("train", "spatial_test", "visual_test", "train_perturbed", "validation", "visual_validation")
+# and their validation twins for development decisions: validation (drawn positions), visual_validation,
+# train_validation (the training positions with other start perturbations: train_perturbed's twin).
+CONDITION_SETS = ("train", "spatial_test", "visual_test", "train_perturbed", "validation", "visual_validation",
+                  "train_validation")
 NUM_JOINTS = 7
 
 

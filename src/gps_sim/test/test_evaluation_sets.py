@@ -82,6 +82,12 @@ def test_start_perturbation_small_seeded_and_only_on_evaluation_sets(name):
     np.testing.assert_array_equal(s.joint_positions(), qs[7])  # a function of (set, condition, seed)
     s.reset(1, seed=7, condition_set="visual_test")
     assert not np.allclose(s.joint_positions(), qs[7])  # the set's name seeds it too
+    # train_validation (development) repeats train_perturbed's positions with starts of its own
+    np.testing.assert_allclose([c.target_pose for c in s.task.condition_list("train_validation")],
+                               [c.target_pose for c in s.task.condition_list("train")], atol=1e-12)
+    s.reset(1, seed=7, condition_set="train_validation")
+    assert not np.allclose(s.joint_positions(), qs[7])
+    assert np.abs(s.joint_positions() - q0).max() <= 0.03 + 1e-12
     assert np.allclose(s.joint_velocities(), 0.0)
 
 

@@ -495,7 +495,8 @@ def main(argv=None) -> int:
                     help="trials per condition set (default: the task's per set, e.g. 27 / 36 / 40)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--sets", nargs="+", default=["train_perturbed", "spatial_test", "visual_test"],
-                    help="condition sets (Table I's by default; validation visual_validation for development)")
+                    help="condition sets (Table I's by default; validation visual_validation train_validation "
+                         "for development)")
     ev.add_argument("--ablation", default=None, choices=["blank", "swap"],
                     help="vision ablation: the policy sees a black image or another condition's image")
     ev.add_argument("--image-size", type=int, default=None, help="default: the policy's input size")

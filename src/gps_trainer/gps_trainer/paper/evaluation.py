@@ -59,7 +59,7 @@ __all__ = ["CONDITION_SETS", "VALIDATION_SETS", "ABLATIONS", "wilson_interval", 
            "ImageAblation", "default_trials", "count_situations"]
 
 CONDITION_SETS = ("train_perturbed", "spatial_test", "visual_test")  # Table I's columns, in order
-VALIDATION_SETS = ("validation", "visual_validation")  # for development decisions
+VALIDATION_SETS = ("validation", "visual_validation", "train_validation")  # for development decisions
 ABLATIONS = ("blank", "swap")
 
 
