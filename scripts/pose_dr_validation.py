@@ -29,7 +29,8 @@ OUT.mkdir(parents=True, exist_ok=True)
 task, size, iters, ntrain = sys.argv[1], 64, int(sys.argv[2]), int(sys.argv[3])
 variants = {"base": {}, "scenes50": {"scene_randomization": 0.5},
             "scenes50_aug": {"scene_randomization": 0.5, "augment_shift": 2, "augment_color": 0.15},
-            "scenes100": {"scene_randomization": 1.0}}
+            "scenes100": {"scene_randomization": 1.0},
+            "scenes100_cos": {"scene_randomization": 1.0, "lr_schedule": "cosine"}}
 chosen = sys.argv[4].split(",") if len(sys.argv) > 4 else list(variants)
 sim = ArmSim(task, image_size=size, render_images=True)
 cfg0 = PosePretrainConfig.from_dict({"task": task, "image_size": size})

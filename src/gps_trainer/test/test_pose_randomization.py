@@ -11,6 +11,7 @@ from gps_trainer.pose_pretraining import (
     PosePretrainConfig,
     augment_images,
     collect_pose_images,
+    lr_at,
     pose_target_box,
 )
 
@@ -35,9 +36,17 @@ def test_augment_color_stays_in_range_and_bounded():
 
 
 def test_config_range_checks():
-    for bad in ({"scene_randomization": 1.5}, {"augment_shift": -1}, {"augment_color": 0.9}):
+    for bad in ({"scene_randomization": 1.5}, {"augment_shift": -1}, {"augment_color": 0.9},
+                {"lr_schedule": "step"}):
         with pytest.raises(Exception, match=next(iter(bad))):
             PosePretrainConfig.from_dict(bad)
+
+
+def test_cosine_schedule_decays_from_the_base_rate_towards_zero():
+    rates = [lr_at(k, 100, 1e-3, "cosine") for k in range(1, 101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[50] == pytest.approx(0.5e-3)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False)) and 0 < rates[-1] < 1e-6
+    assert lr_at(37, 100, 1e-3, "constant") == 1e-3
 
 
 def test_scene_randomized_images_follow_the_visual_rules():
