@@ -142,6 +142,14 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
     for cset in CONDITION_SETS:
         conds = []
         entries, set_trials = _set_entries(data, cset, conditions, path)
+        if cset == "train" and data.get("sample_scenes") is not None:
+            # Domain randomization of the GPS samples' images: each training reset draws a random scene
+            # (from set 'train', the condition and the sample's seed: never an evaluation scene); the
+            # state, the cost and the local controllers do not see it.
+            if not isinstance(data["sample_scenes"], dict):
+                raise ValueError(f"{path or '<task dict>'}: sample_scenes: expected a random_scene mapping, "
+                                 f"got {data['sample_scenes']!r}")
+            entries = [{**e, "random_scene": dict(data["sample_scenes"])} for e in entries]
         if set_trials:
             trials[cset] = set_trials
         for i, entry in enumerate(entries):
@@ -267,12 +275,47 @@ def load_task(name_or_path: str | os.PathLike) -> TaskConfig:
         raise FileNotFoundError(f"task {name_or_path!r} not found (looked for {p})")
     with open(p) as f:
         data = yaml.safe_load(f)
-    return _parse(data, str(p))
+    return _parse(resolve_extends(data, str(p)), str(p))
 
 
 def task_from_dict(data: dict[str, Any]) -> TaskConfig:
     """Build a TaskConfig from an in-memory dict with the YAML layout."""
-    return _parse(data, None)
+    return _parse(resolve_extends(data, None), None)
+
+
+_MERGED_KEYS = ("conditions", "scene_params", "cost")  # merged key by key; every other key is replaced
+_MAX_EXTENDS_DEPTH = 4
+
+
+def resolve_extends(data: Any, path: str | None, _depth: int = 0) -> dict[str, Any]:
+    """A task mapping with ``extends: <task name>`` resolved: the named task's mapping (itself resolved)
+    with this one's keys on top; ``conditions``, ``scene_params`` and ``cost`` are merged key by key (a
+    condition set named here replaces the base's set of that name). The base's ``scene`` (default: its
+    name) is kept unless given here, so a variant of a task keeps its scene."""
+    where = path or "<task dict>"
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    base_name = data.get("extends")
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or not base_name:
+        raise ValueError(f"{where}: extends: expected a task name, got {base_name!r}")
+    if _depth >= _MAX_EXTENDS_DEPTH:
+        raise ValueError(f"{where}: extends: more than {_MAX_EXTENDS_DEPTH} levels (a cycle?) at {base_name!r}")
+    base_path = tasks_dir() / f"{base_name}.yaml"
+    if not base_path.exists():
+        raise ValueError(f"{where}: extends: task {base_name!r} not found (looked for {base_path})")
+    with open(base_path) as f:
+        base = resolve_extends(yaml.safe_load(f), str(base_path), _depth + 1)
+    merged = {**base, "scene": base.get("scene", base.get("name"))}
+    for key, value in data.items():
+        if key == "extends":
+            continue
+        if key in _MERGED_KEYS and isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = {**base[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def task_success(task: TaskConfig, x: np.ndarray, target_pose: np.ndarray) -> bool:

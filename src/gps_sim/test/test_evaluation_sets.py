@@ -168,3 +168,30 @@ def test_scene_spec_errors():
     with pytest.raises(RuntimeError, match="fit"):  # no room on a tiny table
         draw_distractor_scene({"count": [4, 4]}, rng, np.zeros(2), np.array([[1.0, 0, 0, 1]]),
                               np.array([0.5, 0.5, 0.5, 1]), np.array([[-0.1, -0.1], [0.1, 0.1]]))
+
+
+def test_task_variant_extends_its_base_and_randomizes_only_the_training_samples():
+    base, dr = load_task("shape_sorting"), load_task("shape_sorting_dr")
+    assert dr.name == "shape_sorting_dr" and dr.scene == base.scene and dr.success_type == base.success_type
+    np.testing.assert_array_equal(dr.ee_points, base.ee_points)
+    for cset in ("train", "train_perturbed", "spatial_test", "visual_test", "validation"):
+        np.testing.assert_allclose(_positions(dr, cset), _positions(base, cset))
+        same_scene = [c.random_scene for c in base.condition_list(cset)]
+        if cset != "train":
+            assert [c.random_scene for c in dr.condition_list(cset)] == same_scene
+    assert all(c.random_scene is None for c in base.condition_list("train"))
+    assert all(c.random_scene is not None for c in dr.condition_list("train"))
+    s = ArmSim(dr)
+    scenes = []
+    for seed in range(3):
+        s.reset(0, seed=seed, condition_set="train")
+        np.testing.assert_array_equal(s.joint_positions(), dr.condition_list("train")[0].joint_angles)  # unperturbed
+        scenes.append(_scene_after_reset(s))
+        assert 2 <= len(scenes[-1][0]) <= 4
+    assert not np.allclose(scenes[0][1], scenes[1][1])  # the sample's seed draws the scene
+    s.reset(0, seed=0, condition_set="visual_test")
+    assert not np.allclose(_scene_after_reset(s)[1], scenes[0][1])  # never the evaluation scene of that seed
+    for bad, key in [({"extends": "no_such_task"}, "no_such_task"), ({"extends": 3}, "extends"),
+                     ({"extends": "shape_sorting", "sample_scenes": [1]}, "sample_scenes")]:
+        with pytest.raises(ValueError, match=key):
+            task_from_dict({"name": "v", **bad})
