@@ -171,14 +171,19 @@ def test_scene_spec_errors():
 
 
 def test_task_variant_extends_its_base_and_randomizes_only_the_training_samples():
-    base, dr = load_task("shape_sorting"), load_task("shape_sorting_dr")
-    assert dr.name == "shape_sorting_dr" and dr.scene == base.scene and dr.success_type == base.success_type
+    base, dr = load_task("shape_sorting"), load_task("shape_sorting_grid_dr")
+    assert dr.name == "shape_sorting_grid_dr" and dr.scene == base.scene and dr.success_type == base.success_type
     np.testing.assert_array_equal(dr.ee_points, base.ee_points)
-    for cset in ("train", "train_perturbed", "spatial_test", "visual_test", "validation"):
-        np.testing.assert_allclose(_positions(dr, cset), _positions(base, cset))
-        same_scene = [c.random_scene for c in base.condition_list(cset)]
-        if cset != "train":
-            assert [c.random_scene for c in dr.condition_list(cset)] == same_scene
+    # the grid's first four training positions are the base task's, five more inside the same box, none
+    # within 1.6 cm of an evaluation position of the base task
+    train = _positions(dr, "train")
+    np.testing.assert_allclose(train[:4], _positions(base, "train"))
+    assert len(train) == 9 and np.all(train.min(0) >= _positions(base, "train").min(0))
+    for cset in ("spatial_test", "validation"):
+        d = np.linalg.norm(train[:, None, :2] - _positions(base, cset)[None, :, :2], axis=-1)
+        assert d.min() >= 0.016
+    for cset in ("visual_test", "visual_validation"):
+        assert [c.random_scene for c in dr.condition_list(cset)][0] == base.condition_list(cset)[0].random_scene
     assert all(c.random_scene is None for c in base.condition_list("train"))
     assert all(c.random_scene is not None for c in dr.condition_list("train"))
     s = ArmSim(dr)
