@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-at-success", type=float, default=None,
                     help="end a GPS run once its policy's training-condition success rate reaches this")
     ap.add_argument("--out", default="runs/results")
+    ap.add_argument("--eval-task", default=None,
+                    help="task whose condition sets evaluate the policies (default: the experiment's task; e.g. "
+                         "shape_sorting for a run trained on shape_sorting_grid_dr)")
     ap.add_argument("overrides", nargs="*", help="experiment key=value overrides (dotted keys)")
     a = ap.parse_args(argv)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {method}: up to {cfg.iterations} MDGPS iterations -> {run_dir} (resumes a stopped run)", flush=True)
         train_in_simulation(cfg, run_dir, stop_at_success=a.stop_at_success)  # a finished run returns at once
         policies[method] = str(run_dir / "policy.safetensors")
-    evaluate_baselines(base.task, out, vision=a.vision,
+    evaluate_baselines(a.eval_task or load_experiment(a.config, parse_overrides(a.overrides)).task, out,
+                       vision=a.vision,
                        state_policy=a.state_policy if "pose_prediction" in a.methods else None,
                        end_to_end=policies.get("end_to_end"), pose_features=policies.get("pose_features"),
                        trials_per_set=a.trials, seed=a.seed, command=command)
