@@ -5,29 +5,48 @@
 # sets (docs/results-notes.md, issue 12): 9 training positions (the task's *_grid variant), a random
 # distractor scene + table colour in every pose-pretraining image and in every GPS sample (*_grid_dr), the
 # conv trunk pretrained on 2000 such images; S-step 5000 head steps (pose features) then 500 steps on every
-# layer (end-to-end).
+# layer (end-to-end). coat_hanger, toy_hammer and bottle_cap train on their own 4 training conditions instead
+# (their trajectory optimization is tuned on those; *_dr: the same conditions with randomized sample scenes).
 # Resumable: a finished phase is skipped, a stopped GPS run goes on at its first missing iteration.
-#   bash scripts/table1.sh reach|shape_sorting [OUT]      (default OUT=runs/results/<task>)
+#   bash scripts/table1.sh reach|shape_sorting|coat_hanger|toy_hammer|bottle_cap [OUT]   (default OUT=runs/results/<task>)
 # CPU (one core of this 2-core machine): reach about 40 min, shape_sorting about 60 min.
 set -eo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck disable=SC1091
 . "$ROOT/scripts/setup.sh" > /dev/null
 cd "$ROOT"
-TASK=${1:?usage: table1.sh reach|shape_sorting [OUT]}
+TASK=${1:?usage: table1.sh reach|shape_sorting|coat_hanger|toy_hammer|bottle_cap [OUT]}
 OUT=${2:-runs/results/$TASK}
 export OMP_NUM_THREADS=1   # one BLAS/torch thread per process was 5-10x faster than two on these machines
 case "$TASK" in
   reach)
+    NPOS=9
     CTRL=(--config config/experiments/reach_grid_traj_opt.yaml iterations=5)
     STATE=(--config config/experiments/reach_mdgps.yaml task=reach_grid conditions=9)
     VISUAL=(--config config/experiments/reach_grid_dr_mdgps_visual.yaml) ;;
   shape_sorting)
+    NPOS=9
     CTRL=(--config config/experiments/shape_sorting_traj_opt.yaml task=shape_sorting_grid conditions=9)
     STATE=(--config config/experiments/shape_sorting_mdgps.yaml task=shape_sorting_grid conditions=9)
     VISUAL=(--config config/experiments/shape_sorting_mdgps_visual.yaml task=shape_sorting_grid_dr conditions=9
             'algorithm.policy_opt.device=cpu') ;;
-  *) echo "table1.sh: no Table I recipe for task '$TASK' (reach, shape_sorting)" >&2; exit 2 ;;
+  coat_hanger)   # this and the next two: the task's own 4 training conditions (its traj opt is tuned on them)
+    NPOS=4
+    CTRL=(--config config/experiments/coat_hanger_traj_opt.yaml)
+    STATE=(--config config/experiments/coat_hanger_mdgps.yaml)
+    VISUAL=(--config config/experiments/coat_hanger_mdgps_visual.yaml) ;;
+  toy_hammer)
+    NPOS=4
+    CTRL=(--config config/experiments/toy_hammer_traj_opt.yaml)
+    STATE=(--config config/experiments/toy_hammer_mdgps.yaml)
+    VISUAL=(--config config/experiments/toy_hammer_mdgps_visual.yaml) ;;
+  bottle_cap)
+    NPOS=4
+    CTRL=(--config config/experiments/bottle_cap_traj_opt.yaml)
+    STATE=(--config config/experiments/bottle_cap_mdgps.yaml)
+    VISUAL=(--config config/experiments/bottle_cap_mdgps_visual.yaml) ;;
+  *) echo "table1.sh: no Table I recipe for task '$TASK' (reach, shape_sorting, coat_hanger, toy_hammer, bottle_cap)" >&2
+     exit 2 ;;
 esac
 mkdir -p "$OUT"
 log() { echo "[$(date +%H:%M:%S)] table1 $TASK: $*"; }
@@ -36,7 +55,7 @@ log "phase 1: pose pretraining (2000 images with random scenes, 3000 Adam steps)
 [ -f "$OUT/pose_pretrain/vision.safetensors" ] ||
   python -m gps_trainer.procedure pose --config config/policy/pose_pretrain.yaml --out "$OUT/pose_pretrain" \
     task="$TASK" image_size=64 num_train=2000 num_test=100 iterations=3000 scene_randomization=1.0 seed=0 --threads 1
-log "phase 2: local controllers by trajectory optimization on the 9 training positions"
+log "phase 2: local controllers by trajectory optimization on the $NPOS training positions"
 python -m gps_trainer.procedure controllers "${CTRL[@]}" --out "$OUT/controllers" --threads 1
 log "state policy by MDGPS (sees the true target): pose prediction's controller"
 python -m gps_trainer.procedure gps "${STATE[@]}" --controllers "$OUT/controllers" --out "$OUT/gps_mdgps_state" \
