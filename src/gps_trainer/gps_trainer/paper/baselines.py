@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="task whose condition sets evaluate the policies (default: the experiment's task; e.g. "
                          "shape_sorting for a run trained on shape_sorting_grid_dr)")
     ap.add_argument("overrides", nargs="*", help="experiment key=value overrides (dotted keys)")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)  # overrides may come before and after options (scripts/table1.sh)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     if set(a.methods) - set(METHODS):
         ap.error(f"--methods: unknown {sorted(set(a.methods) - set(METHODS))}")
