@@ -168,3 +168,12 @@ def test_gif_replays_the_chosen_visual_test_trial(tmp_path):
     info = rollout_gif(tmp_path / "policy.safetensors", "reach", tmp_path / "r.gif", condition=condition, seed=seed)
     assert info["final_distance_m"] == pytest.approx(vt["final_distance"][i], abs=1e-9)
     assert info["success"] == vt["success"][i]
+
+
+def test_rate_cell_names_the_situations_when_trials_repeat_them():
+    from gps_trainer.paper.report import _fmt_rate
+
+    cell = {"rate": 0.5, "successes": 6, "trials": 12, "ci_low": 0.25, "ci_high": 0.75}
+    assert _fmt_rate(cell) == "50.0% (6/12; 95% CI 25-75%)"  # older files: no count
+    assert _fmt_rate(cell | {"situations": 12}) == "50.0% (6/12; 95% CI 25-75%)"
+    assert _fmt_rate(cell | {"situations": 4}) == "50.0% (6/12, 4 situations; 95% CI 25-75%)"

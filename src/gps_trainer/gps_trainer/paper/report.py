@@ -53,7 +53,10 @@ SECTIONS = ("## Table I: success rates", "## Network architecture vs pose error"
 
 
 def _fmt_rate(s: dict[str, Any]) -> str:
-    return (f"{100 * s['rate']:.1f}% ({s['successes']}/{s['trials']}; "
+    # the distinct situations behind a rate, where a file records them and they are fewer than the trials
+    seen = s.get("situations")
+    situations = f", {seen} situations" if seen is not None and seen < s["trials"] else ""
+    return (f"{100 * s['rate']:.1f}% ({s['successes']}/{s['trials']}{situations}; "
             f"95% CI {100 * s['ci_low']:.0f}-{100 * s['ci_high']:.0f}%)")
 
 
