@@ -95,6 +95,8 @@ def test_the_mdgps_runs_optimize_the_trajectory_optimizations_cost(task):
     ctrl, state, visual = (experiment(task, w) for w in ARRAYS)
     assert state.algorithm.cost == ctrl.algorithm.cost, f"{task}: state MDGPS cost != {BRANCHES[task]['CTRL'][1]}"
     assert visual.algorithm.cost == ctrl.algorithm.cost, f"{task}: visual MDGPS cost != {BRANCHES[task]['CTRL'][1]}"
+    # the local dynamics are fitted from as many rollouts as the trajectory optimization was tuned with
+    assert state.samples_per_condition == visual.samples_per_condition == ctrl.samples_per_condition, task
 
 
 def _same_conditions(a, b) -> bool:
