@@ -118,6 +118,7 @@ def _iteration_metrics(algo: Any, result: Any) -> dict[str, Any]:
         return {"cost_per_condition": [d.cost for d in result], "kl_per_condition": [d.kl for d in result],
                 "eta_per_condition": [d.eta for d in result],
                 "step_mult_per_condition": [d.step_mult for d in result],
+                "c_step_fallbacks": sum(d.fallback for d in result),
                 **{f"{k}_s": v for k, v in algo.timings.items()}}
     m = result.as_metrics()
     m.pop("iteration", None)

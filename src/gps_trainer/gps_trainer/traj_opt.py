@@ -11,6 +11,17 @@ the new controller to the previous one is within 10 % of epsilon.
 
 All core functions are batched over a leading condition axis M, so several conditions are optimized
 together; each keeps its own eta. Shapes: T steps, dX states, dU actions, D = dX + dU.
+
+The backward pass works in deviation coordinates du = u - K̄ x - k̄ around the previous controller p̄
+(:func:`deviation_coordinates`), where -log p̄ is exactly 0.5 du^T P̄ du: as eta grows the answer tends
+to p̄ itself, without the cancellation Q_xx - Q_xu Q_uu^-1 Q_ux ~ 0 that in (x, u) leaves round-off in V
+for an unstable closed loop of the fitted dynamics to amplify step by step (issue 15's bottle_cap crash,
+closed-loop spectral radius up to 2.2: V's error grew from 1e-11 to 8e4 over 40 steps, then Q_uu tested
+indefinite at eta = 1e16; computed exactly, the KL bound there needed eta ~ 1e25, out of range).
+
+A condition for which no eta up to max_eta gives a valid controller within the KL bound keeps p̄ (KL
+step zero: always valid) and says why (:attr:`CStepResult.fallback`, a warning) instead of stopping the
+run; NaN/Inf dynamics or costs still raise :class:`TrajOptError`.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ __all__ = [
     "kl_divergence",
     "estimate_cost",
     "kl_constrained_update",
+    "deviation_coordinates",
     "new_step_mult",
     "random_problem",
     "state_marginals",
@@ -67,6 +79,9 @@ class CStepResult:
     kl_target: float
     iterations: int
     converged: bool
+    #: why this condition kept its previous controller (no eta up to max_eta gave a valid controller
+    #: within the KL bound), None if it did not; ``eta`` is then the search's start (the warm start to keep)
+    fallback: str | None = None
 
 
 def _stack_policies(policies: list[LinearGaussianPolicy]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -108,7 +123,6 @@ def backward_pass(
     cm: np.ndarray,
     cv: np.ndarray,
     eta: np.ndarray,
-    prev_terms: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Max-entropy LQG backward pass for the surrogate cost l/eta - log p̄, batched over M conditions.
 
@@ -116,15 +130,56 @@ def backward_pass(
         Q_zz = cm_t/eta + Pm_t + F_t^T V_xx F_t,   q_z = cv_t/eta + pv_t + F_t^T (v_x + V_xx f_t)
         Sigma_t = Q_uu^-1,  K_t = -Q_uu^-1 Q_ux,  k_t = -Q_uu^-1 q_u
         V_xx = Q_xx + Q_xu K_t,  v_x = q_x + Q_xu k_t
-    (Pm, pv: :func:`gaussian_log_terms` of p̄, which may be passed precomputed as ``prev_terms``).
+    (Pm, pv: :func:`gaussian_log_terms` of p̄), computed in the coordinates of :func:`deviation_coordinates`
+    (the same solution, without the cancellation as eta grows).
     Shapes: prev_* (M, T, ...), Fm (M, T-1, dX, D), cm (M, T, D, D), eta (M,).
     Returns K, k, Sigma, and per condition the (latest) time step whose Q_uu was not positive definite,
     -1 if none; a failed condition's outputs are meaningless.
     """
     dX = prev_K.shape[-1]
-    Pm, pv = prev_terms if prev_terms is not None else gaussian_log_terms(prev_K, prev_k, prev_inv_covar)
-    return _backward(_homogeneous_cost(cm, cv, dX), _homogeneous_cost(Pm, pv, dX), _homogeneous_dynamics(Fm, fv),
-                     np.asarray(eta, dtype=np.float64))
+    dcm, dcv, dFm, dfv = deviation_coordinates(prev_K, prev_k, cm, cv, Fm, fv)
+    dK, dk, covar, failed_at = _backward(_homogeneous_cost(dcm, dcv, dX), _homogeneous_precision(prev_inv_covar, dX),
+                                         _homogeneous_dynamics(dFm, dfv), np.asarray(eta, dtype=np.float64))
+    return prev_K + dK, prev_k + dk, covar, failed_at
+
+
+def deviation_coordinates(
+    prev_K: np.ndarray, prev_k: np.ndarray, cm: np.ndarray, cv: np.ndarray, Fm: np.ndarray, fv: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cost and dynamics in the coordinates z' = [x; du], du = u - K̄_t x - k̄_t (z = S z' + s with
+    S = [[I, 0], [K̄, I]], s = [0; k̄]):
+
+        cm' = S^T cm S,  cv' = S^T (cv + cm s)  (the constant dropped),
+        F' = [F_x + F_u K̄, F_u],  f' = f + F_u k̄.
+
+    There -log p̄(u|x) = 0.5 du^T P̄ du exactly, so the previous controller's term alone gives V = 0
+    with no round-off, where in (x, u) it is K̄^T P̄ K̄ - K̄^T P̄ P̄^-1 P̄ K̄, whose error the closed loop
+    F_x + F_u K̄ amplifies backwards in time when it is unstable. Any leading axes: K̄ (..., T, dU, dX),
+    k̄ (..., T, dU), cm (..., T, D, D), cv (..., T, D), Fm (..., T-1, dX, D), fv (..., T-1, dX)."""
+    dX = prev_K.shape[-1]
+    Cxx, Cxu, Cux, Cuu = cm[..., :dX, :dX], cm[..., :dX, dX:], cm[..., dX:, :dX], cm[..., dX:, dX:]
+    Kt = prev_K.swapaxes(-1, -2)
+    CuxK = Cux + Cuu @ prev_K  # (C S)_ux
+    dcm = np.empty(np.broadcast_shapes(cm.shape, (*prev_K.shape[:-2], *cm.shape[-2:])))
+    dcm[..., dX:, dX:] = Cuu
+    dcm[..., dX:, :dX] = CuxK
+    dcm[..., :dX, dX:] = Cxu + Kt @ Cuu
+    dcm[..., :dX, :dX] = Cxx + Cxu @ prev_K + Kt @ CuxK
+    wx = cv[..., :dX] + (Cxu @ prev_k[..., None])[..., 0]
+    wu = cv[..., dX:] + (Cuu @ prev_k[..., None])[..., 0]
+    dcv = np.concatenate([wx + (Kt @ wu[..., None])[..., 0], wu], axis=-1)
+    Fx, Fu = Fm[..., :dX], Fm[..., dX:]
+    dFm = np.concatenate([Fx + Fu @ prev_K[..., :-1, :, :], Fu], axis=-1)
+    dfv = fv + (Fu @ prev_k[..., :-1, :, None])[..., 0]
+    return dcm, dcv, dFm, dfv
+
+
+def _homogeneous_precision(P: np.ndarray, dX: int) -> np.ndarray:
+    """-log p̄ in deviation coordinates, 0.5 du^T P du, in the homogeneous form of :func:`_homogeneous_cost`."""
+    dU = P.shape[-1]
+    C = np.zeros((*P.shape[:-2], dX + 1 + dU, dX + 1 + dU))
+    C[..., dX + 1:, dX + 1:] = P
+    return C
 
 
 def _homogeneous_cost(cm: np.ndarray, cv: np.ndarray, dX: int) -> np.ndarray:
@@ -316,28 +371,26 @@ def expected_cost(controller: LinearGaussianPolicy, dyn: LinearGaussianDynamics,
 
 
 def _backward_robust(Ccost, Cprev, F, eta, del0, max_eta):
-    """:func:`_backward`; conditions whose Q_uu is not PD retry with eta <- eta0 + del, del <- 2 del."""
-    eta = eta.astype(np.float64).copy()
+    """:func:`_backward`; conditions whose Q_uu is not PD retry with eta <- min(eta0 + del, max_eta),
+    del <- 2 del. Returns K, k, Sigma, the eta used and, per condition, the step whose Q_uu is still not
+    PD at max_eta (-1 where a valid controller was found; the others' outputs are meaningless)."""
+    eta = np.minimum(eta.astype(np.float64), max_eta)
     eta0 = eta.copy()
     delta = np.full_like(eta, del0)
+    gave_up = np.full(eta.shape, -1)
     while True:
         K, k, covar, failed_at = _backward(Ccost, Cprev, F, eta)
         bad = failed_at >= 0
+        at_max = bad & (eta >= max_eta)  # no eta left to try: the caller keeps the previous controller
+        gave_up[at_max] = failed_at[at_max]
+        bad &= ~at_max
         if not bad.any():
-            return K, k, covar, eta
+            return K, k, covar, eta, gave_up
         for m in np.flatnonzero(bad):
             LOGGER.debug("non-PD Q_uu at t=%d (condition slot %d): eta %.3g -> %.3g", failed_at[m], m, eta[m],
-                         eta0[m] + delta[m])
-        eta[bad] = eta0[bad] + delta[bad]
-        delta[bad] = np.minimum(2.0 * delta[bad], 1e16)
-        if np.any(eta[bad] >= max_eta):
-            m = int(np.flatnonzero(bad & (eta >= max_eta))[0])
-            if not np.all(np.isfinite(F[m])):
-                raise TrajOptError("trajectory optimization: dynamics contain NaN/Inf")
-            raise TrajOptError(
-                f"trajectory optimization: Q_uu not positive definite at t={int(failed_at[m])} even for eta >= "
-                f"{max_eta:.1e}; check that the fitted dynamics and the cost are reasonably conditioned"
-            )
+                         min(eta0[m] + delta[m], max_eta))
+        eta[bad] = np.minimum(eta0[bad] + delta[bad], max_eta)
+        delta[bad] *= 2.0  # eta0 + delta reaches max_eta, whatever max_eta is
 
 
 def kl_constrained_update(
@@ -356,8 +409,12 @@ def kl_constrained_update(
     """C-step for M conditions at once: find eta_m with |KL_m(eta) - eps_m| < tolerance eps_m.
 
     eps_m = kl_step_m * T (a per-step budget summed over the horizon, as the reference). Search per
-    condition from eta_m over a bracket in log-space (:func:`_next_eta`). Returns one :class:`CStepResult` per condition; a condition that does not converge keeps
-    its last controller and logs a warning (``converged`` False).
+    condition from eta_m over a bracket in log-space (:func:`_next_eta`). Returns one :class:`CStepResult`
+    per condition; a condition that does not converge keeps its last controller and logs a warning
+    (``converged`` False). A condition with no valid answer for any eta <= max_eta (Q_uu not positive
+    definite even at max_eta, the KL still above the target at max_eta, or a non-finite KL) keeps its
+    previous controller, the eta -> infinity limit (KL 0), logs a warning naming the condition, the step
+    and the eta reached, and reports it in ``fallback``. NaN/Inf dynamics or costs raise TrajOptError.
     """
     M = len(prev)
     if not (len(dynamics) == M and len(costs) == M):
@@ -376,9 +433,14 @@ def kl_constrained_update(
     for name, a in (("Fm", Fm), ("fv", fv), ("dyn_covar", dyn_covar), ("cost cm", cm), ("cost cv", cv)):
         if not np.all(np.isfinite(a)):
             raise TrajOptError(f"trajectory optimization: {name} contains NaN/Inf")
-    # Everything but the 1/eta scaling is fixed during the search: assemble it once per C-step.
-    Pm, pv = gaussian_log_terms(P[0], P[1], P[3])
-    Ccost, Cprev, F = _homogeneous_cost(cm, cv, dX), _homogeneous_cost(Pm, pv, dX), _homogeneous_dynamics(Fm, fv)
+    # Everything but the 1/eta scaling is fixed during the search: assemble it once per C-step, in
+    # deviation coordinates around the previous controllers (backward_pass).
+    dcm, dcv, dFm, dfv = deviation_coordinates(P[0], P[1], cm, cv, Fm, fv)
+    Ccost, Cprev, F = _homogeneous_cost(dcm, dcv, dX), _homogeneous_precision(P[3], dX), _homogeneous_dynamics(dFm, dfv)
+    for name, a in (("cost", Ccost), ("dynamics", F)):
+        if not np.all(np.isfinite(a)):
+            raise TrajOptError(f"trajectory optimization: the {name} relative to the previous controller "
+                               "overflows (NaN/Inf)")
     prev_logdet = np.linalg.slogdet(P[2])[1]
     target = np.broadcast_to(np.asarray(kl_step, dtype=np.float64), (M,)) * T
     eta = np.clip(np.broadcast_to(np.asarray(eta, dtype=np.float64), (M,)).copy(), min_eta, max_eta)
@@ -389,23 +451,33 @@ def kl_constrained_update(
     done = np.zeros(M, dtype=bool)
     out_K, out_k, out_cov = np.zeros((M, T, dU, dX)), np.zeros((M, T, dU)), np.zeros((M, T, dU, dU))
     kl_tot = np.full(M, np.nan)
+    eta_start = eta.copy()
     eta_res = eta.copy()
     iters = np.zeros(M, dtype=int)
+    fallback: list[str | None] = [None] * M
     for _ in range(max_iterations):
         a = np.flatnonzero(~done)
         sel = slice(None) if a.size == M else a  # no copies while every condition is still searching
         sub = tuple(x[sel] for x in P)
-        K, k, covar, eta_used = _backward_robust(Ccost[sel], Cprev[sel], F[sel], eta[a], del0, max_eta)
-        mx, sxx = state_marginals(K, k, covar, Fm[sel], fv[sel], dyn_covar[sel], x0mu[sel], x0sigma[sel],
-                                  symmetrize=False)
-        kl = kl_divergence(mx, sxx, K, k, covar, *sub, prev_logdet=prev_logdet[sel]).sum(axis=-1)
-        if not np.all(np.isfinite(kl)):
-            raise TrajOptError("trajectory optimization: KL divergence is NaN/Inf (ill-conditioned controller)")
+        dK, dk, covar, eta_used, gave_up = _backward_robust(Ccost[sel], Cprev[sel], F[sel], eta[a], del0, max_eta)
+        K, k = sub[0] + dK, sub[1] + dk
+        for j in np.flatnonzero(gave_up >= 0):  # its outputs are meaningless: evaluate p̄ instead (KL 0)
+            K[j], k[j], covar[j] = sub[0][j], sub[1][j], sub[2][j]
+        with np.errstate(all="ignore"):  # a non-finite KL is handled per condition below
+            mx, sxx = state_marginals(K, k, covar, Fm[sel], fv[sel], dyn_covar[sel], x0mu[sel], x0sigma[sel],
+                                      symmetrize=False)
+            kl = kl_divergence(mx, sxx, K, k, covar, *sub, prev_logdet=prev_logdet[sel]).sum(axis=-1)
         out_K[a], out_k[a], out_cov[a], kl_tot[a], eta_res[a] = K, k, covar, kl, eta_used
         iters[a] += 1
         for j, m in enumerate(a):
             e, c = float(eta_used[j]), float(kl[j])
-            if abs(c - target[m]) < tolerance * target[m]:
+            if gave_up[j] >= 0:
+                fallback[m] = f"Q_uu not positive definite at t={int(gave_up[j])} even for eta = {e:.3g}"
+            elif not math.isfinite(c):
+                fallback[m] = f"the KL divergence is not finite at eta = {e:.3g}"
+            elif e >= max_eta and c > (1.0 + tolerance) * target[m]:
+                fallback[m] = f"KL {c:.3g} still above the target {target[m]:.3g} at eta = {e:.3g}"
+            if fallback[m] is not None or abs(c - target[m]) < tolerance * target[m]:
                 done[m] = True
                 continue
             eta[m] = _next_eta(m, e, c, target[m], lo, hi, ylo, yhi, last_side)
@@ -413,12 +485,22 @@ def kl_constrained_update(
             break
     results = []
     for m in range(M):
-        if not done[m]:
-            LOGGER.warning("C-step condition %d: eta search did not converge (KL %.3g vs target %.3g, eta %.3g)",
-                           m, kl_tot[m], target[m], eta[m])
-        policy = LinearGaussianPolicy(out_K[m], out_k[m], out_cov[m])
-        results.append(CStepResult(policy, float(eta_res[m]), float(kl_tot[m]),
-                                   float(target[m]), int(iters[m]), bool(done[m])))
+        policy = None
+        if fallback[m] is None:
+            if not done[m]:
+                LOGGER.warning("C-step condition %d: eta search did not converge (KL %.3g vs target %.3g, eta %.3g)",
+                               m, kl_tot[m], target[m], eta[m])
+            try:
+                policy = LinearGaussianPolicy(out_K[m], out_k[m], out_cov[m])
+            except ValueError as exc:  # e.g. a covariance that round-off left indefinite
+                fallback[m] = f"invalid controller at eta = {eta_res[m]:.3g} ({exc})"
+        if fallback[m] is not None:
+            LOGGER.warning("C-step condition %d: %s; keeping its previous controller (KL step 0)", m, fallback[m])
+            results.append(CStepResult(prev[m].copy(), float(eta_start[m]), 0.0, float(target[m]), int(iters[m]),
+                                       False, fallback[m]))
+        else:
+            results.append(CStepResult(policy, float(eta_res[m]), float(kl_tot[m]),
+                                       float(target[m]), int(iters[m]), bool(done[m])))
     return results
 
 
@@ -428,7 +510,8 @@ def _next_eta(m: int, eta: float, kl: float, target: float, lo: np.ndarray, hi: 
 
     KL falls with eta. Update the bracket: KL > target -> lo = eta, else hi = eta. Until both ends are
     evaluated, jump as the reference does but at most 10x: eta <- min(sqrt(lo hi), 10 lo) or
-    max(sqrt(lo hi), hi / 10). Once bracketed, regula falsi on log KL - log target against log eta with
+    max(sqrt(lo hi), hi / 10) (within 100x of an unevaluated upper end, that end: max_eta itself is tried
+    and the search can tell that the bound is out of reach). Once bracketed, regula falsi on log KL - log target against log eta with
     the Illinois modification: when the same end moved twice in a row, the other end's residual is halved
     (so a convex curve cannot pin one end and crawl); the step is kept inside the inner 98 % of the
     log-bracket. (Bisecting instead, as before issue 16, threw away good secant steps: 7 passes where
@@ -446,6 +529,8 @@ def _next_eta(m: int, eta: float, kl: float, target: float, lo: np.ndarray, hi: 
     xl, xh = np.log(lo[m]), np.log(hi[m])
     if np.isnan(ylo[m]) or np.isnan(yhi[m]):
         geom = np.sqrt(lo[m] * hi[m])
+        if side > 0 and 100.0 * lo[m] >= hi[m]:
+            return float(hi[m])  # max_eta itself, not an endless approach: the caller stops there
         return float(min(geom, 10.0 * lo[m]) if side > 0 else max(geom, 0.1 * hi[m]))
     if repeated:  # Illinois: the end that did not move keeps only half its residual
         if side > 0:

@@ -185,10 +185,11 @@ def test_badmm_c_step_pulls_towards_the_policy_as_its_weight_grows():
     prev = LinearGaussianPolicy(np.zeros((T, dU, dX)), np.zeros((T, dU)), np.tile(np.eye(dU), (T, 1, 1)))
     pol = LinearGaussianPolicy(np.zeros((T, dU, dX)), np.full((T, dU), 1.0), np.tile(np.eye(dU), (T, 1, 1)))
     zeros_K, zeros_k = np.zeros((T, dU, dX)), np.zeros((T, dU))
-    new, eta, kl, ok = badmm_c_step(prev, pol, np.full(T, 1e3), zeros_K, zeros_k, dyn, cost, kl_target=1.0, eta=1.0)
-    assert ok and kl == pytest.approx(1.0, rel=0.1)
+    r = badmm_c_step(prev, pol, np.full(T, 1e3), zeros_K, zeros_k, dyn, cost, kl_target=1.0, eta=1.0)
+    new = r.policy
+    assert r.converged and r.fallback is None and r.kl == pytest.approx(1.0, rel=0.1)
     assert np.all(new.k > 0.1)  # moved from 0 towards the policy's 1
-    loose, *_ = badmm_c_step(prev, pol, np.full(T, 1e3), zeros_K, zeros_k, dyn, cost, kl_target=50.0, eta=1.0)
+    loose = badmm_c_step(prev, pol, np.full(T, 1e3), zeros_K, zeros_k, dyn, cost, kl_target=50.0, eta=1.0).policy
     assert np.all(loose.k > new.k - 1e-9)
 
 

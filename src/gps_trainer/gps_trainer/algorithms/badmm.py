@@ -45,6 +45,7 @@ from gps_trainer.dynamics import LinearGaussianDynamics, fit_dynamics
 from gps_trainer.policy_opt import PolicyOptDiagnostics
 from gps_trainer.traj_opt import (
     CostModel,
+    CStepResult,
     TrajOptError,
     backward_pass,
     controller_marginals,
@@ -92,57 +93,80 @@ def badmm_c_step(
     del0: float = 1e-4,
     max_iterations: int = 50,
     tolerance: float = 0.1,
-) -> tuple[LinearGaussianPolicy, float, float, bool]:
+) -> CStepResult:
     """BADMM C-step for one condition (reference AlgorithmBADMM.compute_costs + the LQR eta search).
 
     Cost with the multipliers: cv_u -= lambda_k, cm_ux -= lambda_K. For a given eta the controller is
     the max-entropy LQR solution for l~_t = (l'_t + eta TKL_t + nu_t PKL_t) / (eta + nu_t), TKL / PKL the
     quadratic -log of the previous controller / the policy linearization (:func:`gaussian_log_terms`);
     eta is bracketed in log space until |sum_t KL(p || prev) - kl_target| < tolerance kl_target.
-    Returns (controller, eta, KL, converged).
+    The backward pass runs around ``prev`` (traj_opt.backward_pass with prev's precision scaled by
+    eta / (eta + nu_t): the same l~_t), so it tends to ``prev`` without round-off as eta grows.
+    With no valid answer for any eta <= max_eta (Q_uu not PD at max_eta, the KL still above the target
+    there, or non-finite) it keeps ``prev`` (KL 0), logs a warning and says why in ``fallback``; NaN/Inf
+    dynamics or costs raise TrajOptError.
     """
     T, dU, dX = prev.K.shape
+    for name, a in (("dynamics Fm", dyn.Fm), ("dynamics fv", dyn.fv), ("cost cm", cost.cm), ("cost cv", cost.cv)):
+        if not np.all(np.isfinite(a)):
+            raise TrajOptError(f"BADMM C-step: {name} contains NaN/Inf")
     cm, cv = cost.cm.copy(), cost.cv.copy()
     cv[:, dX:] -= lambda_k
     cm[:, dX:, :dX] -= lambda_K
     cm[:, :dX, dX:] -= lambda_K.transpose(0, 2, 1)
-    TKLm, TKLv = gaussian_log_terms(prev.K, prev.k, prev.inv_pol_covar)
     PKLm, PKLv = gaussian_log_terms(pol_lin.K, pol_lin.k, pol_lin.inv_pol_covar)
-    zK, zk, zP = np.zeros((1, T, dU, dX)), np.zeros((1, T, dU)), np.zeros((1, T, dU, dU))
     wt = np.asarray(pol_wt, dtype=np.float64)
+    cm_pol, cv_pol = cm + wt[:, None, None] * PKLm, cv + wt[:, None] * PKLv
+    prevK, prevk, prevP = prev.K[None], prev.k[None], prev.inv_pol_covar
     Fm, fv = dyn.Fm[None], dyn.fv[None]
     lo, hi = min_eta, max_eta
-    eta = float(np.clip(eta, min_eta, max_eta))
+    eta0 = eta = float(np.clip(eta, min_eta, max_eta))
     best = None
-    for _ in range(max_iterations):
+    fallback = None
+    iterations = 0
+    for iterations in range(1, max_iterations + 1):
         delta = del0
         while True:  # raise eta until Q_uu is positive definite everywhere
             s = (eta + wt)[:, None]
-            fcm = (cm + eta * TKLm + wt[:, None, None] * PKLm) / s[:, :, None]
-            fcv = (cv + eta * TKLv + wt[:, None] * PKLv) / s
-            K, k, covar, failed = backward_pass(zK, zk, zP, Fm, fv, fcm[None], fcv[None], np.ones(1))
-            if failed[0] < 0:
+            K, k, covar, failed = backward_pass(prevK, prevk, (prevP * (eta / s)[:, :, None])[None], Fm, fv,
+                                                (cm_pol / s[:, :, None])[None], (cv_pol / s)[None], np.ones(1))
+            if failed[0] < 0 or eta >= max_eta:
                 break
-            eta, delta = eta + delta, 2.0 * delta
-            if eta >= max_eta:
-                raise TrajOptError(f"BADMM C-step: Q_uu not positive definite at t={int(failed[0])} for any eta")
-        new = LinearGaussianPolicy(K[0], k[0], covar[0])
-        kl = float(_kl_to(new, prev, *controller_marginals(new, dyn)).sum())
+            eta, delta = min(eta + delta, max_eta), 2.0 * delta
+        if failed[0] >= 0:
+            fallback = f"Q_uu not positive definite at t={int(failed[0])} even for eta = {eta:.3g}"
+            break
+        try:
+            new = LinearGaussianPolicy(K[0], k[0], covar[0])
+            with np.errstate(all="ignore"):
+                kl = float(_kl_to(new, prev, *controller_marginals(new, dyn)).sum())
+        except ValueError as exc:  # a covariance that round-off left indefinite
+            fallback = f"invalid controller at eta = {eta:.3g} ({exc})"
+            break
+        if not np.isfinite(kl):
+            fallback = f"the KL divergence is not finite at eta = {eta:.3g}"
+            break
         best = (new, eta, kl)
         con = kl - kl_target
         if abs(con) < tolerance * kl_target:
-            return new, eta, kl, True
+            return CStepResult(new, eta, kl, kl_target, iterations, True)
         if con < 0 and eta <= min_eta * (1.0 + 1e-9):
-            return new, eta, kl, True  # the KL bound is inactive even at the smallest eta
+            return CStepResult(new, eta, kl, kl_target, iterations, True)  # the bound is inactive at min_eta
+        if con > 0 and eta >= max_eta:
+            fallback = f"KL {kl:.3g} still above the target {kl_target:.3g} at eta = {eta:.3g}"
+            break
         if con > 0:  # step too large: more weight on staying close to prev
             lo = eta
-            eta = min(np.sqrt(lo * hi), 10.0 * lo)
+            eta = hi if 100.0 * lo >= hi else min(np.sqrt(lo * hi), 10.0 * lo)
         else:
             hi = eta
             eta = max(np.sqrt(lo * hi), 0.1 * hi)
+    if fallback is not None:
+        LOGGER.warning("BADMM C-step: %s; keeping the previous controller (KL step 0)", fallback)
+        return CStepResult(prev.copy(), eta0, 0.0, kl_target, iterations, False, fallback)
     LOGGER.warning("BADMM C-step: eta search did not converge (KL %.3g vs target %.3g, eta %.3g)",
                    best[2], kl_target, best[1])
-    return best[0], best[1], best[2], False
+    return CStepResult(best[0], best[1], best[2], kl_target, iterations, False)
 
 
 @dataclass
@@ -248,6 +272,7 @@ class BADMM(MDGPS):
         # 5. Inner loop: S-step, policy refit, dual step, C-step.
         new = list(self.controllers)
         etas, kls, converged = self.eta.copy(), np.zeros(M), np.zeros(M, dtype=bool)
+        fell_back = np.zeros(M, dtype=bool)  # the last C-step kept the sampling controller (CStepResult.fallback)
         policy_kl = np.full((M, T), np.nan)
         for inner in range(cfg.inner_iterations):
             if it > 0 or inner > 0:
@@ -278,11 +303,16 @@ class BADMM(MDGPS):
             # d. C-step per condition: KL-bounded against the sampling controller, pulled towards pi_lin.
             t = time.perf_counter()
             for m in range(M):
-                new[m], etas[m], kls[m], converged[m] = badmm_c_step(
+                r = badmm_c_step(
                     self.controllers[m], self.pol_lin[m], self.pol_wt[m], self.lambda_K[m], self.lambda_k[m],
                     dynamics[m], costs[m], tcfg.kl_step * self.step_mults[m] * T, etas[m],
                     min_eta=tcfg.min_eta, max_eta=tcfg.max_eta, del0=tcfg.del0,
                     max_iterations=tcfg.max_eta_iterations, tolerance=tcfg.kl_tolerance)
+                new[m], etas[m], kls[m], converged[m] = r.policy, r.eta, r.kl, r.converged
+                fell_back[m] = r.fallback is not None
+                if r.fallback is not None:
+                    LOGGER.warning("BADMM iteration %d, condition %d (inner %d): C-step fallback, the controller "
+                                   "is kept: %s", it, m, inner, r.fallback)
             timings["c_step"] += time.perf_counter() - t
 
         # 6. Advance.
@@ -295,7 +325,8 @@ class BADMM(MDGPS):
                 condition=batches[m].condition, cost=sample_costs[m], kl=float(kls[m]),
                 kl_target=float(tcfg.kl_step * self.step_mults[m] * T), eta=float(etas[m]),
                 step_mult=float(self.step_mults[m]), eta_iterations=0, converged=bool(converged[m]),
-                predicted_improvement=float(predicted[m]), actual_improvement=float(actual[m])))
+                predicted_improvement=float(predicted[m]), actual_improvement=float(actual[m]),
+                fallback=bool(fell_back[m])))
         self.eta = etas
         self.controllers = new
         self.step_mult = float(np.mean(self.step_mults))

@@ -42,7 +42,14 @@ from gps_trainer.config import GMMPriorConfig, MDGPSConfig
 from gps_trainer.costs import Cost, cost_from_config
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
 from gps_trainer.policy_opt import PolicyOptDiagnostics, train_policy
-from gps_trainer.traj_opt import CostModel, expected_cost, kl_constrained_update, new_step_mult
+from gps_trainer.traj_opt import (
+    CostModel,
+    controller_marginals,
+    expected_cost,
+    kl_constrained_update,
+    kl_divergence,
+    new_step_mult,
+)
 
 __all__ = [
     "MDGPS",
@@ -168,6 +175,7 @@ class GPSIteration:
             "actual_improvement": self.conditions[0].actual_improvement if self.conditions else float("nan"),
             "policy_loss_before": None if last is None else last.loss_before,
             "policy_loss_after": None if last is None else last.loss_after,
+            "c_step_fallbacks": sum(d.fallback for d in self.conditions),
             **{f"{k}_s": v for k, v in self.timings.items()},
         }
         out.update(self.extra)
@@ -281,6 +289,15 @@ class MDGPS:
             list(self.pol_lin), dynamics, costs, kl_step=tcfg.kl_step * self.step_mult, eta=self.eta,
             min_eta=tcfg.min_eta, max_eta=tcfg.max_eta, del0=tcfg.del0,
             max_iterations=tcfg.max_eta_iterations, tolerance=tcfg.kl_tolerance)
+        # A condition with no valid eta keeps the controller that sampled it (a known, working one) rather
+        # than pi_lin, the eta -> infinity answer kl_constrained_update returns; its KL to pi_lin is reported.
+        for m, r in enumerate(results):
+            if r.fallback is not None:
+                kept = self.controllers[m].copy()
+                mu, sigma = controller_marginals(kept, dynamics[m])
+                r.policy, r.kl = kept, float(kl_divergence(
+                    mu, sigma, kept.K, kept.k, kept.pol_covar, self.pol_lin[m].K, self.pol_lin[m].k,
+                    self.pol_lin[m].pol_covar, self.pol_lin[m].inv_pol_covar).sum())
         new_controllers = [r.policy for r in results]
         t4 = time.perf_counter()
 
@@ -295,7 +312,7 @@ class MDGPS:
             diagnostics.append(ConditionDiagnostics(
                 condition=batches[m].condition, cost=sample_costs[m], kl=r.kl, kl_target=r.kl_target, eta=r.eta,
                 step_mult=self.step_mult, eta_iterations=r.iterations, converged=r.converged,
-                predicted_improvement=predicted, actual_improvement=actual))
+                predicted_improvement=predicted, actual_improvement=actual, fallback=r.fallback is not None))
             self.eta[m] = r.eta
         self.controllers = new_controllers
         self.timings = {"dynamics": t1 - t0, "policy_fit": t3 - t2, "c_step": t4 - t3,

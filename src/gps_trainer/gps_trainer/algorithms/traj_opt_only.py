@@ -41,6 +41,7 @@ class ConditionDiagnostics:
     converged: bool
     predicted_improvement: float = float("nan")
     actual_improvement: float = float("nan")
+    fallback: bool = False  # the C-step found no valid eta and kept the previous controller (KL step 0)
 
     def as_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
@@ -159,8 +160,9 @@ class TrajOptOnly:
             diagnostics.append(ConditionDiagnostics(
                 condition=batches[m].condition, cost=sample_costs[m], kl=r.kl, kl_target=r.kl_target, eta=r.eta,
                 step_mult=float(self.step_mult[m]), eta_iterations=r.iterations, converged=r.converged,
-                predicted_improvement=float(predicted[m]), actual_improvement=float(actual[m])))
-            self.policies[m] = r.policy
+                predicted_improvement=float(predicted[m]), actual_improvement=float(actual[m]),
+                fallback=r.fallback is not None))
+            self.policies[m] = r.policy  # on a fallback a copy of the previous controller (kl_constrained_update)
             self.eta[m] = r.eta
         self.iteration_count += 1
         self.timings = {"dynamics": t1 - t0, "cost": t2 - t1, "c_step": t3 - t2}
