@@ -158,3 +158,23 @@ def test_trial_book_stores_only_answers_to_outstanding_trials():
     book.image_size = (64, 64)
     assert "images" in book.check(_rollout())
     assert book.check(_rollout(images=np.zeros((9, 64, 64, 3), np.uint8))) == ""
+
+
+def test_select_policy_best_is_the_earliest_checkpoint_with_the_highest_training_success(tmp_path):
+    from gps_trainer.paper.baselines import select_policy
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "experiment.json").write_text("{}")
+    rates = [0.78, 0.89, 0.67, 0.89, 0.5]
+    with open(run / "metrics.jsonl", "w") as f:
+        for i, r in enumerate(rates):
+            f.write(json.dumps({"iteration": i, "success_rate": r}) + "\n")
+            (run / "checkpoints" / f"iter_{i:05d}").mkdir()
+            (run / "checkpoints" / f"iter_{i:05d}" / "policy.safetensors").write_bytes(b"x")
+    assert select_policy(run, "best") == run / "checkpoints" / "iter_00001" / "policy.safetensors"
+    assert select_policy(run, "last") == run / "policy.safetensors"
+    (run / "checkpoints" / "iter_00001" / "policy.safetensors").unlink()  # a checkpoint without its policy
+    assert select_policy(run, "best") == run / "checkpoints" / "iter_00003" / "policy.safetensors"
+    with pytest.raises(ValueError, match="select"):
+        select_policy(run, "median")

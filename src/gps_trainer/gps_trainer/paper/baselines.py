@@ -132,6 +132,28 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
     return results
 
 
+def select_policy(run_dir: str | Path, rule: str = "last") -> Path:
+    """The policy file of a GPS run directory to evaluate: its latest ("last"), or the checkpoint whose
+    policy succeeded most often at the training positions in the run's own noise-free evaluation ("best";
+    the earliest of equals), an early-stopping rule that sees only training conditions."""
+    from gps_trainer.run_dir import read_run
+    from gps_trainer.storage import CheckpointStore
+
+    run_dir = Path(run_dir)
+    if rule == "last":
+        return run_dir / "policy.safetensors"
+    if rule != "best":
+        raise ValueError(f"select: expected 'last' or 'best', got {rule!r}")
+    _, rows = read_run(run_dir)
+    checkpoints = CheckpointStore(run_dir)
+    scored = [(float(r["success_rate"]), -int(r["iteration"])) for r in rows
+              if r.get("success_rate") is not None
+              and (checkpoints.path(int(r["iteration"])) / "policy.safetensors").exists()]
+    if not scored:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint with a policy and a success rate")
+    return checkpoints.path(-max(scored)[1]) / "policy.safetensors"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m gps_trainer.paper.baselines --vision V --state-policy P [--controllers C] --out runs/results``"""
     import argparse
@@ -157,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-at-success", type=float, default=None,
                     help="end a GPS run once its policy's training-condition success rate reaches this")
     ap.add_argument("--out", default="runs/results")
+    ap.add_argument("--select", choices=("last", "best"), default="last",
+                    help="which iteration's policy to evaluate: the last, or the one with the highest noise-free "
+                         "success at the training positions (the earliest of equals; training data only)")
     ap.add_argument("--eval-task", default=None,
                     help="task whose condition sets evaluate the policies (default: the experiment's task; e.g. "
                          "shape_sorting for a run trained on shape_sorting_grid_dr)")
@@ -183,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         (run_dir / "command.txt").write_text(command + "\n")
         print(f"== {method}: up to {cfg.iterations} MDGPS iterations -> {run_dir} (resumes a stopped run)", flush=True)
         train_in_simulation(cfg, run_dir, stop_at_success=a.stop_at_success)  # a finished run returns at once
-        policies[method] = str(run_dir / "policy.safetensors")
+        policies[method] = str(select_policy(run_dir, a.select))
+        print(f"== {method}: evaluating {policies[method]}", flush=True)
     evaluate_baselines(a.eval_task or load_experiment(a.config, parse_overrides(a.overrides)).task, out,
                        vision=a.vision,
                        state_policy=a.state_policy if "pose_prediction" in a.methods else None,
