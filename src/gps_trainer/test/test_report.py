@@ -177,3 +177,27 @@ def test_rate_cell_names_the_situations_when_trials_repeat_them():
     assert _fmt_rate(cell) == "50.0% (6/12; 95% CI 25-75%)"  # older files: no count
     assert _fmt_rate(cell | {"situations": 12}) == "50.0% (6/12; 95% CI 25-75%)"
     assert _fmt_rate(cell | {"situations": 4}) == "50.0% (6/12, 4 situations; 95% CI 25-75%)"
+
+
+def test_pose_reproduce_command_carries_every_changed_setting():
+    import dataclasses
+    import shlex
+
+    import yaml
+
+    from gps_core.tasks import repo_root
+    from gps_trainer.paper.report import pose_overrides
+    from gps_trainer.pose_pretraining import PosePretrainConfig
+
+    path = repo_root() / "config/policy/pose_pretrain.yaml"
+    cfg = dataclasses.asdict(PosePretrainConfig.from_dict(
+        {"task": "shape_sorting", "num_train": 2000, "scene_randomization": 1.0, "iterations": 3000,
+         "net": {"conv_filters": [32, 16, 16]}, "output": "/tmp/x/vision.safetensors"}))
+    words = shlex.split(pose_overrides(cfg))
+    assert "scene_randomization=1.0" in words and not any(w.startswith("output=") for w in words)
+    data = yaml.safe_load(path.read_text())["pose_pretrain"]
+    for w in words:
+        key, value = w.split("=", 1)
+        data[key] = yaml.safe_load(value)
+    rebuilt = dataclasses.asdict(PosePretrainConfig.from_dict(data))
+    assert {k: v for k, v in rebuilt.items() if k != "output"} == {k: v for k, v in cfg.items() if k != "output"}

@@ -365,6 +365,21 @@ def _current_command(cmd: str) -> str:
     return _MOVED.sub(r"gps_trainer.paper.\1", cmd)
 
 
+def pose_overrides(config: dict[str, Any]) -> str:
+    """The key=value overrides that turn config/policy/pose_pretrain.yaml into ``config`` (a pose run's
+    recorded configuration): the task, the seed and every other setting that differs from the file's."""
+    import shlex
+
+    from gps_core.tasks import repo_root
+    from gps_trainer.pose_pretraining import PosePretrainConfig
+
+    defaults = PosePretrainConfig.from_yaml(repo_root() / "config/policy/pose_pretrain.yaml").__dict__
+    keys = ["task", "seed"] + [k for k in config if k not in ("task", "seed", "output", "log_every")
+                               and config[k] != defaults.get(k)]
+    return " ".join(shlex.quote(f"{k}={json.dumps(config[k]) if isinstance(config[k], (dict, list)) else config[k]}")
+                    for k in keys if k in config)
+
+
 def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[tuple[Path, dict[str, Any]]],
                mf: list[dict[str, Any]], runs: list[tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
     lines = ["Every result file records the command that produced it; all runs are seeded "
@@ -380,11 +395,9 @@ def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[
                       f"seed {cfg.get('seed')}; the full resolved config is the `config` entry of {path}"))
     for vm in sorted(Path(results).rglob("vision.metrics.json")) if results is not None else []:
         c = json.loads(vm.read_text()).get("config", {})
-        keys = ("task", "image_size", "num_train", "num_test", "iterations", "seed")
         items.append((f"pose pretraining `{_run_name(vm.parent, results)}`",
                       f"python -m gps_trainer.procedure pose --config config/policy/pose_pretrain.yaml --out {vm.parent} "
-                      + " ".join(f"{k}={c[k]}" for k in keys if k in c),
-                      f"seed {c.get('seed')}; full config in {vm}"))
+                      + pose_overrides(c), f"seed {c.get('seed')}; full config in {vm}"))
     for _, arch in archs:
         items.append((f"architecture comparison `{arch.get('config', {}).get('task')}`",
                       arch.get("command") or "python -m gps_trainer.paper.architectures",
