@@ -119,3 +119,35 @@ def wait_for_iterations(node, get_status, iterations: int, timeout: float, pids:
         for pid in pids:  # a node that died makes the wait pointless
             assert pid_alive(pid), f"process {pid} died"
         time.sleep(1.0)
+
+
+def load_traj_opt_v0():
+    """The frozen pre-speed-up (x, u) C-step, src/gps_trainer/test/traj_opt_v0.py, that the trajectory-
+    optimization tests compare against (loaded by path: tests run in importlib mode)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent / "src" / "gps_trainer" / "test" / "traj_opt_v0.py"
+    spec = importlib.util.spec_from_file_location("traj_opt_v0", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def point_mass_batch(policy, rng, n: int = 5, T: int = 30, condition: int = 0):
+    """Samples of ``policy`` on two 1-D point masses (x = [p1, p2, v1, v2], u = forces, dt = 0.1, small
+    process noise): a known linear system for the trajectory-optimization and GPS tests."""
+    import numpy as np
+
+    from gps_core.linear_gaussian import smooth_noise
+    from gps_core.samples import SampleBatch
+
+    dt = 0.1
+    X, U = np.zeros((n, T, 4)), np.zeros((n, T, 2))
+    noise = np.stack([smooth_noise(rng, T, 2, 1.0) for _ in range(n)])
+    X[:, 0] = [1.0, -1.0, 0.0, 0.0]
+    for t in range(T):
+        U[:, t] = X[:, t] @ policy.K[t].T + policy.k[t] + noise[:, t] @ policy.chol_pol_covar[t]
+        if t < T - 1:
+            X[:, t + 1, 2:] = X[:, t, 2:] + dt * U[:, t] + 0.001 * rng.standard_normal((n, 2))
+            X[:, t + 1, :2] = X[:, t, :2] + dt * X[:, t + 1, 2:]
+    return SampleBatch(X, U, obs=X.copy(), noise=noise, condition=condition)

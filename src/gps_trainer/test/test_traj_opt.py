@@ -19,6 +19,7 @@ from gps_trainer.traj_opt import (
     state_marginals,
 )
 from gps_trainer.traj_opt import random_problem as pr2_problem
+from testing_helpers import load_traj_opt_v0
 
 
 def random_problem(rng, T=15, dX=4, dU=2, noise=1e-4):
@@ -201,17 +202,6 @@ def test_step_mult_adaptation():
 
 # ----- the fast path (issue 16) against the implementation it replaced -------------------------------
 
-def _v0():
-    """The frozen pre-speed-up implementation next to this file (tests run in importlib mode)."""
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traj_opt_v0.py")
-    spec = importlib.util.spec_from_file_location("traj_opt_v0", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def _close(a, b, tol=1e-8):
     """Equal to ``tol`` relative to the larger array's scale."""
@@ -223,7 +213,7 @@ def _close(a, b, tol=1e-8):
 
 def test_fast_backward_and_forward_equal_the_previous_implementation():
     """PR2 size (T=100, dX=32, dU=7), two conditions batched, etas from LQR-like to prior-like."""
-    v0 = _v0()
+    v0 = load_traj_opt_v0()
 
     probs = [pr2_problem(seed=s) for s in (11, 12)]
     prev, dyn, cost = (list(x) for x in zip(*probs, strict=True))
@@ -249,7 +239,7 @@ def test_fast_backward_and_forward_equal_the_previous_implementation():
 
 
 def test_fast_c_step_equals_the_previous_implementation():
-    v0 = _v0()
+    v0 = load_traj_opt_v0()
 
     probs = [pr2_problem(seed=s) for s in (21, 22, 23)]
     prev, dyn, cost = (list(x) for x in zip(*probs, strict=True))
@@ -267,7 +257,7 @@ def test_fast_c_step_equals_the_previous_implementation():
 
 
 def test_fast_path_reports_the_same_non_pd_step():
-    v0 = _v0()
+    v0 = load_traj_opt_v0()
 
     prev, dyn, cost = pr2_problem(seed=5, T=30)
     dX, dU = dyn.dX, dyn.dU

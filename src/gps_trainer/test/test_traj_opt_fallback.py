@@ -2,17 +2,14 @@
 previous controller, and the per-condition fallback to the previous controller when no eta <= max_eta
 gives a valid answer, in kl_constrained_update, BADMM's C-step and the algorithms' metrics."""
 
-import importlib.util
 import logging
-import os
 
 import numpy as np
 import pytest
 import torch
 
 from gps_controller.policies.neural import make_policy
-from gps_core.linear_gaussian import LinearGaussianPolicy, smooth_noise
-from gps_core.samples import SampleBatch
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_trainer.algorithms.badmm import badmm_c_step
 from gps_trainer.algorithms.mdgps import MDGPS
 from gps_trainer.algorithms.traj_opt_only import TrajOptOnly
@@ -28,15 +25,7 @@ from gps_trainer.traj_opt import (
     kl_constrained_update,
 )
 from gps_trainer.traj_opt import random_problem as pr2_problem
-
-
-def _v0():
-    """The frozen (x, u) implementation next to this file (tests run in importlib mode)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traj_opt_v0.py")
-    spec = importlib.util.spec_from_file_location("traj_opt_v0", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from testing_helpers import load_traj_opt_v0, point_mass_batch
 
 
 def _args(prev, Fm, fv, cm, cv):
@@ -99,7 +88,7 @@ def test_previous_controller_term_is_exact_under_an_unstable_closed_loop():
     prev, dyn = unstable_closed_loop()
     T, dU, dX = prev.K.shape
     args = _args(prev, dyn.Fm, dyn.fv, np.zeros((T, dX + dU, dX + dU)), np.zeros((T, dX + dU)))
-    old = _v0().backward_pass(*args, np.array([1.0]))
+    old = load_traj_opt_v0().backward_pass(*args, np.array([1.0]))
     assert old[3][0] >= 0  # the failure this guards against: "not PD" where the exact answer is p̄
     for eta in (1e-3, 1.0, 1e8, 1e16):
         K, k, covar, failed = backward_pass(*args, np.array([eta]))
@@ -199,19 +188,6 @@ def test_badmm_c_step_tends_to_the_previous_controller_under_an_unstable_closed_
 # --------------------------------------------------------------------------- the algorithms record it
 
 
-def _point_mass_batch(policy, rng, n=5, T=20, condition=0):
-    """Two 1-D point masses (x = [p1, p2, v1, v2], u = forces), dt = 0.1, small process noise."""
-    X, U = np.zeros((n, T, 4)), np.zeros((n, T, 2))
-    noise = np.stack([smooth_noise(rng, T, 2, 1.0) for _ in range(n)])
-    X[:, 0] = [1.0, -1.0, 0.0, 0.0]
-    for t in range(T):
-        U[:, t] = X[:, t] @ policy.K[t].T + policy.k[t] + noise[:, t] @ policy.chol_pol_covar[t]
-        if t < T - 1:
-            X[:, t + 1, 2:] = X[:, t, 2:] + 0.1 * U[:, t] + 0.001 * rng.standard_normal((n, 2))
-            X[:, t + 1, :2] = X[:, t, :2] + 0.1 * X[:, t + 1, 2:]
-    return SampleBatch(X, U, obs=X.copy(), noise=noise, condition=condition)
-
-
 def _fallback_config(cfg):
     """A KL bound out of reach: max_eta so small that the cost dominates the surrogate at every eta."""
     cfg.dynamics.prior.min_samples_per_cluster = 20
@@ -228,7 +204,7 @@ def test_traj_opt_only_iteration_records_fallbacks_in_its_metrics():
     init = LinearGaussianPolicy(np.zeros((T, 2, 4)), np.zeros((T, 2)), np.tile(0.5 * np.eye(2), (T, 1, 1)))
     alg = TrajOptOnly(_fallback_config(TrajOptOnlyConfig()), [init, init.copy()], cost=cost, seed=0)
     before = [p.copy() for p in alg.policies]
-    diags = alg.iteration([_point_mass_batch(alg.policies[m], rng, condition=m) for m in range(2)])
+    diags = alg.iteration([point_mass_batch(alg.policies[m], rng, T=20, condition=m) for m in range(2)])
     assert [d.fallback for d in diags] == [True, True]
     for p, b in zip(alg.policies, before, strict=True):
         np.testing.assert_array_equal(p.K, b.K)
@@ -248,7 +224,7 @@ def test_mdgps_iteration_keeps_the_sampling_controller_on_a_fallback():
     init = LinearGaussianPolicy(np.zeros((T, 2, 4)), np.zeros((T, 2)), np.tile(0.5 * np.eye(2), (T, 1, 1)))
     policy = make_policy(cfg.policy, 4, 2, seed=0)
     alg = MDGPS(cfg, [init, init.copy()], policy, cost=cost, seed=0)
-    out = alg.iteration([_point_mass_batch(alg.controllers[m], rng, condition=m) for m in range(2)])
+    out = alg.iteration([point_mass_batch(alg.controllers[m], rng, T=20, condition=m) for m in range(2)])
     assert [d.fallback for d in out.conditions] == [True, True]
     assert out.as_metrics()["c_step_fallbacks"] == 2
     for c in alg.controllers:  # the controllers that sampled, not the policy linearization

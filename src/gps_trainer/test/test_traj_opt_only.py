@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gps_core.linear_gaussian import LinearGaussianPolicy, smooth_noise
-from gps_core.samples import SampleBatch
+from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_trainer.algorithms.traj_opt_only import TrajOptOnly, initial_controllers
 from gps_trainer.config import ExperimentConfig, TrajOptOnlyConfig, load_experiment
 from gps_trainer.costs import ActionCost, CostSum, StateCost
+from testing_helpers import point_mass_batch
 
 ROOT = Path(__file__).resolve().parents[3]
 REACH = ROOT / "config" / "experiments" / "reach_traj_opt.yaml"
@@ -31,20 +31,6 @@ def test_reach_config_loads_with_reference_defaults(tmp_path):
         load_experiment(bad)
 
 
-def _point_mass_batch(policy, rng, n=5, T=30, condition=0):
-    """Two 1-D point masses (x = [p1, p2, v1, v2], u = forces), dt = 0.1, small process noise."""
-    dt = 0.1
-    X, U = np.zeros((n, T, 4)), np.zeros((n, T, 2))
-    noise = np.stack([smooth_noise(rng, T, 2, 1.0) for _ in range(n)])
-    X[:, 0] = [1.0, -1.0, 0.0, 0.0]
-    for t in range(T):
-        U[:, t] = X[:, t] @ policy.K[t].T + policy.k[t] + noise[:, t] @ policy.chol_pol_covar[t]
-        if t < T - 1:
-            X[:, t + 1, 2:] = X[:, t, 2:] + dt * U[:, t] + 0.001 * rng.standard_normal((n, 2))
-            X[:, t + 1, :2] = X[:, t, :2] + dt * X[:, t + 1, 2:]
-    return SampleBatch(X, U, noise=noise, condition=condition)
-
-
 def test_iterations_reduce_cost_on_toy_system_within_kl_budget():
     rng = np.random.default_rng(0)
     T = 30
@@ -55,7 +41,7 @@ def test_iterations_reduce_cost_on_toy_system_within_kl_budget():
     alg = TrajOptOnly(cfg, [init, init.copy()], cost=cost, seed=0)
     costs = []
     for it in range(4):
-        diags = alg.iteration([_point_mass_batch(alg.policies[m], rng, condition=m) for m in range(2)])
+        diags = alg.iteration([point_mass_batch(alg.policies[m], rng, condition=m) for m in range(2)])
         costs.append(np.mean([d.cost for d in diags]))
         for d in diags:
             assert d.converged and abs(d.kl - d.kl_target) < 0.1 * d.kl_target
@@ -65,7 +51,7 @@ def test_iterations_reduce_cost_on_toy_system_within_kl_budget():
     assert set(alg.timings) == {"dynamics", "cost", "c_step"}
     assert alg.iteration_count == 4
     with pytest.raises(ValueError, match="2 conditions"):
-        alg.iteration([_point_mass_batch(alg.policies[0], rng)])
+        alg.iteration([point_mass_batch(alg.policies[0], rng)])
 
 
 @pytest.mark.slow
