@@ -106,10 +106,22 @@ def make_algorithm(cfg: ExperimentConfig, sampler: Sampler, init_controllers: st
     if alg.type == "badmm":
         from gps_trainer.algorithms.badmm import BADMM
 
-        return BADMM(alg, controllers, policy, seed=cfg.seed, iterations=cfg.iterations)
-    from gps_trainer.algorithms.mdgps import MDGPS
+        algo = BADMM(alg, controllers, policy, seed=cfg.seed, iterations=cfg.iterations)
+    else:
+        from gps_trainer.algorithms.mdgps import MDGPS
 
-    return MDGPS(alg, controllers, policy, seed=cfg.seed)
+        algo = MDGPS(alg, controllers, policy, seed=cfg.seed)
+    if algo.policy_opt_config.aux_pose_weight > 0:
+        if not vision:
+            raise ValueError("algorithm.policy_opt.aux_pose_weight > 0 needs algorithm.pretrained_vision (or "
+                             "--vision): the pose-pretraining head starts the auxiliary loss")
+        from gps_trainer.pose_pretraining import load_pose_regressor
+
+        pose = load_pose_regressor(vision)
+        head = np.hstack([pose.head.weight.detach().double().numpy(), pose.head.bias.detach().double().numpy()[:, None]])
+        algo.enable_aux_pose(head, [sampler.target_pose(m) for m in range(M)],
+                             pose.pose_mean.double().numpy(), pose.pose_std.double().numpy())
+    return algo
 
 
 def _iteration_metrics(algo: Any, result: Any) -> dict[str, Any]:

@@ -13,7 +13,14 @@ policy covariance is then set in closed form as in the reference MDGPS/BADMM imp
 
     pol_var = 1 / diag( (sum_i P_i) / sum_i w_i + 2 ent_reg I )
 
-(with unit weights, 1 / mean of the diagonal precisions). Observation normalization is fitted from
+(with unit weights, 1 / mean of the diagonal precisions). With ``aux_pose_weight`` > 0 (a visuomotor policy
+whose conv layers were pose-pretrained) the full-network steps also minimize the pose-pretraining loss on
+the samples' images, the auxiliary loss of issue 12 that keeps the feature points locating the target:
+
+    L_aux = aux_pose_weight * 1/M sum_i || W [f(o_i); 1] - (p_i - mean) / std ||^2
+
+with f the feature points, p_i the sample's true target position and W the linear pose head (initialized
+from pose pretraining and trained along). Observation normalization is fitted from
 the data (by default only the first time, so later S-steps do not move the input scale under trained
 weights).
 
@@ -92,6 +99,8 @@ class PolicyOptConfig:
     # forward/backward under autocast (weights and Adam state stay fp32).
     inference_precision: str = "auto"
     train_precision: str = "fp32"
+    # Auxiliary pose-regression loss in the full-network steps (see the module docstring); 0 = off.
+    aux_pose_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.normalize_obs not in NORMALIZE_MODES:
@@ -104,8 +113,8 @@ class PolicyOptConfig:
                 raise ValueError(f"{name} must be >= 0")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
-        if self.weight_decay < 0 or self.ent_reg < 0:
-            raise ValueError("weight_decay and ent_reg must be >= 0")
+        if self.weight_decay < 0 or self.ent_reg < 0 or self.aux_pose_weight < 0:
+            raise ValueError("weight_decay, ent_reg and aux_pose_weight must be >= 0")
         for name in ("inference_precision", "train_precision"):
             if getattr(self, name) not in PRECISIONS:
                 raise ValueError(f"{name} must be one of {PRECISIONS}, got {getattr(self, name)!r}")
@@ -135,9 +144,21 @@ class PolicyOptDiagnostics:
     wall_time_s: float = 0.0
     samples_per_s: float = 0.0
     device: str = "cpu"
+    aux_pose_loss_before: float | None = None  # L_aux / aux_pose_weight on all samples (normalized units)
+    aux_pose_loss_after: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class AuxPoseTargets:
+    """The auxiliary pose loss's data: ``head`` (3, 2K + 1), the linear map [feature points; 1] -> the
+    normalized target position, trained along and updated in place; ``targets`` (..., 3) the samples'
+    normalized target positions (leading shape as the S-step's obs)."""
+
+    head: np.ndarray
+    targets: np.ndarray
 
 
 def _flatten(name: str, a: Any, trailing: int, lead: tuple[int, ...] | None) -> np.ndarray:
@@ -199,13 +220,15 @@ def train_policy(
     config: PolicyOptConfig | None = None,
     seed: int | None = None,
     weights: Any = None,
+    aux_pose: AuxPoseTargets | None = None,
 ) -> PolicyOptDiagnostics:
     """Fit ``policy`` in place; returns diagnostics.
 
     obs (..., dO) robot configurations; images (..., H, W, 3) uint8 or None (MLP); target_actions
     (..., dU) the local controllers' mean actions; precisions (..., dU, dU) or diagonal (..., dU);
     weights (...,) optional per-sample weights (e.g. BADMM's rho_t). The leading shape ``...`` is
-    typically (N, T) and must agree across arguments. ``seed`` overrides ``config.seed``.
+    typically (N, T) and must agree across arguments. ``seed`` overrides ``config.seed``. ``aux_pose``:
+    the auxiliary pose loss's head and targets, used when ``config.aux_pose_weight`` > 0.
     """
     cfg = config or PolicyOptConfig()
     seed = cfg.seed if seed is None else int(seed)
@@ -241,6 +264,19 @@ def train_policy(
         if w.shape[0] != m:
             raise ValueError(f"weights must have {m} entries, got {w.shape[0]}")
 
+    use_aux = cfg.aux_pose_weight > 0 and cfg.iterations > 0
+    if use_aux:
+        if not policy.uses_images or aux_pose is None:
+            raise ValueError("aux_pose_weight > 0 needs a visuomotor policy and the samples' target positions")
+        aux_y = _flatten("aux_pose.targets", np.asarray(aux_pose.targets, dtype=np.float64), 1, lead)
+        aux_w = np.asarray(aux_pose.head, dtype=np.float64)
+        n_feat = 2 * policy.net.config.num_feature_points
+        if aux_y.shape[1] != 3 or aux_w.shape != (3, n_feat + 1):
+            raise ValueError(f"aux_pose: targets (..., 3) and head (3, {n_feat + 1}) expected, got "
+                             f"{aux_y.shape} and {aux_w.shape}")
+        if not (np.all(np.isfinite(aux_y)) and np.all(np.isfinite(aux_w))):
+            raise ValueError("aux_pose contains NaN or Inf")
+
     # Covariance update (closed form) from the unweighted precisions.
     pol_var = covariance_update(prec, cfg.ent_reg, w if weights is not None else None)
 
@@ -269,6 +305,29 @@ def train_policy(
             yield perm[pos:pos + bs].to(device)
             pos += bs
 
+    aux_head = None
+    if use_aux:
+        aux_head = torch.nn.Linear(aux_w.shape[1] - 1, 3).to(device)
+        with torch.no_grad():
+            aux_head.weight.copy_(torch.as_tensor(aux_w[:, :-1], dtype=torch.float32))
+            aux_head.bias.copy_(torch.as_tensor(aux_w[:, -1], dtype=torch.float32))
+        aux_t = torch.as_tensor(aux_y, dtype=torch.float32, device=device)
+
+    def aux_loss(points: torch.Tensor, idx: torch.Tensor | slice) -> torch.Tensor:
+        pred = aux_head(points.float().reshape(points.shape[0], -1))
+        return ((pred - aux_t[idx]) ** 2).sum(dim=-1).mean()
+
+    def full_aux_loss() -> float | None:
+        if not use_aux:
+            return None
+        total = 0.0
+        with torch.inference_mode():
+            for s in range(0, m, cfg.eval_batch_size):
+                sl = slice(s, s + cfg.eval_batch_size)
+                points = policy.net.feature_points(images_to_tensor(img_t[sl], device))
+                total += float(aux_loss(points, sl)) * (min(s + cfg.eval_batch_size, m) - s)
+        return total / m
+
     def full_loss() -> float:
         total = 0.0
         with torch.inference_mode():
@@ -288,9 +347,12 @@ def train_policy(
         return autocast_context(train_precision, device)
 
     params = [p for p in policy.parameters() if p.requires_grad]
+    if aux_head is not None:
+        params += list(aux_head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     policy.train()
     loss_before = full_loss() if cfg.evaluate_full_loss else None
+    aux_before = full_aux_loss()
 
     fc_history: list[tuple[int, float]] = []
     if cfg.fc_only_iterations > 0 and policy.uses_images:
@@ -310,12 +372,19 @@ def train_policy(
     def step_loss(idx: torch.Tensor) -> torch.Tensor:
         im = None if img_t is None else images_to_tensor(img_t[idx], device)
         with train_autocast():
-            mean, _ = policy(o_t[idx], im)
-        return _weighted_loss(mean.float(), u_t[idx], p_t[idx])
+            mean, points = policy(o_t[idx], im)
+        loss = _weighted_loss(mean.float(), u_t[idx], p_t[idx])
+        if aux_head is not None:
+            loss = loss + cfg.aux_pose_weight * aux_loss(points, idx)
+        return loss
 
     history = _run_steps(cfg.iterations, batches, optimizer, cfg.log_every, step_loss)
     policy.eval()
     loss_after = full_loss() if cfg.evaluate_full_loss else None
+    aux_after = full_aux_loss()
+    if aux_head is not None:
+        aux_pose.head[...] = np.hstack([aux_head.weight.detach().cpu().double().numpy(),
+                                        aux_head.bias.detach().cpu().double().numpy()[:, None]])
 
     with torch.no_grad():
         policy.pol_var.copy_(torch.as_tensor(pol_var, dtype=policy.pol_var.dtype))
@@ -328,6 +397,7 @@ def train_policy(
         fc_only_loss_history=fc_history, pol_var=[float(v) for v in pol_var],
         normalization_updated=updated_norm, wall_time_s=wall,
         samples_per_s=steps * bs / wall if wall > 0 else math.inf, device=str(device),
+        aux_pose_loss_before=aux_before, aux_pose_loss_after=aux_after,
     )
 
 

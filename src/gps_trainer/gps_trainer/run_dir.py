@@ -39,7 +39,7 @@ __all__ = ["RunDirectory", "MetricsLogger", "save_controllers", "load_controller
 
 #: Scalar or array attributes of TrajOptOnly / MDGPS / BADMM that a checkpoint keeps (BADMM: its duals).
 _STATE_ATTRIBUTES = ("eta", "step_mult", "iteration_count", "s_step_count", "step_mults", "pol_wt",
-                     "lambda_K", "lambda_k")
+                     "lambda_K", "lambda_k", "aux_pose_head")
 
 
 # --------------------------------------------------------------------------- controllers and policies

@@ -190,3 +190,59 @@ def test_bf16_s_step_learns_as_well_as_fp32():
         finals[p] = d.loss_after
     assert finals["bf16"] < 1.5 * finals["fp32"]
     assert finals["bf16"] != finals["fp32"]  # it really trained in reduced precision
+
+
+def _square_images(rng, n, size=16):
+    """Images with one bright 3x3 square at a random place; the pose target is its (row, col, 0)."""
+    imgs = np.zeros((n, size, size, 3), np.uint8)
+    pos = rng.integers(1, size - 2, size=(n, 2))
+    for i, (r, c) in enumerate(pos):
+        imgs[i, r - 1:r + 2, c - 1:c + 2] = 255
+    return imgs, np.hstack([pos / size, np.zeros((n, 1))])
+
+
+def test_aux_pose_loss_keeps_the_feature_points_locating_the_target():
+    """S-step targets unrelated to the image pull the conv layers away from localization; the auxiliary
+    pose loss (policy_opt.aux_pose_weight) holds them: its loss after training is lower with a large
+    weight than with a negligible one, and the head is updated in place."""
+    from gps_trainer.policy_opt import AuxPoseTargets
+
+    cfg = VisuomotorConfig(config_dim=2, action_dim=2, image_height=16, image_width=16,
+                           conv_filters=(8, 4, 4), fc_hidden=(16,))
+    rng = np.random.default_rng(0)
+    imgs, pos = _square_images(rng, 200)
+    obs, u = rng.normal(size=(200, 2)), rng.normal(size=(200, 2)) * 3.0
+    prec = np.tile(np.eye(2), (200, 1, 1))
+    pol0 = make_visuomotor_policy(cfg, seed=0)
+    with torch.no_grad():
+        from gps_controller.policies.neural import images_to_tensor
+        pts = pol0.net.feature_points(images_to_tensor(imgs)).reshape(200, -1).double().numpy()
+    design = np.hstack([pts, np.ones((200, 1))])
+    head0 = np.linalg.lstsq(design, pos, rcond=None)[0].T  # (3, 2K + 1): the "pretrained" head
+    after = {}
+    for w in (1e-6, 10.0):
+        pol = make_visuomotor_policy(cfg, seed=0)
+        aux = AuxPoseTargets(head0.copy(), pos)
+        d = train_policy(pol, obs, imgs, u, prec, _cfg(iterations=300, learning_rate=1e-2, aux_pose_weight=w),
+                         aux_pose=aux)
+        assert d.aux_pose_loss_before == pytest.approx(np.mean(np.sum((design @ head0.T - pos) ** 2, 1)), rel=1e-3)
+        assert not np.array_equal(aux.head, head0)
+        after[w] = d.aux_pose_loss_after
+    assert after[10.0] < 0.5 * after[1e-6]
+
+    # Off (weight 0): no auxiliary term, the head untouched; bad auxiliary data is refused.
+    aux = AuxPoseTargets(head0.copy(), pos)
+    d = train_policy(make_visuomotor_policy(cfg, seed=0), obs, imgs, u, prec, _cfg(iterations=5), aux_pose=aux)
+    assert d.aux_pose_loss_after is None and np.array_equal(aux.head, head0)
+    on = _cfg(iterations=5, aux_pose_weight=1.0)
+    with pytest.raises(ValueError, match="target positions"):
+        train_policy(make_visuomotor_policy(cfg, seed=0), obs, imgs, u, prec, on)
+    with pytest.raises(ValueError, match="head"):
+        train_policy(make_visuomotor_policy(cfg, seed=0), obs, imgs, u, prec, on,
+                     aux_pose=AuxPoseTargets(head0[:, :-1], pos))
+    bad = pos.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        train_policy(make_visuomotor_policy(cfg, seed=0), obs, imgs, u, prec, on, aux_pose=AuxPoseTargets(head0, bad))
+    with pytest.raises(ValueError, match="aux_pose_weight"):
+        _cfg(aux_pose_weight=-1.0)

@@ -71,3 +71,39 @@ def test_collection_is_seeded():
 def test_config_yaml_loads():
     cfg = PosePretrainConfig.from_yaml(ROOT / "config/policy/pose_pretrain.yaml")
     assert cfg.task == "reach" and cfg.vision_config().conv_filters == (64, 32, 32)
+
+
+def test_gps_with_the_auxiliary_pose_loss_trains_and_resumes_its_head(tmp_path):
+    """policy_opt.aux_pose_weight > 0: the pose-pretraining head starts the auxiliary loss, is trained along,
+    kept in the checkpoint and restored on resume; without pretrained vision the run is refused."""
+    from gps_core.tasks import repo_root
+    from gps_trainer.config import load_experiment
+    from gps_trainer.procedure import train_in_simulation
+    from gps_trainer.storage import CheckpointStore
+
+    sim = _sim_or_skip(32)
+    vision = tmp_path / "vision.safetensors"
+    pretrain_pose({"image_size": 32, "num_train": 30, "num_test": 5, "iterations": 20, "net": {"conv_filters": [8, 8, 8]},
+                   "device": "cpu", "output": str(vision), "log_every": 10}, sim=sim)
+    sim.close()
+    over = {"conditions": 2, "samples_per_condition": 2, "horizon": 8, "image_size": 32,
+            "algorithm.policy.net.image_height": 32, "algorithm.policy.net.image_width": 32,
+            "algorithm.policy.net.conv_filters": [8, 8, 8], "algorithm.dynamics.prior.max_clusters": 2,
+            "algorithm.policy_prior.max_clusters": 2, "algorithm.policy_opt.iterations": 5,
+            "algorithm.policy_opt.fc_only_iterations": 0, "algorithm.policy_opt.device": "cpu",
+            "algorithm.policy_opt.aux_pose_weight": 1.0}
+    exp = repo_root() / "config" / "experiments" / "reach_mdgps_visual.yaml"
+    with pytest.raises(ValueError, match="aux_pose_weight"):
+        train_in_simulation(load_experiment(exp, {**over, "iterations": 1}), tmp_path / "no_vision")
+    over["algorithm.pretrained_vision"] = str(vision)
+    run = train_in_simulation(load_experiment(exp, {**over, "iterations": 1}), tmp_path / "run")
+    row = run.rows[0]
+    assert row["aux_pose_loss_before"] >= 0 and np.isfinite(row["aux_pose_loss_after"])
+    reg = load_pose_regressor(vision)
+    pretrained_head = np.hstack([reg.head.weight.detach().double().numpy(), reg.head.bias.detach().double().numpy()[:, None]])
+    trained = CheckpointStore(tmp_path / "run").latest().algorithm["aux_pose_head"]
+    assert trained.shape == pretrained_head.shape and not np.allclose(trained, pretrained_head)
+    restored = train_in_simulation(load_experiment(exp, {**over, "iterations": 2}), tmp_path / "run", iterations=0)
+    np.testing.assert_array_equal(restored.algorithm.aux_pose_head, trained)
+    resumed = train_in_simulation(load_experiment(exp, {**over, "iterations": 2}), tmp_path / "run")
+    assert len(resumed.rows) == 2 and np.isfinite(resumed.rows[1]["aux_pose_loss_after"])

@@ -41,7 +41,7 @@ from gps_trainer.algorithms.traj_opt_only import ConditionDiagnostics, local_cos
 from gps_trainer.config import GMMPriorConfig, MDGPSConfig
 from gps_trainer.costs import Cost, cost_from_config
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
-from gps_trainer.policy_opt import PolicyOptDiagnostics, train_policy
+from gps_trainer.policy_opt import AuxPoseTargets, PolicyOptDiagnostics, train_policy
 from gps_trainer.traj_opt import (
     CostModel,
     controller_marginals,
@@ -178,6 +178,8 @@ class GPSIteration:
             "c_step_fallbacks": sum(d.fallback for d in self.conditions),
             **{f"{k}_s": v for k, v in self.timings.items()},
         }
+        if last is not None and last.aux_pose_loss_after is not None:
+            out["aux_pose_loss_before"], out["aux_pose_loss_after"] = last.aux_pose_loss_before, last.aux_pose_loss_after
         out.update(self.extra)
         return out
 
@@ -221,10 +223,25 @@ class MDGPS:
         self.iteration_count = 0
         self.s_step_count = 0
         self.timings: dict[str, float] = {}
+        # The auxiliary pose loss (PolicyOptConfig.aux_pose_weight): its head (3, 2K + 1), kept across
+        # S-steps and checkpoints, and each condition's normalized target position; see enable_aux_pose.
+        self.aux_pose_head = np.zeros((0, 0))
+        self.aux_pose_targets: list[np.ndarray] | None = None
 
     @property
     def policies(self) -> list[LinearGaussianPolicy]:
         return self.controllers
+
+    def enable_aux_pose(self, head: np.ndarray, target_positions: list[np.ndarray], mean: np.ndarray,
+                        std: np.ndarray) -> None:
+        """Train with the auxiliary pose loss: ``head`` (3, 2K + 1) maps [feature points; 1] to the
+        normalized position (pose pretraining's linear head), ``target_positions[m]`` is condition m's
+        target position and ``mean``/``std`` the pretraining's normalization of positions."""
+        if len(target_positions) != self.num_conditions:
+            raise ValueError(f"enable_aux_pose: {len(target_positions)} target positions for "
+                             f"{self.num_conditions} conditions")
+        self.aux_pose_head = np.array(head, dtype=np.float64)
+        self.aux_pose_targets = [(np.asarray(p, dtype=np.float64)[:3] - mean) / std for p in target_positions]
 
     @property
     def num_conditions(self) -> int:
@@ -346,5 +363,13 @@ class MDGPS:
         # A new minibatch order every S-step, reproducible from the seed.
         seed = cfg.seed + self.s_step_count
         self.s_step_count += 1
+        aux = None
+        if cfg.aux_pose_weight > 0:
+            if self.aux_pose_targets is None:
+                raise ValueError("policy_opt.aux_pose_weight > 0 needs pose-pretrained vision "
+                                 "(algorithm.pretrained_vision or --vision): its head starts the auxiliary loss")
+            aux = AuxPoseTargets(self.aux_pose_head, np.concatenate([
+                np.broadcast_to(self.aux_pose_targets[m], (*b.X.shape[:2], 3))
+                for m, b in enumerate(batches)]))
         return train_policy(self.policy, np.concatenate(obs), images, np.concatenate(tgt), np.concatenate(prc),
-                            cfg, seed=seed, weights=None if weights is None else np.concatenate(wts))
+                            cfg, seed=seed, weights=None if weights is None else np.concatenate(wts), aux_pose=aux)
