@@ -95,8 +95,9 @@ def test_the_mdgps_runs_optimize_the_trajectory_optimizations_cost(task):
     ctrl, state, visual = (experiment(task, w) for w in ARRAYS)
     assert state.algorithm.cost == ctrl.algorithm.cost, f"{task}: state MDGPS cost != {BRANCHES[task]['CTRL'][1]}"
     assert visual.algorithm.cost == ctrl.algorithm.cost, f"{task}: visual MDGPS cost != {BRANCHES[task]['CTRL'][1]}"
-    # the local dynamics are fitted from as many rollouts as the trajectory optimization was tuned with
-    assert state.samples_per_condition == visual.samples_per_condition == ctrl.samples_per_condition, task
+    # the methods get the same rollout budget, and the local dynamics are fitted from at least as many
+    # rollouts as the trajectory optimization was tuned with (shape_sorting's GPS runs: 10, validated)
+    assert state.samples_per_condition == visual.samples_per_condition >= ctrl.samples_per_condition, task
 
 
 def _same_conditions(a, b) -> bool:
