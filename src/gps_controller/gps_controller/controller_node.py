@@ -9,6 +9,7 @@ a command arrives); ``trigger_mode: timer`` ticks on a ROS-time timer (realtime 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -240,6 +241,18 @@ class ControllerNode(Node):
             time.sleep(0.2)  # the executor sends the response after the handler returns
 
 
+# Bounded shutdown: a controller that does not leave on SIGINT/SIGTERM keeps a robot (and `gps down`, `ros2
+# launch`) waiting; the normal path (release's 3 s wait for a trial's answer, 1 s per executor) ends well inside.
+SHUTDOWN_GRACE_S = 8.0
+
+
+def _exit_now(code: int) -> None:
+    print(f"[gps_controller] shutdown still waiting after {SHUTDOWN_GRACE_S:g} s (a callback in flight): "
+          "exiting now; the zero torque was already sent", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)
+
+
 def _spin(executor) -> None:
     try:
         executor.spin()
@@ -269,6 +282,9 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        watchdog = threading.Timer(SHUTDOWN_GRACE_S, _exit_now, args=(code,))
+        watchdog.daemon = True  # also covers the interpreter's exit, which joins executor worker threads
+        watchdog.start()
         if node is not None:
             node.release()
         for executor in executors:
