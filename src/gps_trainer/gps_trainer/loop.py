@@ -118,8 +118,7 @@ def make_algorithm(cfg: ExperimentConfig, sampler: Sampler, init_controllers: st
         from gps_trainer.pose_pretraining import load_pose_regressor
 
         pose = load_pose_regressor(vision)
-        head = np.hstack([pose.head.weight.detach().double().numpy(), pose.head.bias.detach().double().numpy()[:, None]])
-        algo.enable_aux_pose(head, [sampler.target_pose(m) for m in range(M)],
+        algo.enable_aux_pose(pose.head_matrix(), [sampler.target_pose(m) for m in range(M)],
                              pose.pose_mean.double().numpy(), pose.pose_std.double().numpy())
     return algo
 

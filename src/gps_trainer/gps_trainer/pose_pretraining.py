@@ -125,6 +125,12 @@ class PoseRegressor(nn.Module):
         points = self.net.feature_points(image)
         return self.head(points.reshape(points.shape[0], -1)) * self.pose_std + self.pose_mean, points
 
+    def head_matrix(self) -> np.ndarray:
+        """The linear head as one (3, 2K + 1) array W: normalized position = W [feature points; 1]
+        (what the S-step's auxiliary pose loss starts from, policy_opt.AuxPoseTargets)."""
+        with torch.no_grad():
+            return torch.cat([self.head.weight, self.head.bias[:, None]], dim=1).double().cpu().numpy()
+
 
 def target_box_for(task: Any, condition_set: str, margin: float) -> np.ndarray:
     """[[low], [high]] around the condition set's target positions, widened by ``margin`` in x and y."""

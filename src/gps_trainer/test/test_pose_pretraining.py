@@ -100,7 +100,7 @@ def test_gps_with_the_auxiliary_pose_loss_trains_and_resumes_its_head(tmp_path):
     row = run.rows[0]
     assert row["aux_pose_loss_before"] >= 0 and np.isfinite(row["aux_pose_loss_after"])
     reg = load_pose_regressor(vision)
-    pretrained_head = np.hstack([reg.head.weight.detach().double().numpy(), reg.head.bias.detach().double().numpy()[:, None]])
+    pretrained_head = reg.head_matrix()
     trained = CheckpointStore(tmp_path / "run").latest().algorithm["aux_pose_head"]
     assert trained.shape == pretrained_head.shape and not np.allclose(trained, pretrained_head)
     restored = train_in_simulation(load_experiment(exp, {**over, "iterations": 2}), tmp_path / "run", iterations=0)
