@@ -288,33 +288,57 @@ def test_a_signal_mid_trial_releases_the_arm_and_exits_without_a_traceback(tmp_p
     assert commands[-1] == [0.0] * 7, "the last command before exit must be zero torque"
 
 
-def test_consecutive_deadline_misses_abort_the_trial_with_zero_torque(tmp_path):
-    """Issue 13 item 4: missed deadlines were counted but never acted on. At 1 kHz (period 1 ms) with
-    inference_budget 10 a small 64x64 CNN is accepted (one call within 10 ms, even on a loaded machine)
-    but its commands are late: K = 3 late commands in a row abort the trial with zero torque."""
-    pytest.importorskip("torch")
-    from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy, serialize_policy
+def _slow_policy_and_rate():
+    """A CNN whose commands are certainly late at the returned control rate, yet accepted by the
+    controller's load-time check (inference_budget 10): the rate is set from this machine's measured
+    inference time (best of 5, one thread, as the controller runs it), so the test holds on a fast idle
+    core (a 16-8-8 trunk ran in 0.7 ms) and under CI load (64-32-32 took 12 ms there) alike."""
+    import torch
 
+    from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy
+    from gps_controller.trial import time_policy
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for size in (64, 96, 128):
+            policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7, image_height=size,
+                                                             image_width=size, conv_filters=(64, 32, 32)), seed=0)
+            _, best = time_policy(policy.eval(), 32, tuple(policy.image_shape), 0.0)
+            # commands 2.5x the period late; the load-time budget is 4x the measured time
+            rate = min(1000.0, 2.5 / best)
+            if best * rate >= 2.5:
+                return policy, size, rate, best
+    finally:
+        torch.set_num_threads(threads)
+    pytest.skip(f"this CPU runs a 128x128 CNN in {best * 1e3:.2f} ms: too fast to miss a 1 kHz deadline")
+
+
+def test_consecutive_deadline_misses_abort_the_trial_with_zero_torque(tmp_path):
+    """Issue 13 item 4: missed deadlines were counted but never acted on. A CNN slower than the control
+    period but within inference_budget 10 periods is accepted, but its commands are late: K = 3 late
+    commands in a row abort the trial with zero torque."""
+    pytest.importorskip("torch")
+    from gps_controller.policies import serialize_policy
+
+    policy, size, rate, best = _slow_policy_and_rate()
     out = tmp_path / "robot.json"
     env = subprocess_env(domain_offset=153)
-    params = _write_params(tmp_path / "controller.yaml", control_rate_hz=1000.0, stale_timeout=0.5,
-                           inference_budget=10.0, max_consecutive_deadline_misses=3, horizon=50)
-    peers = Peers(env, params, robot_args=["--out", str(out)])
+    params = _write_params(tmp_path / "controller.yaml", control_rate_hz=rate, stale_timeout=0.5,
+                           inference_budget=10.0, deadline_slack=0.0, image_size=size,
+                           max_consecutive_deadline_misses=3, horizon=50)
+    peers = Peers(env, params, robot_args=["--out", str(out), "--image-size", str(size)])
     domain = None
     try:
         domain = _Domain(env)
-        # the paper's conv layers (64-32-32): a (16, 8, 8) trunk ran in 0.7 ms on an idle AVX-512 core,
-        # inside the budget; this one needs several times the budget on any CPU
-        policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7, conv_filters=(64, 32, 32)),
-                                        seed=0)
         arch, weights, sha = serialize_policy(policy)
         resp = domain.trainer.call("set_policy_weights", SetPolicyWeights.Request(
             architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha))
-        assert resp.success, resp.message
+        assert resp.success, (resp.message, f"measured here: {best * 1e3:.1f} ms")
         resp = domain.trainer.call("run_trial", RunTrial.Request(condition=0, policy_type="neural", horizon=50))
         # three late commands in a row (the first tick may still be on time when the machine is idle)
         assert resp.success and resp.aborted and resp.steps in (3, 4), resp
-        assert resp.message.startswith("deadline missed 3 times in a row (period 1.0 ms)")
+        assert resp.message.startswith("deadline missed 3 times in a row (period "), resp.message
         assert peers.controller.poll() is None
     finally:
         if domain is not None:
