@@ -261,9 +261,12 @@ def _spin(executor) -> None:
 
 
 def main(args=None) -> int:
-    # Our own SIGINT/SIGTERM handling: the zero torque goes out while the context is still valid.
+    # Our own SIGINT/SIGTERM handling: the zero torque goes out while the context is still valid. Both set
+    # explicitly: a process started as a shell's background job inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler (`gps down` found such a controller deaf to SIGINT).
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
     node, executors, code = None, [], 0
     try:
         node = ControllerNode(argv=sys.argv if args is None else args)

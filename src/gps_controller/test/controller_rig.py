@@ -51,12 +51,14 @@ def _write_params(path, **overrides):
 class Peers:
     """A fake robot and a controller node as subprocesses (stdout merged, read for 'ready')."""
 
-    def __init__(self, env, params_file, robot_args=()):
+    def __init__(self, env, params_file, robot_args=(), sigint_ignored=False):
         self.procs = []
         self.robot = self._start(env, [sys.executable, "-m", "gps_controller.fake_robot", *robot_args])
         wait_for_output(self.robot, "ready")
-        self.controller = self._start(env, [sys.executable, "-m", CONTROLLER_MODULE,
-                                            "--ros-args", "--params-file", str(params_file)])
+        cmd = [sys.executable, "-m", CONTROLLER_MODULE, "--ros-args", "--params-file", str(params_file)]
+        if sigint_ignored:  # as a non-interactive shell starts a background job (`cmd &`): SIGINT inherited ignored
+            cmd = ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *cmd]
+        self.controller = self._start(env, cmd)
         wait_for_output(self.controller, "ready:")
         self.logs = {id(p): [] for p in self.procs}
         for proc in self.procs:  # keep draining so a chatty peer never blocks on a full pipe

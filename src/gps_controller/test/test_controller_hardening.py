@@ -288,6 +288,25 @@ def test_a_signal_mid_trial_releases_the_arm_and_exits_without_a_traceback(tmp_p
     assert commands[-1] == [0.0] * 7, "the last command before exit must be zero torque"
 
 
+def test_a_controller_started_with_sigint_ignored_still_stops_on_sigint(tmp_path):
+    """`gps down` killed an idle controller that "ignored SIGINT for 10 s" after the demo ran in the
+    background: a non-interactive shell starts `cmd &` with SIGINT ignored, Python then installs no
+    KeyboardInterrupt handler, and the node (which opts out of rclpy's signal handlers) never saw the
+    signal. A ROS node asked to stop must stop, whatever it inherited."""
+    out = tmp_path / "robot.json"
+    peers = Peers(subprocess_env(domain_offset=151), _write_params(tmp_path / "controller.yaml"),
+                  robot_args=["--out", str(out)], sigint_ignored=True)
+    try:
+        time.sleep(1.0)  # idle, spinning
+        peers.controller.send_signal(signal.SIGINT)
+        assert peers.controller.wait(timeout=15) == 0, peers.log(peers.controller)
+        time.sleep(0.3)
+        log = peers.log(peers.controller)
+        assert "Traceback" not in log and "still waiting" not in log, log
+    finally:
+        peers.close()
+
+
 def _slow_policy_and_rate():
     """A CNN whose commands are certainly late at the returned control rate, yet accepted by the
     controller's load-time check (inference_budget 10): the rate is set from this machine's measured
