@@ -19,6 +19,7 @@ from gps_sim.scenes import (
     apply_grasp,
     build_model,
     draw_distractor_scene,
+    draws_random_scene,
 )
 
 JOINT_NAMES = (
@@ -139,7 +140,7 @@ class ArmSim:
                 q = cond.joint_angles + r.uniform(-cond.perturbation, cond.perturbation, 7)
                 lim = self.joint_limited[:7]
                 self.data.qpos[:7] = np.where(lim, np.clip(q, self.joint_limits[:7, 0], self.joint_limits[:7, 1]), q)
-            if cond.random_scene is not None:
+            if cond.random_scene is not None and draws_random_scene(cond.random_scene, r):
                 distractors, table = draw_distractor_scene(cond.random_scene, r, cond.target_pose[:2],
                                                            self._target_colors, self._table_rgba,
                                                            self._table_bounds)

@@ -139,6 +139,9 @@ SCENE_DEFAULTS: dict[str, object] = {
     "min_color_distance": 0.45,  # RGB distance from every target colour (and the table's)
     "table_color_distance": 0.25,  # the new table colour at least this far from the default
     "table_top": 0.45,          # z of the table's top face
+    # chance that a reset draws a random scene, else the condition's own (domain randomization that keeps
+    # the nominal scene in the training distribution: a random table is never near the default colour)
+    "probability": 1.0,
 }
 
 
@@ -168,10 +171,18 @@ def scene_spec(spec: dict | None) -> dict:
         raise ValueError(f"random_scene.count: expected [lo, hi] within 1..{NUM_DISTRACTORS}, got {out['count']!r}")
     if not 0.005 <= lo_s <= hi_s <= 0.08:
         raise ValueError(f"random_scene.size: expected 0.005 <= lo <= hi <= 0.08, got {out['size']!r}")
-    for k in ("min_gap", "target_radius", "max_distance", "min_color_distance", "table_color_distance"):
+    for k in ("min_gap", "target_radius", "max_distance", "min_color_distance", "table_color_distance",
+              "probability"):
         if not 0.0 <= float(out[k]) <= 1.0:
             raise ValueError(f"random_scene.{k}: expected a number in [0, 1], got {out[k]!r}")
     return out
+
+
+def draws_random_scene(spec: dict | None, rng: np.random.Generator) -> bool:
+    """Whether a reset with this spec gets a random scene (spec `probability`). At probability 1 nothing
+    is drawn from ``rng``, so scenes drawn before the key existed are drawn again bit for bit."""
+    p = float(scene_spec(spec)["probability"])
+    return p >= 1.0 or bool(rng.uniform() < p)
 
 
 def draw_distractor_scene(spec: dict | None, rng: np.random.Generator, target_xy: np.ndarray,

@@ -200,3 +200,39 @@ def test_task_variant_extends_its_base_and_randomizes_only_the_training_samples(
                      ({"extends": "shape_sorting", "sample_scenes": [1]}, "sample_scenes")]:
         with pytest.raises(ValueError, match=key):
             task_from_dict({"name": "v", **bad})
+
+
+def test_sample_scenes_probability_keeps_the_nominal_scene_in_the_training_distribution():
+    """A random table is never near the default colour and a random scene has at least one distractor, so a
+    policy trained only on random scenes has never seen the task's own scene (toy_hammer's Table I:
+    0/45 at the training positions in the plain scene, 39/60 there with distractors). `probability` < 1
+    keeps the condition's own scene for that share of the training resets."""
+    base = load_task("toy_hammer")
+    spec = dict(base.condition_list("visual_test")[0].random_scene)
+    nominal = ArmSim(base)
+    nominal.reset(0, seed=0, condition_set="train")
+    plain_table = _scene_after_reset(nominal)[1]
+
+    def scenes(probability):
+        task = task_from_dict({"name": "v", "extends": "toy_hammer",
+                               "sample_scenes": {**spec, **({} if probability is None else
+                                                            {"probability": probability})}})
+        s = ArmSim(task)
+        out = []
+        for seed in range(40):
+            s.reset(1, seed=seed, condition_set="train")
+            out.append(_scene_after_reset(s))
+        return out
+
+    always, half = scenes(None), scenes(0.5)
+    assert all(len(d) >= 2 and not np.allclose(t, plain_table) for d, t in always)
+    kept = [len(d) == 0 and np.allclose(t, plain_table) for d, t in half]
+    assert 8 <= sum(kept) <= 32  # about half (binomial 40, 0.5: outside [8, 32] has probability < 1e-4)
+    assert all(len(d) >= 2 for (d, _), k in zip(half, kept, strict=True) if not k)  # the rest random, as before
+    for a, b in zip(always, scenes(1.0), strict=True):  # probability 1 draws the same scenes as no key at all
+        np.testing.assert_array_equal(a[1], b[1])
+        assert len(a[0]) == len(b[0]) and all(np.array_equal(x[1], y[1]) for x, y in zip(a[0], b[0], strict=True))
+    with pytest.raises(ValueError, match="probability"):
+        draw_distractor_scene({"probability": 1.5}, np.random.default_rng(0), np.zeros(2),
+                              np.array([[1.0, 0.0, 0.0]]), np.array([0.5, 0.5, 0.5, 1]),
+                              np.array([[-0.1, -0.1], [0.1, 0.1]]))
