@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-task", default=None,
                     help="task whose condition sets evaluate the policies (default: the experiment's task; e.g. "
                          "shape_sorting for a run trained on shape_sorting_grid_dr)")
+    ap.add_argument("--sets", nargs="+", default=None,
+                    help="condition sets to evaluate (default: Table I's; validation visual_validation "
+                         "train_validation for development choices)")
     ap.add_argument("overrides", nargs="*", help="experiment key=value overrides (dotted keys)")
     a = ap.parse_intermixed_args(argv)  # overrides may come before and after options (scripts/table1.sh)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -214,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                        vision=a.vision,
                        state_policy=a.state_policy if "pose_prediction" in a.methods else None,
                        end_to_end=policies.get("end_to_end"), pose_features=policies.get("pose_features"),
-                       trials_per_set=a.trials, seed=a.seed, command=command)
+                       trials_per_set=a.trials, seed=a.seed, command=command,
+                       condition_sets=tuple(a.sets) if a.sets else None)
     return 0
 
 
