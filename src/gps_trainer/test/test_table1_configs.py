@@ -122,4 +122,10 @@ def test_all_three_train_on_the_same_conditions_and_the_visual_run_randomizes_it
     assert not any(c.random_scene for c in ref), f"{state.task}: its training samples should be clean"
     # The scene spec of the samples is the task's own visual-set spec (the one pose pretraining draws from).
     spec = next(c.random_scene for c in load_task(task).condition_list("visual_validation") if c.random_scene)
-    assert all(c.random_scene == spec for c in conds[visual.task])
+    samples = [{k: v for k, v in c.random_scene.items() if k != "probability"} for c in conds[visual.task]]
+    assert all(sample == spec for sample in samples)
+    # pose pretraining sees the task's own scene as often as the GPS samples do (toy_hammer: a quarter)
+    default = re.search(r"^SCENES=([\d.]+)", SCRIPT_TEXT, re.M)
+    assert default, f"{SCRIPT}: no default SCENES="
+    share = float(BRANCHES[task].get("SCENES", [default.group(1)])[0])
+    assert share == conds[visual.task][0].random_scene.get("probability", 1.0), (task, share)
