@@ -305,11 +305,11 @@ def evaluate_policy(
     T = int(horizon or sim.task.horizon)
     safety = None if joint_limit_margin is None else safety_layer_for(sim, joint_limit_margin)
     ablate = None if ablation is None else ImageAblation(ablation, sim)
-    missing = [cset for cset in condition_sets if sim.num_conditions(cset) == 0]
-    if missing:  # before any trial: a typo in the last set must not cost the others' minutes
-        raise ValueError(f"task {sim.task.name!r} has no {', '.join(map(repr, missing))} conditions")
     sets: dict[str, SetResult] = {}
     try:
+        missing = [cset for cset in condition_sets if sim.num_conditions(cset) == 0]
+        if missing:  # before any trial: a typo in the last set must not cost the others' minutes
+            raise ValueError(f"task {sim.task.name!r} has no {', '.join(map(repr, missing))} conditions")
         for k, cset in enumerate(condition_sets):
             n_cond = sim.num_conditions(cset)
             conds = sim.task.condition_list(cset)
