@@ -412,8 +412,7 @@ def cmd_demo(a) -> int:
     policy = out / "visuomotor"
     generalization = _demo_generalization(policy, a.demo_trials)
     for p in sorted(out.glob("*/*.png")):
-        if not p.parent.name.endswith(".previous"):
-            print(f"image: {p}")
+        print(f"image: {p}")
     print(f"success rate: {100 * sr:.0f}% on the 4 training positions (through the nodes)" if math.isfinite(sr)
           else "success rate: -")
     print(generalization)
