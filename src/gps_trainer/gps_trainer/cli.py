@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -326,32 +325,10 @@ def cmd_train(a) -> int:
 DEMO_GPS_EXPERIMENT = "config/experiments/reach_mdgps_visual_demo.yaml"
 
 
-def _set_aside_previous_run(path: Path) -> Path | None:
-    """Move a finished run out of ``path`` to ``<path>.previous`` (replacing an older one): the trainer
-    resumes the run its output directory holds and trains the requested iterations on top, so a second
-    demo would extend the first (10 controller iterations instead of 5, then 15, ...). A directory whose
-    stack still runs is left alone (`gps up` then refuses it). Returns where the run went, or None."""
-    if not ((path / "experiment.json").exists() or (path / "checkpoints").exists()):
-        return None
-    try:
-        if (path / PIDS).exists() and any(_ours(e) for e in _read_pids(path / PIDS)):
-            return None
-    except ValueError:
-        return None
-    previous = path.with_name(path.name + ".previous")
-    if previous.exists():
-        shutil.rmtree(previous)
-    path.rename(previous)
-    return previous
-
-
 def _demo_phase(a, name: str, experiment: str, iterations: int, **trainer_params) -> dict:
-    """One demo phase in its own output directory, a new run each time: up -> train -> down (always down)."""
+    """One demo phase in its own output directory: up -> train -> down (always down)."""
     phase = argparse.Namespace(**{**vars(a), "output_dir": str(Path(a.output_dir) / name),
                                   "experiment": experiment, **trainer_params})
-    previous = _set_aside_previous_run(Path(phase.output_dir))
-    if previous is not None:
-        print(f"== {name}: the previous demo's run moved to {previous}", flush=True)
     print(f"== {name}: {iterations} iterations of {experiment} -> {phase.output_dir}", flush=True)
     t0 = time.monotonic()
     if cmd_up(phase) != 0:
