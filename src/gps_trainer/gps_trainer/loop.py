@@ -170,16 +170,20 @@ class GPSRun:
     ``out``: the run directory (created; a directory holding another configuration is refused; a
     stopped run there resumes at its next iteration unless ``resume`` is False, which starts afresh).
     ``on_phase(phase)`` is called as each phase starts (the trainer node publishes it as its status).
+    ``validate(policy, iteration)``, if given, evaluates each iteration's global policy (e.g. on a
+    task's development sets); its dict joins the iteration's metrics row.
     """
 
     def __init__(self, cfg: ExperimentConfig, out: str | Path, sampler: Sampler, *,
                  init_controllers: str | Path | None = None, pretrained_vision: str | Path | None = None,
-                 resume: bool = True, on_phase: Callable[[str], None] | None = None):
+                 resume: bool = True, on_phase: Callable[[str], None] | None = None,
+                 validate: Callable[[GaussianPolicy, int], dict[str, Any]] | None = None):
         torch.manual_seed(cfg.seed)
         self.cfg, self.sampler = cfg, sampler
         self.run_dir = RunDirectory(out, cfg, fresh=not resume)
         self.algorithm = make_algorithm(cfg, sampler, init_controllers, pretrained_vision)
         self.on_phase = on_phase or (lambda phase: None)
+        self.validate = validate
         self.rows = self.run_dir.restore(self.algorithm)
         self.next_iteration = len(self.rows)
 
@@ -231,6 +235,9 @@ class GPSRun:
         evaluated = sampler.evaluate(it, actor, range(M))
         row.update(evaluation_metrics(sampler.task, algo.cost, evaluated, poses, T))
         row["evaluated"] = "global_policy" if policy is not None else "local_controllers"
+        if self.validate is not None and policy is not None:
+            # the policy on development sets every iteration: drift shows here before any test set
+            row.update(self.validate(policy, it))
         timings["evaluation_s"] = time.perf_counter() - t0
 
         # 4. record: checkpoint, metrics, latest policy and controllers

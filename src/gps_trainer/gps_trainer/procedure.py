@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +33,26 @@ from gps_trainer.config import parse_overrides
 from gps_trainer.loop import GPSRun
 from gps_trainer.sim_sampler import SimSampler
 
-__all__ = ["train_in_simulation", "pretrain_vision", "main"]
+__all__ = ["train_in_simulation", "pretrain_vision", "validation_hook", "main"]
+
+LOGGER = logging.getLogger(__name__)
 
 
 def train_in_simulation(cfg: Any, out: str | Path, *, init_controllers: str | Path | None = None,
                         pretrained_vision: str | Path | None = None, stop_at_success: float | None = None,
-                        resume: bool = True, iterations: int | None = None, sim: Any = None) -> GPSRun:
+                        resume: bool = True, iterations: int | None = None, sim: Any = None,
+                        validate: list[str] | None = None, validate_task: str | None = None) -> GPSRun:
     """Run experiment ``cfg`` in run directory ``out`` on the simulator's Python API (phases 2 and 3);
-    returns the finished :class:`GPSRun` (``.rows``, ``.algorithm``, ``.policy``, ``.controllers``)."""
+    returns the finished :class:`GPSRun` (``.rows``, ``.algorithm``, ``.policy``, ``.controllers``).
+    ``validate``: condition sets (``name`` or ``name:trials``) of ``validate_task`` (default: the
+    experiment's task) on which every iteration's policy is evaluated (:func:`validation_hook`)."""
     visual = cfg.algorithm.type != "traj_opt" and cfg.algorithm.policy.get("type") == "visuomotor_cnn"
     sampler = SimSampler(cfg.task, cfg.horizon, image_size=getattr(cfg, "image_size", 64), record_images=visual,
                          base_seed=cfg.seed, sim=sim)
     try:
+        hook = validation_hook(validate_task or cfg.task, validate) if validate else None
         run = GPSRun(cfg, out, sampler, init_controllers=init_controllers, pretrained_vision=pretrained_vision,
-                     resume=resume)
+                     resume=resume, validate=hook)
         try:
             run.run(iterations, stop_at_success=stop_at_success)
         finally:
@@ -53,6 +60,39 @@ def train_in_simulation(cfg: Any, out: str | Path, *, init_controllers: str | Pa
     finally:
         sampler.close()
     return run
+
+
+def parse_validation_sets(specs: list[str]) -> list[tuple[str, int | None]]:
+    """``["validation", "train_validation:8"]`` -> [(set, trials or None = the set's default)]."""
+    out = []
+    for spec in specs:
+        name, _, trials = spec.partition(":")
+        if not name or (trials and (not trials.isdigit() or not 1 <= int(trials) <= 10_000)):
+            raise ValueError(f"--validate {spec!r}: expected SET or SET:TRIALS (1-10000 trials)")
+        out.append((name, int(trials) if trials else None))
+    return out
+
+
+def validation_hook(task: str, specs: list[str], seed: int = 0) -> Callable[[Any, int], dict[str, Any]]:
+    """A :class:`GPSRun` ``validate`` callback: the policy alone on ``task``'s condition sets, the same
+    seeded situations every iteration (so iterations compare), as ``val_<set>_success`` (rate) and
+    ``val_<set>_trials`` entries of the metrics row. Development sets only: a test set must not steer."""
+    from gps_trainer.paper.evaluation import evaluate_policy
+
+    sets = parse_validation_sets(specs)
+    if any(name.endswith("_test") or name == "train_perturbed" for name, _ in sets):
+        raise ValueError(f"--validate: {[n for n, _ in sets]} includes a test set; use development sets "
+                         "(validation, visual_validation, train_validation)")
+
+    def validate(policy: Any, iteration: int) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for name, trials in sets:
+            res = evaluate_policy(policy, task, (name,), trials, seed=seed).sets[name]
+            row[f"val_{name}_success"], row[f"val_{name}_trials"] = res.rate, res.trials
+            LOGGER.info("iteration %d: policy on %s/%s: %d/%d", iteration, task, name, res.successes, res.trials)
+        return row
+
+    return validate
 
 
 def pretrain_vision(config_path: str | Path | None, output_dir: str | Path | None,
@@ -94,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--vision", default=None, help="phase-1 vision.safetensors")
             p.add_argument("--controllers", default=None,
                            help="phase-2 controllers: a run directory, checkpoint or controllers.npz")
+            p.add_argument("--validate", nargs="+", default=None, metavar="SET[:TRIALS]",
+                           help="evaluate every iteration's policy on these development sets (metrics.jsonl)")
+            p.add_argument("--validate-task", default=None,
+                           help="task of the --validate sets (default: the experiment's)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if a.threads:
@@ -110,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(controllers: traj_opt; gps: mdgps or badmm)")
         run = train_in_simulation(cfg, a.out, init_controllers=getattr(a, "controllers", None),
                                   pretrained_vision=getattr(a, "vision", None), stop_at_success=a.stop_at_success,
-                                  resume=not a.restart)
+                                  resume=not a.restart, validate=getattr(a, "validate", None),
+                                  validate_task=getattr(a, "validate_task", None))
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"gps_trainer.procedure {a.phase}: {exc}") from None
     last = run.rows[-1] if run.rows else {}

@@ -119,7 +119,7 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
     assert len(gps_rows) == 1 and "| 32 |" in gps_rows[0]  # the reach run: 1 x 2 conditions x 2 x T 8
     imgs = tmp_path / "docs" / "images" / "results"
     for name in ("cost_per_iteration.png", "success_vs_env_steps.png", "pose_error_per_architectures.png",
-                 "rollout_visual_test.gif"):
+                 "rollout_visual_test.gif", "diagnostics_gps_state.png"):
         assert (imgs / name).stat().st_size > 1000, name
     from PIL import Image
 

@@ -151,6 +151,48 @@ def fit_policy_linearization(
 # --------------------------------------------------------------------------- diagnostics
 
 
+def _mean_variance(controllers: list[LinearGaussianPolicy]) -> float:
+    """Mean per-dimension action variance tr(Sigma_t) / dU over conditions and steps."""
+    return float(np.mean([np.einsum("tii->t", c.pol_covar).mean() / c.dU for c in controllers]))
+
+
+def drift_diagnostics(samplers: list[LinearGaussianPolicy], pol_lin: list[LinearGaussianPolicy | None],
+                      new_controllers: list[LinearGaussianPolicy], dynamics: list[LinearGaussianDynamics],
+                      costs: list[CostModel], policy_var: np.ndarray) -> dict[str, Any]:
+    """What tells MDGPS drift from progress (issue 21), per condition under this iteration's models:
+
+    - ``expected_cost_{sampler,policy_lin,new}``: Laplace estimates (:func:`expected_cost`) of the
+      controller that sampled, the policy linearization and the C-step's output; the C-step improves on
+      the policy when new < policy_lin, and drags the samplers with it when new > sampler;
+    - ``kl_sampler_policy_lin``: sum_t KL(sampler || pi_lin) / T under the sampler's marginals: how far
+      the policy is from the controllers it imitated (compare with ``kl_bound``, per step);
+    - ``variance_{sampler,new}``, ``policy_lin_residual_var``, ``policy_var``: mean action variances (the
+      exploration noise; pi_lin's covariance is the regression residual plus ``policy_var``, the policy's
+      variance it was linearized with).
+    """
+    out: dict[str, Any] = {k: [] for k in ("expected_cost_sampler", "expected_cost_policy_lin", "expected_cost_new",
+                                           "kl_sampler_policy_lin")}
+    lins = [lin for lin in pol_lin if lin is not None]
+    if len(lins) != len(samplers):
+        raise ValueError("drift_diagnostics: every condition needs its policy linearization")
+    for m, (sampler, lin, new) in enumerate(zip(samplers, lins, new_controllers, strict=True)):
+        with np.errstate(all="ignore"):  # a diverging linearization is what this is here to show
+            mu, sigma = controller_marginals(sampler, dynamics[m])
+            for key, c, marg in (("expected_cost_sampler", sampler, (mu, sigma)),
+                                 ("expected_cost_policy_lin", lin, None), ("expected_cost_new", new, None)):
+                out[key].append(expected_cost(c, dynamics[m], costs[m], marg))
+            kl = kl_divergence(mu, sigma, sampler.K, sampler.k, sampler.pol_covar, lin.K, lin.k, lin.pol_covar,
+                               lin.inv_pol_covar)
+            out["kl_sampler_policy_lin"].append(float(kl.mean()))
+    out["variance_sampler"] = _mean_variance(samplers)
+    out["variance_new"] = _mean_variance(new_controllers)
+    out["policy_var"] = float(np.mean(policy_var))
+    out["policy_lin_residual_var"] = _mean_variance(lins) - out["policy_var"]
+    # JSON has no Inf/NaN: a diverged estimate is reported as None
+    return {k: ([x if np.isfinite(x) else None for x in v] if isinstance(v, list) else
+                (v if np.isfinite(v) else None)) for k, v in out.items()}
+
+
 @dataclass
 class GPSIteration:
     """What one GPS iteration did."""
@@ -316,6 +358,10 @@ class MDGPS:
                     mu, sigma, kept.K, kept.k, kept.pol_covar, self.pol_lin[m].K, self.pol_lin[m].k,
                     self.pol_lin[m].pol_covar, self.pol_lin[m].inv_pol_covar).sum())
         new_controllers = [r.policy for r in results]
+        drift = drift_diagnostics(self.controllers, list(self.pol_lin), new_controllers, dynamics, costs,
+                                  self.policy.variance())
+        drift["kl_bound"] = float(tcfg.kl_step * self.step_mult)
+        drift["kl_new_policy_lin"] = [float(r.kl) / self.controllers[0].T for r in results]
         t4 = time.perf_counter()
 
         # 7. S-step: pi_theta(o) <- the new controllers' actions at the sampled states, precision weighted.
@@ -323,6 +369,7 @@ class MDGPS:
         t5 = time.perf_counter()
 
         # 8. Advance: remember this iteration for the step-size rule; sample the new controllers next.
+        drift["policy_var_after_s_step"] = float(np.mean(self.policy.variance()))
         diagnostics = []
         for m, r in enumerate(results):
             self._prev[m] = _MDGPSIterate(self.pol_lin[m], r.policy, dynamics[m], costs[m], sample_costs[m])
@@ -334,7 +381,7 @@ class MDGPS:
         self.controllers = new_controllers
         self.timings = {"dynamics": t1 - t0, "policy_fit": t3 - t2, "c_step": t4 - t3,
                         "s_step": (t5 - t4) + (t2 - t1)}
-        out = GPSIteration(self.iteration_count, diagnostics, s_steps, self.step_mult, dict(self.timings))
+        out = GPSIteration(self.iteration_count, diagnostics, s_steps, self.step_mult, dict(self.timings), drift)
         self.iteration_count += 1
         return out
 

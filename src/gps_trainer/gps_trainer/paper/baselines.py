@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", nargs="+", default=None,
                     help="condition sets to evaluate (default: Table I's; validation visual_validation "
                          "train_validation for development choices)")
+    ap.add_argument("--validate", nargs="+", default=None, metavar="SET[:TRIALS]",
+                    help="evaluate every GPS iteration's policy on these development sets of the --eval-task "
+                         "(metrics.jsonl; gps report plots them)")
     ap.add_argument("overrides", nargs="*", help="experiment key=value overrides (dotted keys)")
     a = ap.parse_intermixed_args(argv)  # overrides may come before and after options (scripts/table1.sh)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "command.txt").write_text(command + "\n")
         print(f"== {method}: up to {cfg.iterations} MDGPS iterations -> {run_dir} (resumes a stopped run)", flush=True)
-        train_in_simulation(cfg, run_dir, stop_at_success=a.stop_at_success)  # a finished run returns at once
+        train_in_simulation(cfg, run_dir, stop_at_success=a.stop_at_success,  # a finished run returns at once
+                            validate=a.validate, validate_task=a.eval_task)
         policies[method] = str(select_policy(run_dir, a.select))
         print(f"== {method}: evaluating {policies[method]}", flush=True)
     evaluate_baselines(a.eval_task or load_experiment(a.config, parse_overrides(a.overrides)).task, out,

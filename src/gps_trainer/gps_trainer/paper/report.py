@@ -49,7 +49,7 @@ SETS = ("train", "spatial_test", "visual_test")
 ENV_TASKS = {"GpsReach-v0": "reach", "GpsShapeSorting-v0": "shape_sorting"}  # gymnasium id -> task
 SECTIONS = ("## Table I: success rates", "## Network architecture vs pose error",
             "## Sample efficiency: GPS vs model-free RL", "## GPS cost per iteration",
-            "## Rollout with feature points", "## How to reproduce")
+            "## GPS diagnostics per iteration", "## Rollout with feature points", "## How to reproduce")
 
 
 def _fmt_rate(s: dict[str, Any]) -> str:
@@ -252,6 +252,24 @@ def _gps_cost(runs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Pa
     return lines + ["", f"![cost per iteration]({_rel(png, md_dir)})"]
 
 
+def _gps_diagnostics(runs: list[tuple[Path, dict[str, Any]]], results: Path, img_dir: Path,
+                     md_dir: Path) -> list[str]:
+    """One diagnostics figure (gps_trainer.paper.diagnostics) per GPS run that records the MDGPS terms."""
+    from gps_trainer.paper.diagnostics import has_diagnostics, plot_diagnostics
+
+    lines = []
+    for path, data in runs:
+        rows = data.get("iterations", [])
+        if not has_diagnostics(rows):
+            continue
+        name = _run_name(path.parent, results)
+        png = plot_diagnostics(rows, img_dir / f"diagnostics_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png", name)
+        lines += [f"**{name}** ({len(rows)} iterations): trust region, expected costs, step rule, S-step loss, "
+                  "exploration noise and success per iteration (`python -m gps_trainer.paper.diagnostics "
+                  f"{path.parent}` prints them).", "", f"![diagnostics of {name}]({_rel(png, md_dir)})", ""]
+    return lines or ["No GPS run with per-iteration diagnostics (MDGPS runs record them since issue 21)."]
+
+
 def rollout_gif(policy_path: str | Path, task: str, path: str | Path, condition_set: str = "visual_test",
                 condition: int = 0, seed: int = 0, frame_every: int = 2, scale: int = 4,
                 mp4: str | Path | None = None) -> dict[str, Any]:
@@ -446,8 +464,9 @@ def generate_report(results_dir: str | Path = "runs/results", out: str | Path = 
              SECTIONS[1], "", *_architectures(archs, img_dir, md_dir), "",
              SECTIONS[2], "", *_sample_efficiency(mf, state_runs, img_dir, md_dir), "",
              SECTIONS[3], "", *_gps_cost(runs, img_dir, md_dir), "",
-             SECTIONS[4], "", *(_gif(evals, runs, img_dir, md_dir) if gif else ["(skipped: --no-gif)"]), "",
-             SECTIONS[5], "", *_reproduce(evals, archs, mf, runs, results), ""]
+             SECTIONS[4], "", *_gps_diagnostics(runs, results, img_dir, md_dir), "",
+             SECTIONS[5], "", *(_gif(evals, runs, img_dir, md_dir) if gif else ["(skipped: --no-gif)"]), "",
+             SECTIONS[6], "", *_reproduce(evals, archs, mf, runs, results), ""]
     # Hand-written notes live beside the report (committed), so regenerating it never drops them;
     # <results>/notes.md, if present, is added for notes that belong to one set of runs.
     for notes_file in (out.with_name(out.stem + "-notes.md"), results / "notes.md"):
