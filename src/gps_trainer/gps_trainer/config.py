@@ -179,6 +179,9 @@ class MDGPSConfig(TrajOptOnlyConfig):
                    (reference: 20 clusters, 40 points per cluster, 20 most recent rollouts)
     step_rule:     "laplace" (expected costs of the linearized policies; the reference default) or
                    "mc" (the samples' mean costs)
+    sample_on_policy: from the second iteration on, sample the global policy (with its own noise) instead
+                   of the local controllers (reference ``sample_on_policy``; Montgomery & Levine 2016's
+                   on-policy MDGPS): the C-step then improves on the states the policy actually visits
     pretrained_vision: optional pose-pretraining safetensors file whose conv layers initialize the CNN
     init_controllers_file: optional controllers .npz (from local-controller pretraining) to start from
     policy_seed:   seed of the policy's initial weights and of the S-step minibatches
@@ -191,6 +194,7 @@ class MDGPSConfig(TrajOptOnlyConfig):
     policy_prior: GMMPriorConfig = field(default_factory=GMMPriorConfig)
     policy_regularization: float = ranged(1e-6, ge=0.0)
     step_rule: Literal["laplace", "mc"] = "laplace"
+    sample_on_policy: bool = False
     pretrained_vision: str | None = None
     init_controllers_file: str | None = None
     policy_seed: int = ranged(0, ge=0)

@@ -62,6 +62,11 @@ class Sampler(Protocol):
         """``samples`` noisy rollouts of ``controllers[m]`` from each condition m (noise seeded per trial,
         smoothed by each controller's ``noise_smoothing_std``)."""
 
+    def sample_policy(self, iteration: int, policy: GaussianPolicy, conditions: int, samples: int
+                      ) -> list[SampleBatch]:
+        """``samples`` rollouts of the global policy with its own noise (u = mu + sqrt(pol_var) eps, eps
+        seeded per trial as in :meth:`sample`) from each of the first ``conditions`` conditions."""
+
     def evaluate(self, iteration: int, actor: GaussianPolicy | Sequence[LinearGaussianPolicy],
                  conditions: Sequence[int]) -> list[SampleBatch]:
         """One noise-free trial per condition of the global policy (fed x or o as ``actor.observes``
@@ -202,15 +207,20 @@ class GPSRun:
         timings: dict[str, float] = {}
         poses = [sampler.target_pose(m) for m in range(M)]
 
-        # 1. sample the local controllers (x, u, noise; o and images for the policy)
+        # 1. sample the local controllers (x, u, noise; o and images for the policy), or, on-policy once the
+        #    policy has been trained (after the first iteration), the global policy with its own noise
         self.on_phase("sampling")
-        LOGGER.info("iteration %d: sampling %d conditions x %d rollouts of %d steps", it, M, cfg.samples_per_condition,
-                    T + 1)
+        on_policy = bool(getattr(alg, "sample_on_policy", False)) and algo.iteration_count > 0
+        LOGGER.info("iteration %d: sampling %d conditions x %d rollouts of %d steps (%s)", it, M,
+                    cfg.samples_per_condition, T + 1, "global policy" if on_policy else "local controllers")
         t0 = time.perf_counter()
         smoothing = float(alg.sampling.smooth_noise_std) if alg.sampling.noise else 0.0
         for c in algo.controllers:
             c.noise_smoothing_std = smoothing
-        samples = sampler.sample(it, algo.controllers, cfg.samples_per_condition)
+        if on_policy:
+            samples = sampler.sample_policy(it, algo.policy, M, cfg.samples_per_condition)
+        else:
+            samples = sampler.sample(it, algo.controllers, cfg.samples_per_condition)
         timings["sampling_s"] = time.perf_counter() - t0
         sample_success = [task_success(sampler.task, b.X[i, T], pose)
                           for b, pose in zip(samples, poses, strict=True) for i in range(b.N)]
@@ -223,7 +233,8 @@ class GPSRun:
         result = algo.iteration([first_steps(b, T) for b in samples])
         timings["algorithm_s"] = time.perf_counter() - t0
         row = {"iteration": it, **_iteration_metrics(algo, result),
-               "sample_success_rate": float(np.mean(sample_success))}
+               "sample_success_rate": float(np.mean(sample_success)),
+               "sampled": "global_policy" if on_policy else "local_controllers"}
 
         # 3. evaluate the policy alone (GPS) or the new controllers' means (trajectory optimization)
         self.on_phase("evaluating")

@@ -168,6 +168,13 @@ class NodeSampler:
         self._run(trials, use_noise=True, record_images=self.record_images)
         return self._batches(iteration, "linear_gaussian", len(controllers), samples)
 
+    def sample_policy(self, iteration: int, policy: GaussianPolicy, conditions: int, samples: int
+                      ) -> list[SampleBatch]:
+        self._push_policy(policy, iteration)
+        trials = [Trial(iteration, m, i, "neural") for i in range(samples) for m in range(int(conditions))]
+        self._run(trials, use_noise=True, record_images=self.record_images or bool(policy.uses_images))
+        return self._batches(iteration, "neural", int(conditions), samples)
+
     def evaluate(self, iteration: int, actor: GaussianPolicy | Sequence[LinearGaussianPolicy],
                  conditions: Sequence[int]) -> list[SampleBatch]:
         if isinstance(actor, GaussianPolicy):

@@ -110,6 +110,12 @@ class SimSampler:
                         time.perf_counter() - t0)
         return out
 
+    def sample_policy(self, iteration: int, policy: GaussianPolicy, conditions: int, samples: int
+                      ) -> list[SampleBatch]:
+        """``samples`` rollouts of the global policy with its own (unsmoothed, as the controller node's)
+        noise from each condition."""
+        return [self._rollouts(iteration, m, policy, samples, noise=True) for m in range(int(conditions))]
+
     def evaluate(self, iteration: int, actor: GaussianPolicy | Sequence[LinearGaussianPolicy],
                  conditions: Sequence[int]) -> list[SampleBatch]:
         """One noise-free trial per condition of the global policy (fed x or o as ``actor.observes``
@@ -136,8 +142,9 @@ class SimSampler:
         I = None
         for i in range(n):
             seed = trial_seed(self.base_seed, iteration, m, first_index + i)
-            if noise and not neural:
-                N[i] = smooth_noise(np.random.default_rng(seed), T1, self.dU, actor.noise_smoothing_std)
+            if noise:  # the controller node's draws: a neural policy's noise is not smoothed
+                N[i] = smooth_noise(np.random.default_rng(seed), T1, self.dU,
+                                    0.0 if neural else actor.noise_smoothing_std)
             ob = sim.reset(m, seed=seed, condition_set=self.condition_set)
             if images and I is None:
                 I = np.zeros((n, T1, *ob.image.shape), dtype=np.uint8)
@@ -148,7 +155,7 @@ class SimSampler:
                     I[i, t] = ob.image
                 if neural:
                     o = x if actor.observes == "state" else ob.config
-                    u = actor.act(o, ob.image if actor.uses_images else None)
+                    u = actor.act(o, ob.image if actor.uses_images else None, N[i, t] if noise else None)
                 else:
                     u = actor.act(x, t, N[i, t] if noise else None)
                 U[i, t] = self.safety.filter(u, sim.joint_positions()).torque

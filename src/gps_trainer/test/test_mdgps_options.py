@@ -1,0 +1,88 @@
+"""MDGPS options of issue 21, each on a tiny real run (MuJoCo, torch): sampling the global policy
+(``sample_on_policy``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gps_core.tasks import repo_root
+from gps_trainer.config import load_experiment
+from gps_trainer.loop import GPSRun
+from gps_trainer.sim_sampler import SimSampler
+
+TINY = {"conditions": 2, "samples_per_condition": 3, "horizon": 10,
+        "algorithm.dynamics.prior.max_clusters": 2, "algorithm.policy_prior.max_clusters": 2,
+        "algorithm.policy_opt.iterations": 20, "algorithm.policy_opt.device": "cpu"}
+
+
+def tiny_config(**over):
+    return load_experiment(repo_root() / "config/experiments/reach_mdgps.yaml", {**TINY, **over})
+
+
+class PolicyRecordingSampler(SimSampler):
+    """The SimSampler, remembering the policy's variance whenever the policy is sampled."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.policy_samples: list[tuple[np.ndarray, list]] = []
+        self.controller_samples = 0
+
+    def sample(self, *args, **kwargs):
+        self.controller_samples += 1
+        return super().sample(*args, **kwargs)
+
+    def sample_policy(self, iteration, policy, conditions, samples):
+        batches = super().sample_policy(iteration, policy, conditions, samples)
+        self.policy_samples.append((policy.variance().copy(), batches, policy))
+        return batches
+
+
+def test_on_policy_sampling_samples_the_global_policy_from_the_second_iteration(tmp_path):
+    cfg = tiny_config(**{"algorithm.sample_on_policy": True})
+    sampler = PolicyRecordingSampler(cfg.task, cfg.horizon, base_seed=cfg.seed)
+    try:
+        run = GPSRun(cfg, tmp_path / "run", sampler)
+        rows = run.run(3)
+        assert [r["sampled"] for r in rows] == ["local_controllers", "global_policy", "global_policy"]
+        assert sampler.controller_samples == 1 and len(sampler.policy_samples) == 2
+        var, batches, policy = sampler.policy_samples[0]
+        assert [b.N for b in batches] == [3, 3] and [b.condition for b in batches] == [0, 1]
+        # the policy's own noise: u_t = mu(x_t) + sqrt(pol_var) eps_t, eps seeded per trial, unsmoothed
+        b = batches[0]
+        assert np.all(np.abs(b.noise[:, :5]) > 0) and np.ptp(b.noise[0], axis=0).min() > 0
+    finally:
+        sampler.close()
+
+
+def test_on_policy_actions_are_the_policys_mean_plus_its_scaled_noise(tmp_path):
+    """Known answer on the sampler alone: a fixed policy, its rollouts' actions (before the torque clamp)
+    equal mu(x_t) + sqrt(pol_var) eps_t with the recorded eps."""
+    from gps_controller.policies import make_policy
+
+    cfg = tiny_config()
+    sampler = SimSampler(cfg.task, cfg.horizon, base_seed=7)
+    try:
+        policy = make_policy({"type": "mlp", "init_var": 0.05, "net": {"hidden": [8]}}, sampler.dX, sampler.dU,
+                             seed=0)
+        policy.observes = "state"
+        batches = sampler.sample_policy(4, policy, 2, 2)
+        again = sampler.sample_policy(4, policy, 2, 2)
+        b = batches[1]
+        mu, _ = policy.predict(b.X, None)
+        expected = mu + np.sqrt(policy.variance()) * b.noise
+        # float32 network: the batched and the per-step pass agree to float32 round-off, not bit for bit
+        np.testing.assert_allclose(b.U, expected, rtol=1e-5, atol=1e-5)
+        for x, y in zip(batches, again, strict=True):  # seeded per (iteration, condition, sample)
+            np.testing.assert_array_equal(x.U, y.U)
+            np.testing.assert_array_equal(x.noise, y.noise)
+        other = sampler.sample_policy(5, policy, 2, 2)
+        assert not np.array_equal(other[1].noise, b.noise)
+    finally:
+        sampler.close()
+
+
+@pytest.mark.parametrize("bad", ["yes please", 3])
+def test_sample_on_policy_is_a_boolean(bad):
+    with pytest.raises(ValueError, match="sample_on_policy"):
+        tiny_config(**{"algorithm.sample_on_policy": bad})
