@@ -179,6 +179,9 @@ class MDGPSConfig(TrajOptOnlyConfig):
                    (reference: 20 clusters, 40 points per cluster, 20 most recent rollouts)
     step_rule:     "laplace" (expected costs of the linearized policies; the reference default) or
                    "mc" (the samples' mean costs)
+    s_step_history: the S-step trains on the samples of this many latest iterations, each with the targets
+                   of its own iteration's C-step (1: the latest batch only, as the reference); kept in
+                   memory, so a resumed run starts its history afresh
     sample_on_policy: from the second iteration on, sample the global policy (with its own noise) instead
                    of the local controllers (reference ``sample_on_policy``; Montgomery & Levine 2016's
                    on-policy MDGPS): the C-step then improves on the states the policy actually visits
@@ -195,6 +198,7 @@ class MDGPSConfig(TrajOptOnlyConfig):
     policy_regularization: float = ranged(1e-6, ge=0.0)
     step_rule: Literal["laplace", "mc"] = "laplace"
     sample_on_policy: bool = False
+    s_step_history: int = ranged(1, ge=1, le=50)
     pretrained_vision: str | None = None
     init_controllers_file: str | None = None
     policy_seed: int = ranged(0, ge=0)
@@ -205,6 +209,9 @@ class MDGPSConfig(TrajOptOnlyConfig):
         if self.policy.get("type") == "visuomotor_cnn" and self.policy_obs != "observation":
             raise invalid("policy_obs", self.policy_obs,
                           "a visuomotor_cnn policy sees observations (images): set policy_obs: observation")
+        if self.s_step_history > 1 and self.policy_opt_config().aux_pose_weight > 0:
+            raise invalid("s_step_history", self.s_step_history,
+                          "the auxiliary pose loss (policy_opt.aux_pose_weight) trains on the latest batch only")
         self.policy_opt_config(where="policy_opt")
 
     def policy_opt_config(self, where: str = "") -> PolicyOptConfig:

@@ -86,3 +86,33 @@ def test_on_policy_actions_are_the_policys_mean_plus_its_scaled_noise(tmp_path):
 def test_sample_on_policy_is_a_boolean(bad):
     with pytest.raises(ValueError, match="sample_on_policy"):
         tiny_config(**{"algorithm.sample_on_policy": bad})
+
+
+def test_s_step_history_trains_on_the_latest_iterations_with_their_own_targets(tmp_path):
+    cfg = tiny_config(**{"algorithm.s_step_history": 2})
+    sampler = SimSampler(cfg.task, cfg.horizon, base_seed=cfg.seed)
+    try:
+        run = GPSRun(cfg, tmp_path / "run", sampler)
+        algo = run.algorithm
+        per_iteration = cfg.conditions * cfg.samples_per_condition  # rollouts
+        sizes, trained = [], []
+        for _ in range(3):
+            run.iteration()
+            sizes.append(sum(len(d[0]) for d in algo.s_step_data))
+            trained.append(algo.last_s_step.num_samples)
+        # iteration 0: the catch-up S-step (not remembered) and its S-step; then 2 iterations' data at most
+        assert sizes == [per_iteration, 2 * per_iteration, 2 * per_iteration]
+        assert trained == [n * cfg.horizon for n in sizes]  # what the S-step actually trained on
+        first_targets = [d[2] for d in algo.s_step_data]
+        run.iteration()
+        # the oldest entry dropped out; the kept one keeps the targets computed at its own iteration
+        np.testing.assert_array_equal(algo.s_step_data[0][2], first_targets[1])
+    finally:
+        sampler.close()
+
+
+def test_s_step_history_refuses_the_auxiliary_pose_loss():
+    with pytest.raises(ValueError, match="s_step_history"):
+        tiny_config(**{"algorithm.s_step_history": 3, "algorithm.policy_opt.aux_pose_weight": 1.0})
+    with pytest.raises(ValueError, match="s_step_history"):
+        tiny_config(**{"algorithm.s_step_history": 0})

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,7 +265,11 @@ class MDGPS:
         self._prev: list[_MDGPSIterate | None] = [None] * M
         self.iteration_count = 0
         self.s_step_count = 0
+        # (obs, images, targets, precisions) of the latest S-steps' training data (config.s_step_history)
+        self.s_step_data: deque[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]] = deque(
+            maxlen=max(1, int(getattr(config, "s_step_history", 1))))
         self.timings: dict[str, float] = {}
+        self.last_s_step: PolicyOptDiagnostics | None = None
         # The auxiliary pose loss (PolicyOptConfig.aux_pose_weight): its head (3, 2K + 1), kept across
         # S-steps and checkpoints, and each condition's normalized target position; see enable_aux_pose.
         self.aux_pose_head = np.zeros((0, 0))
@@ -365,7 +370,7 @@ class MDGPS:
         t4 = time.perf_counter()
 
         # 7. S-step: pi_theta(o) <- the new controllers' actions at the sampled states, precision weighted.
-        s_steps.append(self._s_step(batches, new_controllers))
+        s_steps.append(self._s_step(batches, new_controllers, remember=True))
         t5 = time.perf_counter()
 
         # 8. Advance: remember this iteration for the step-size rule; sample the new controllers next.
@@ -387,10 +392,13 @@ class MDGPS:
 
     def _s_step(self, batches: list[SampleBatch], controllers: list[LinearGaussianPolicy],
                 weights: list[np.ndarray] | None = None, target_shift: list[np.ndarray] | None = None,
-                ent_reg: float | None = None) -> PolicyOptDiagnostics:
+                ent_reg: float | None = None, remember: bool = False) -> PolicyOptDiagnostics:
         """train_policy on all conditions' samples: inputs what the policy sees (o, or x for a state
         policy), targets K_t x + k_t (+ ``target_shift``, BADMM's multiplier term) with precisions
-        Sigma_t^-1 of ``controllers``; optional per-(sample, step) weights (BADMM's nu_t)."""
+        Sigma_t^-1 of ``controllers``; optional per-(sample, step) weights (BADMM's nu_t).
+
+        ``remember``: this S-step's data joins the history (config.s_step_history) and the S-step trains
+        on the whole history, older iterations with their own targets (MDGPS only)."""
         obs, imgs, tgt, prc, wts = [], [], [], [], []
         for m, b in enumerate(batches):
             o, im = policy_inputs(b, self.config.policy_obs)
@@ -404,6 +412,12 @@ class MDGPS:
             if weights is not None:
                 wts.append(np.broadcast_to(weights[m], b.X.shape[:2]))
         images = None if any(i is None for i in imgs) else np.concatenate(imgs)
+        obs_all, tgt_all, prc_all = np.concatenate(obs), np.concatenate(tgt), np.concatenate(prc)
+        if remember and weights is None and target_shift is None and self.s_step_data.maxlen > 1:
+            self.s_step_data.append((obs_all, images, tgt_all, prc_all))
+            if len(self.s_step_data) > 1:
+                obs_all, tgt_all, prc_all = (np.concatenate([d[k] for d in self.s_step_data]) for k in (0, 2, 3))
+                images = None if images is None else np.concatenate([d[1] for d in self.s_step_data])
         cfg = self.policy_opt_config
         if ent_reg is not None:
             cfg = dataclasses.replace(cfg, ent_reg=float(ent_reg))
@@ -418,5 +432,6 @@ class MDGPS:
             aux = AuxPoseTargets(self.aux_pose_head, np.concatenate([
                 np.broadcast_to(self.aux_pose_targets[m], (*b.X.shape[:2], 3))
                 for m, b in enumerate(batches)]))
-        return train_policy(self.policy, np.concatenate(obs), images, np.concatenate(tgt), np.concatenate(prc),
-                            cfg, seed=seed, weights=None if weights is None else np.concatenate(wts), aux_pose=aux)
+        self.last_s_step = train_policy(self.policy, obs_all, images, tgt_all, prc_all, cfg, seed=seed,
+                                        weights=None if weights is None else np.concatenate(wts), aux_pose=aux)
+        return self.last_s_step
