@@ -73,6 +73,10 @@ def parse_validation_sets(specs: list[str]) -> list[tuple[str, int | None]]:
     return out
 
 
+def _split(specs: str | None) -> list[str] | None:
+    return [s.strip() for s in specs.split(",") if s.strip()] if specs else None
+
+
 def validation_hook(task: str, specs: list[str], seed: int = 0) -> Callable[[Any, int], dict[str, Any]]:
     """A :class:`GPSRun` ``validate`` callback: the policy alone on ``task``'s condition sets, the same
     seeded situations every iteration (so iterations compare), as ``val_<set>_success`` (rate) and
@@ -83,6 +87,13 @@ def validation_hook(task: str, specs: list[str], seed: int = 0) -> Callable[[Any
     if any(name.endswith("_test") or name == "train_perturbed" for name, _ in sets):
         raise ValueError(f"--validate: {[n for n, _ in sets]} includes a test set; use development sets "
                          "(validation, visual_validation, train_validation)")
+
+    from gps_core.tasks import load_task
+
+    spec = load_task(task)
+    missing = [name for name, _ in sets if not spec.conditions.get(name)]
+    if missing:  # before the first iteration, not after its minutes of training
+        raise ValueError(f"--validate: task {spec.name!r} has no condition set {missing}")
 
     def validate(policy: Any, iteration: int) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -134,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--vision", default=None, help="phase-1 vision.safetensors")
             p.add_argument("--controllers", default=None,
                            help="phase-2 controllers: a run directory, checkpoint or controllers.npz")
-            p.add_argument("--validate", nargs="+", default=None, metavar="SET[:TRIALS]",
-                           help="evaluate every iteration's policy on these development sets (metrics.jsonl)")
+            p.add_argument("--validate", default=None, metavar="SET[:TRIALS],...",
+                           help="evaluate every iteration's policy on these comma-separated development sets "
+                                "(metrics.jsonl)")
             p.add_argument("--validate-task", default=None,
                            help="task of the --validate sets (default: the experiment's)")
     a = ap.parse_args(argv)
@@ -154,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(controllers: traj_opt; gps: mdgps or badmm)")
         run = train_in_simulation(cfg, a.out, init_controllers=getattr(a, "controllers", None),
                                   pretrained_vision=getattr(a, "vision", None), stop_at_success=a.stop_at_success,
-                                  resume=not a.restart, validate=getattr(a, "validate", None),
+                                  resume=not a.restart, validate=_split(getattr(a, "validate", None)),
                                   validate_task=getattr(a, "validate_task", None))
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"gps_trainer.procedure {a.phase}: {exc}") from None

@@ -97,3 +97,7 @@ def test_validation_refuses_test_sets_and_bad_specs():
             parse_validation_sets([bad])
     with pytest.raises(ValueError, match="test set"):
         validation_hook("reach", ["spatial_test"])
+    with pytest.raises(ValueError, match="no condition set"):  # toy_hammer has no train_validation
+        validation_hook("toy_hammer", ["validation", "train_validation"])
+    with pytest.raises(ValueError, match="no condition set"):
+        validation_hook("reach", ["iterations=12"])

@@ -178,3 +178,27 @@ def test_select_policy_best_is_the_earliest_checkpoint_with_the_highest_training
     assert select_policy(run, "best") == run / "checkpoints" / "iter_00003" / "policy.safetensors"
     with pytest.raises(ValueError, match="select"):
         select_policy(run, "median")
+    with pytest.raises(ValueError, match="--validate"):  # no development-set results in this run
+        select_policy(run, "validation")
+
+
+def test_select_policy_validation_counts_successes_over_the_development_sets(tmp_path):
+    from gps_trainer.paper.baselines import select_policy
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "experiment.json").write_text("{}")
+    # (training rate, validation rate of 8 trials, visual_validation rate of 24 trials)
+    rows = [(1.0, 0.625, 0.5), (1.0, 1.0, 0.5), (0.75, 0.5, 0.75), (0.75, 1.0, 0.5), (1.0, 1.0, 0.5)]
+    with open(run / "metrics.jsonl", "w") as f:
+        for i, (train, val, vis) in enumerate(rows):
+            f.write(json.dumps({"iteration": i, "success_rate": train, "val_validation_success": val,
+                                "val_validation_trials": 8, "val_visual_validation_success": vis,
+                                "val_visual_validation_trials": 24}) + "\n")
+            (run / "checkpoints" / f"iter_{i:05d}").mkdir()
+            (run / "checkpoints" / f"iter_{i:05d}" / "policy.safetensors").write_bytes(b"x")
+    # iteration 2: 4 + 18 = 22 successes beats 8 + 12 = 20 (counts, not the mean of two rates)
+    assert select_policy(run, "validation") == run / "checkpoints" / "iter_00002" / "policy.safetensors"
+    (run / "checkpoints" / "iter_00002" / "policy.safetensors").unlink()
+    # 20 successes at iterations 1, 3, 4: the higher training success, then the later iteration
+    assert select_policy(run, "validation") == run / "checkpoints" / "iter_00004" / "policy.safetensors"

@@ -132,26 +132,40 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
     return results
 
 
+SELECT_RULES = ("last", "best", "validation")
+
+
 def select_policy(run_dir: str | Path, rule: str = "last") -> Path:
-    """The policy file of a GPS run directory to evaluate: its latest ("last"), or the checkpoint whose
+    """The policy file of a GPS run directory to evaluate: its latest ("last"), the checkpoint whose
     policy succeeded most often at the training positions in the run's own noise-free evaluation ("best";
-    the earliest of equals), an early-stopping rule that sees only training conditions."""
+    the earliest of equals; an early-stopping rule that sees only training conditions), or the one with
+    the most successes over the development sets the run validated on every iteration ("validation":
+    ``--validate``; ties go to the training success, then to the later iteration, which has trained more)."""
     from gps_trainer.run_dir import read_run
     from gps_trainer.storage import CheckpointStore
 
     run_dir = Path(run_dir)
     if rule == "last":
         return run_dir / "policy.safetensors"
-    if rule != "best":
-        raise ValueError(f"select: expected 'last' or 'best', got {rule!r}")
+    if rule not in SELECT_RULES:
+        raise ValueError(f"select: expected one of {SELECT_RULES}, got {rule!r}")
     _, rows = read_run(run_dir)
     checkpoints = CheckpointStore(run_dir)
-    scored = [(float(r["success_rate"]), -int(r["iteration"])) for r in rows
-              if r.get("success_rate") is not None
-              and (checkpoints.path(int(r["iteration"])) / "policy.safetensors").exists()]
+    rows = [r for r in rows if r.get("success_rate") is not None
+            and (checkpoints.path(int(r["iteration"])) / "policy.safetensors").exists()]
+    if rule == "best":
+        scored = [((float(r["success_rate"]), -int(r["iteration"])), int(r["iteration"])) for r in rows]
+    else:
+        def successes(r: dict) -> float:
+            return sum(float(r[k]) * float(r[k[:-len("success")] + "trials"]) for k in r
+                       if k.startswith("val_") and k.endswith("_success"))
+        scored = [((successes(r), float(r["success_rate"]), int(r["iteration"])), int(r["iteration"]))
+                  for r in rows if any(k.startswith("val_") and k.endswith("_success") for k in r)]
+        if rows and not scored:
+            raise ValueError(f"{run_dir}: select 'validation' needs a run trained with --validate")
     if not scored:
         raise FileNotFoundError(f"{run_dir}: no checkpoint with a policy and a success rate")
-    return checkpoints.path(-max(scored)[1]) / "policy.safetensors"
+    return checkpoints.path(max(scored)[1]) / "policy.safetensors"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,16 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-at-success", type=float, default=None,
                     help="end a GPS run once its policy's training-condition success rate reaches this")
     ap.add_argument("--out", default="runs/results")
-    ap.add_argument("--select", choices=("last", "best"), default="last",
-                    help="which iteration's policy to evaluate: the last, or the one with the highest noise-free "
-                         "success at the training positions (the earliest of equals; training data only)")
+    ap.add_argument("--select", choices=SELECT_RULES, default="last",
+                    help="which iteration's policy to evaluate: the last, the one with the highest noise-free "
+                         "success at the training positions (best: the earliest of equals; training data only), "
+                         "or the one with the most successes on the --validate development sets (validation)")
     ap.add_argument("--eval-task", default=None,
                     help="task whose condition sets evaluate the policies (default: the experiment's task; e.g. "
                          "shape_sorting for a run trained on shape_sorting_grid_dr)")
     ap.add_argument("--sets", nargs="+", default=None,
                     help="condition sets to evaluate (default: Table I's; validation visual_validation "
                          "train_validation for development choices)")
-    ap.add_argument("--validate", nargs="+", default=None, metavar="SET[:TRIALS]",
+    ap.add_argument("--validate", default=None, metavar="SET[:TRIALS],...",
                     help="evaluate every GPS iteration's policy on these development sets of the --eval-task "
                          "(metrics.jsonl; gps report plots them)")
     ap.add_argument("overrides", nargs="*", help="experiment key=value overrides (dotted keys)")
@@ -214,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         (run_dir / "command.txt").write_text(command + "\n")
         print(f"== {method}: up to {cfg.iterations} MDGPS iterations -> {run_dir} (resumes a stopped run)", flush=True)
         train_in_simulation(cfg, run_dir, stop_at_success=a.stop_at_success,  # a finished run returns at once
-                            validate=a.validate, validate_task=a.eval_task)
+                            validate=a.validate.split(",") if a.validate else None,
+                            validate_task=a.eval_task)
         policies[method] = str(select_policy(run_dir, a.select))
         print(f"== {method}: evaluating {policies[method]}", flush=True)
     evaluate_baselines(a.eval_task or load_experiment(a.config, parse_overrides(a.overrides)).task, out,

@@ -52,6 +52,16 @@ def _validation_keys(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({k for r in rows for k in r if k.startswith("val_") and k.endswith("_success")})
 
 
+def _robust_ylim(ax) -> None:
+    """Y range of the central values: one diverged estimate (1e6 beside costs of -400) would flatten the rest."""
+    ys = np.array([y for ln in ax.get_lines() for y in ln.get_ydata() if math.isfinite(y)])
+    if ys.size < 4:
+        return
+    lo, hi = np.percentile(ys, [10, 90])
+    pad = 0.5 * (hi - lo) + 1e-6 * max(1.0, abs(hi))
+    ax.set_ylim(max(ys.min(), lo - pad) - pad * 0.1, min(ys.max(), hi + pad) + pad * 0.1)
+
+
 def plot_diagnostics(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """The six panels of the module docstring for ``rows`` (one per iteration) as a PNG at ``path``."""
     import matplotlib
@@ -82,12 +92,12 @@ def plot_diagnostics(rows: list[dict[str, Any]], path: str | Path, title: str = 
     line(a_cost, "expected_cost_new", "E[cost] new controller")
     line(a_cost, "cost_per_condition", "samples (measured)", ls="--")
     line(a_cost, "policy_cost", "policy alone (measured)", ls="--")
-    a_cost.set_yscale("symlog", linthresh=10.0)
-    a_cost.set_title("expected cost (this iteration's models)", fontsize=9)
+    _robust_ylim(a_cost)
+    a_cost.set_title("expected cost (this iteration's models; outliers off the axis)", fontsize=9)
 
     line(a_impr, "predicted_improvement", "predicted")
     line(a_impr, "actual_improvement", "actual")
-    a_impr.set_yscale("symlog", linthresh=10.0)
+    _robust_ylim(a_impr)
     a_impr.set_title("step rule: improvement of pi_lin", fontsize=9)
 
     line(a_loss, "policy_loss_before", "before")
