@@ -191,7 +191,7 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
     )
 
 
-_SET_KEYS = {"positions", "draw", "perturbation", "random_scene", "trials"}
+_SET_KEYS = {"positions", "draw", "entries", "perturbation", "random_scene", "trials"}
 _DRAW_KEYS = {"count", "seed", "from", "min_separation"}
 
 
@@ -199,6 +199,8 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
                  ) -> tuple[list[dict[str, Any]], int]:
     """A condition set's entries and default trial count. A set is a list of entries, or a spec:
 
+    ``entries: [...]`` lists them (as the list form, with a ``trials`` count: the paper's trial count over
+    fewer situations than trials, each trial its own seeded start perturbation);
     ``positions: <earlier set>`` copies that set's target positions (and start joint angles);
     ``draw: {count, seed, from, min_separation}`` draws ``count`` target positions uniformly (seeded) over
     the x-y bounding box of set ``from``'s positions at their height, each at least ``min_separation`` (m)
@@ -210,9 +212,10 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
     spec = (data.get("conditions", {}) or {}).get(cset, []) or []
     if isinstance(spec, list):
         return spec, 0
-    if not isinstance(spec, dict) or not spec.keys() <= _SET_KEYS or ("positions" in spec) == ("draw" in spec):
-        raise ValueError(f"{where}: expected a list of conditions or a spec with one of 'positions'/'draw' "
-                         f"and optional {sorted(_SET_KEYS - {'positions', 'draw'})}, got {spec!r}")
+    if not isinstance(spec, dict) or not spec.keys() <= _SET_KEYS or \
+            sum(k in spec for k in ("positions", "draw", "entries")) != 1:
+        raise ValueError(f"{where}: expected a list of conditions or a spec with one of 'positions'/'draw'/'entries' "
+                         f"and optional {sorted(_SET_KEYS - {'positions', 'draw', 'entries'})}, got {spec!r}")
     common: dict[str, Any] = {}
     p = float(spec.get("perturbation", 0.0))
     if not 0.0 <= p <= 0.2:
@@ -225,6 +228,12 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
     trials = int(spec.get("trials", 0))
     if trials < 0:
         raise ValueError(f"{where}.trials: expected >= 0, got {spec['trials']!r}")
+    if "entries" in spec:
+        listed = spec["entries"]
+        if not isinstance(listed, list) or not listed or not all(isinstance(e, dict) for e in listed):
+            raise ValueError(f"{where}.entries: expected a non-empty list of conditions, got {listed!r}")
+        # an entry's own perturbation / scene wins over the set's
+        return [{**{k: v for k, v in common.items() if k in spec}, **e} for e in listed], trials
     if "positions" in spec:
         src = parsed.get(str(spec["positions"]))
         if not src:

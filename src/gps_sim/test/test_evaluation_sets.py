@@ -236,3 +236,37 @@ def test_sample_scenes_probability_keeps_the_nominal_scene_in_the_training_distr
         draw_distractor_scene({"probability": 1.5}, np.random.default_rng(0), np.zeros(2),
                               np.array([[1.0, 0.0, 0.0]]), np.array([0.5, 0.5, 0.5, 1]),
                               np.array([[-0.1, -0.1], [0.1, 0.1]]))
+
+
+def test_every_table_i_set_holds_at_least_the_papers_trial_count():
+    """Issue 21 item 5: the paper's trials (coat hanger 18 / 24 / 18, shape sorting 27 / 36 / 40, toy hammer
+    45 / 60 / 60, bottle cap 27 / 12 / 40); a listed set with fewer situations than trials gives the rest
+    as seeded start perturbations (``entries`` + ``trials``), which it must have."""
+    from gps_trainer.paper.evaluation import default_trials
+
+    paper = {"coat_hanger": (18, 24, 18), "shape_sorting": (27, 36, 40), "toy_hammer": (45, 60, 60),
+             "bottle_cap": (27, 12, 40)}
+    for name, counts in paper.items():
+        task = load_task(name)
+        for cset, n in zip(("train_perturbed", "spatial_test", "visual_test"), counts, strict=True):
+            assert default_trials(task, cset) >= n, (name, cset)
+            conds = task.condition_list(cset)
+            if default_trials(task, cset) > len(conds):
+                assert all(c.perturbation > 0 for c in conds), (name, cset)
+
+
+def test_entries_spec_lists_conditions_with_a_trial_count():
+    from gps_core.tasks import task_from_dict
+
+    base = load_task("reach")
+    data = {"name": "t", "extends": "reach", "conditions": {"visual_test": {
+        "trials": 9, "perturbation": 0.02,
+        "entries": [{"target_position": [0.6, -0.2, 0.5]}, {"target_position": [0.62, -0.2, 0.5], "perturbation": 0.01}]}}}
+    task = task_from_dict(data)
+    conds = task.condition_list("visual_test")
+    assert len(conds) == 2 and task.set_trials["visual_test"] == 9
+    assert [c.perturbation for c in conds] == [0.02, 0.01]  # the entry's own value wins
+    assert base.condition_list("train")[0].joint_angles.tolist() == conds[0].joint_angles.tolist()
+    for bad in ({"entries": []}, {"entries": "x"}, {"entries": [{"target_position": [0.6, -0.2, 0.5]}], "draw": {}}):
+        with pytest.raises(ValueError, match="visual_test"):
+            task_from_dict({**data, "conditions": {"visual_test": bad}})
