@@ -160,7 +160,7 @@ class TrainerNode(Node):
     def _status_msg(self) -> TrainerStatus:
         with self._lock:
             fields = dict(self.status, rollouts_rejected=self.sampler.book.rejected,
-                          rollouts_corrupted=int(getattr(self.store, "integrity", {}).get("corrupted_records", 0)))
+                          rollouts_corrupted=int(self.store.integrity["rollouts_lost"]))
         msg = conv.status_to_msg(**fields)
         msg.header.stamp = self.get_clock().now().to_msg()
         return msg
