@@ -40,9 +40,14 @@ Q0 = np.array([-0.72, -0.44, -1.32, -1.83, -1.43, -1.54, -1.94])
 DX, DU = 32, 7
 
 
+#: The controller's CNN inference settings in every rig; a test that recomputes the node's actions in
+#: its own process runs the same (same kernels in the same order: bit-equal float32 outputs).
+TORCH_THREADS, PRECISION = 1, "fp32"
+
+
 def _write_params(path, **overrides):
     params = {"trigger_mode": "observation", "reset_mode": "none", "stale_timeout": 0.5, "horizon": 20,
-              "image_size": 64, "task": "reach"}
+              "image_size": 64, "task": "reach", "torch_threads": TORCH_THREADS, "precision": PRECISION}
     params.update(overrides)
     path.write_text(yaml.safe_dump({"/**/gps_controller": {"ros__parameters": params}}))
     return path

@@ -18,6 +18,8 @@ from controller_rig import (  # noqa: E402
     DU,
     DX,
     LIMITS,
+    PRECISION,
+    TORCH_THREADS,
     Peers,
     Trainer,
     _write_params,
@@ -145,7 +147,15 @@ def test_neural_policy_drives_the_robot_and_publishes_the_overlay(rig):
     assert resp.success and resp.steps == 15, resp.message
     r = trainer.wait_rollout(resp.rollout_id)
     assert r.policy_type == "neural" and r.images.shape == (15, 64, 64, 3)
-    expected = np.array([policy.act(r.observations[t], r.images[t]) for t in range(15)])
+    # The node's forward pass recomputed here with its thread count and precision (one observation per
+    # tick in both): the same kernels in the same order, so the same float32 torques, exactly.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        policy.set_inference_precision(PRECISION)
+        expected = np.array([policy.act(r.observations[t], r.images[t]) for t in range(15)])
+    finally:
+        torch.set_num_threads(threads)
     # Made safe as the node does: the joint-limit guard (the robot may sit at a limit by now) and the clamp.
     from gps_controller.observation import MujocoKinematics
     from gps_controller.safety import SafetyLayer
@@ -153,7 +163,7 @@ def test_neural_policy_drives_the_robot_and_publishes_the_overlay(rig):
     kin = MujocoKinematics(load_task("reach").ee_points)
     safety = SafetyLayer(LIMITS, kin.joint_lower, kin.joint_upper, 0.05)
     safe = np.array([safety.filter(expected[t], r.observations[t, :7]).torque for t in range(15)])
-    np.testing.assert_allclose(r.actions, safe, atol=1e-5)
+    np.testing.assert_array_equal(r.actions, safe)
     # Elbow: +50 N m clamped to 30, or zeroed by the joint-limit guard once within 0.05 rad of its limit 0.
     assert np.all(np.isin(r.actions[:, 3], [0.0, 30.0])) and 30.0 in r.actions[:, 3]
     assert np.all(r.observations[r.actions[:, 3] == 0.0, 3] >= -0.05)

@@ -72,12 +72,14 @@ def test_lockstep_trial_resets_and_is_deterministic(sim_rig):
     # Reset to condition 2: the first state is the simulation's state right after reset.
     np.testing.assert_allclose(a.states[0], x0, atol=1e-6)
     assert a.images.shape == (12, 64, 64, 3) and a.images.std() > 1.0
-    # Replaying the commanded torques in a local simulation reproduces the recorded states.
+    # Replaying the commanded torques in a local simulation reproduces the recorded states (float64 MuJoCo
+    # in two processes, the controller's x from its own FK: rounding only; 1e-6 leaves margin for the
+    # 11-step replay and is far below the millimetres a wrong torque moves the arm).
     for t in range(11):
         sim.step(a.actions[t])
         np.testing.assert_allclose(a.states[t + 1], sim.state(), atol=1e-6)
     assert np.linalg.norm(a.states[-1, :7] - a.states[0, :7]) > 1e-3
-    # Lockstep + same seed: the two trials are identical.
+    # Lockstep + same seed: the two trials are the same computation in the same processes (float64).
     np.testing.assert_allclose(a.states, b.states, atol=1e-9)
     np.testing.assert_allclose(a.actions, b.actions, atol=1e-9)
     assert np.all(np.abs(a.actions) <= LIMITS)

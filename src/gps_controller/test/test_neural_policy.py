@@ -90,6 +90,8 @@ def test_cnn_forward_shapes_and_features():
     assert mean.shape == (2, 5, 3) and pts.shape == (2, 5, 4, 2)
     assert np.all(np.abs(pts) <= 1.0)
     u, fp = pol.act(obs[1, 2], imgs[1, 2], return_features=True)
+    # One observation against a batch of 3: other kernel blockings, so equal to float32 rounding (about
+    # 1e-6 relative per op chain; a few conv and fc layers and a softmax -> 1e-5), not bit for bit.
     np.testing.assert_allclose(u, mean[1, 2], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fp, pts[1, 2], rtol=1e-5, atol=1e-6)
     assert u.dtype == np.float64
@@ -210,5 +212,11 @@ def test_bf16_actions_close_to_fp32(size):
     assert np.max(np.abs(p - ref_p)) < 2e-3
     assert not np.array_equal(u, ref_u)  # it really ran in reduced precision
     u0, p0 = pol.act(obs[0], imgs[0], return_features=True)
-    np.testing.assert_allclose(u0, u[0], atol=1e-6)
-    np.testing.assert_allclose(p0, p[0], atol=1e-6)
+    # act is predict on a batch of one: the same shapes run the same kernels, so bit-equal. Against the
+    # batch of 8 (other blockings) a bfloat16 rounding (2^-8 relative) may flip, so act is held to the
+    # batch's own bound against fp32 instead.
+    one_u, one_p = pol.predict(obs[:1], imgs[:1])
+    np.testing.assert_array_equal(u0, one_u[0])
+    np.testing.assert_array_equal(p0, one_p[0])
+    assert np.max(np.abs(u0 - ref_u[0])) < 3e-3 and np.max(np.abs(p0 - ref_p[0])) < 2e-3
+    assert not np.array_equal(u0, ref_u[0])

@@ -50,6 +50,7 @@ def test_round_trip_is_exact(cnn_policy):
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(4, 5))
     imgs = rng.integers(0, 256, size=(4, 20, 24, 3), dtype=np.uint8)
+    # bit-equal weights, the same batch, this process's thread count: the same kernels, so equal exactly
     m0, p0 = cnn_policy.predict(obs, imgs)
     m1, p1 = back.predict(obs, imgs)
     np.testing.assert_array_equal(m0, m1)

@@ -120,6 +120,7 @@ def test_state_matches_the_simulation():
     q, qd = sim.joint_positions().copy(), sim.joint_velocities().copy()
     asm = StateAssembler(MujocoKinematics(task.ee_points), task.target_points)
     x, o = asm.assemble(q, qd, sim.target_pose())
+    # the controller's FK against MuJoCo's, float64: rounding (1e-16 relative) on metre-scale points
     np.testing.assert_allclose(x, sim.state(), atol=1e-9)
     np.testing.assert_allclose(o, sim.config(), atol=1e-9)
     np.testing.assert_allclose(target_points_from_pose(sim.target_pose(), task.target_points),

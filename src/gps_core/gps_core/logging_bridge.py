@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 
-_LEVELS = ((logging.ERROR, "error"), (logging.WARNING, "warning"), (logging.INFO, "info"))
-
 
 class RosLogHandler(logging.Handler):
-    """Forwards each record to the node's logger at the matching severity, named after its Python logger."""
+    """Forwards each record to the node's logger at the matching severity, named after its Python logger
+    (CRITICAL -> fatal, ERROR -> error, WARNING -> warning, INFO -> info, below -> debug)."""
 
     def __init__(self, node, level: int = logging.INFO):
         super().__init__(level)
@@ -22,12 +21,20 @@ class RosLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = f"[{record.name}] {self.format(record)}"
-            method = "debug"
-            for threshold, name in _LEVELS:
-                if record.levelno >= threshold:
-                    method = name
-                    break
-            getattr(self.node_logger, method)(text)
+            # rclpy keeps one logging context per call site (file, line, bytecode offset) and refuses
+            # another severity from a site that logged before ("Logger severity cannot be changed
+            # between calls"), so every severity has a call of its own here.
+            level, log = record.levelno, self.node_logger
+            if level >= logging.CRITICAL:
+                log.fatal(text)
+            elif level >= logging.ERROR:
+                log.error(text)
+            elif level >= logging.WARNING:
+                log.warning(text)
+            elif level >= logging.INFO:
+                log.info(text)
+            else:
+                log.debug(text)
         except Exception:  # a log line must never take the node down
             self.handleError(record)
 

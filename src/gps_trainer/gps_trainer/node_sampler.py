@@ -10,7 +10,8 @@ stored (a resumed iteration) are not run again. Each trial runs T + 1 steps with
 
 What is stored (issue 13): only a Rollout that answers an outstanding trial of this phase, from the
 robot that trial was sent to, with the experiment's dimensions, not aborted; anything else is rejected
-with a logged reason and counted (:class:`TrialBook`). A robot whose trials fail ``robot_failure_limit``
+with a logged reason and counted (:class:`TrialBook`). A trial is answered only by a rollout the store
+accepted: one it refuses (an id or slot stored already) is rejected too, and the trial stays outstanding. A robot whose trials fail ``robot_failure_limit``
 times in a row fails the phase with a message naming the robot and the cause.
 """
 
@@ -210,13 +211,21 @@ class NodeSampler:
             with self._lock:
                 reason = self.book.check(data)
                 if not reason:
+                    slot = (data.iteration, data.condition, data.sample_index, data.policy_type)
                     try:
-                        self.store.add(cdr)
+                        stored = self.store.add(cdr)
                     except Exception as exc:  # a store failure loses this rollout only: its trial runs again
                         reason = f"rollout {data.rollout_id!r} not stored: {exc}"
                     else:
-                        self.book.outstanding.pop((data.iteration, data.condition, data.sample_index,
-                                                   data.policy_type), None)
+                        # Only a rollout the store accepted answers its trial: one it refused (its id, or
+                        # its slot, is stored already: a duplicate or a forgery) leaves the trial
+                        # outstanding for the robot's own rollout.
+                        if stored is None:
+                            what = f"trial {slot}" if slot in self.store.slots(data.iteration) else "id"
+                            reason = (f"rollout {data.rollout_id!r} from {data.robot_namespace or '/'!r}: not "
+                                      f"stored, its {what} is stored already")
+                        else:
+                            self.book.outstanding.pop(slot, None)
                 self._lock.notify_all()
         if reason:
             with self._lock:

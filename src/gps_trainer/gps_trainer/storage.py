@@ -326,6 +326,16 @@ _INTEGRITY_KEYS = ("corrupted_records", "truncated_segments", "lost_bytes", "mis
                    "duplicates_skipped", "segments_without_summary")
 
 
+def _rollouts_lost(integrity: dict[str, int]) -> int:
+    """Rollouts of one iteration lost to damage. The journal names every acknowledged rollout that was
+    not recovered (missing_rollouts), whether a CRC failure, a cut inside its chunk or a wrecked file
+    lost it; a damaged record or a truncated tail is at least one rollout, which also covers what the
+    journal cannot name (a rollout being written when the run was killed, journal lines lost with a
+    power cut, legacy segments). Counting both would count most losses twice: the larger is the count."""
+    damaged = integrity["corrupted_records"] + integrity["truncated_segments"]
+    return max(integrity["missing_rollouts"], damaged)
+
+
 @dataclass
 class _Iteration:
     """The verified contents of one iteration's segments."""
@@ -515,13 +525,16 @@ class RolloutStore:
         corrupted_records: chunks/records whose CRC failed, that did not parse, decode or validate;
         truncated_segments: segments ending inside a record; lost_bytes: bytes of those tails and
         damaged regions; missing_rollouts: acknowledged (journaled) rollouts not recovered intact;
-        duplicates_skipped; segments_without_summary: closed by a kill (recovered by scanning).
+        duplicates_skipped; segments_without_summary: closed by a kill (recovered by scanning);
+        rollouts_lost: every rollout lost to damage, whatever found it (:func:`_rollouts_lost`).
         """
         with self._lock:
             total = dict.fromkeys(_INTEGRITY_KEYS, 0)
+            total["rollouts_lost"] = 0
             for it in [*self._iters.values(), *self._legacy_iterations().values()]:
                 for k, v in it.integrity.items():
                     total[k] += v
+                total["rollouts_lost"] += _rollouts_lost(it.integrity)
             total["iterations_checked"] = len(self._iters)
             return total
 

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import rclpy
+import torch
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -53,12 +54,15 @@ class TrainerParams:
     init_controllers: str = ""
     pretrained_vision: str = ""
     fsync: bool = True
+    torch_threads: int = 1
 
     def check(self) -> None:
         for name, low in (("trial_timeout_s", 0.1), ("service_wait_s", 0.0), ("robot_failure_limit", 1)):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= low):
                 raise ValueError(f"parameter {name}: must be >= {low}, got {value!r}")
+        if not 1 <= self.torch_threads <= 256:
+            raise ValueError(f"parameter torch_threads: must be in [1, 256], got {self.torch_threads!r}")
         if not self.experiment or not self.output_dir:
             raise ValueError("parameters experiment and output_dir must not be empty")
 
@@ -98,6 +102,10 @@ class TrainerNode(Node):
     def __init__(self, argv: list[str] | None = None):
         super().__init__("gps_trainer")
         self.params = p = _declare(self, list(sys.argv if argv is None else argv))
+        # One fixed thread count, not the machine's core count: a float32 network trained with another
+        # thread count reduces in another order and ends with other weights (issue 22), so the S-step
+        # gives the same policy on every machine and in the Python API run with the same count.
+        torch.set_num_threads(p.torch_threads)
         self.cfg = load_experiment(p.experiment, parse_overrides(list(p.overrides)))
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -152,7 +160,7 @@ class TrainerNode(Node):
     def _status_msg(self) -> TrainerStatus:
         with self._lock:
             fields = dict(self.status, rollouts_rejected=self.sampler.book.rejected,
-                          rollouts_corrupted=int(getattr(self.store, "integrity", {}).get("corrupted_records", 0)))
+                          rollouts_corrupted=int(self.store.integrity["rollouts_lost"]))
         msg = conv.status_to_msg(**fields)
         msg.header.stamp = self.get_clock().now().to_msg()
         return msg

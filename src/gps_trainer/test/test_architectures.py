@@ -50,7 +50,7 @@ def test_all_four_architectures_train_on_the_same_data():
     # different heads on the same trunk: parameter counts differ, the conv trunk's count is shared
     params = {a: rows[a]["parameters"] for a in ARCHITECTURES}
     assert len(set(params.values())) >= 3
-    # same seed, same data -> same numbers
+    # same seed, same data -> same numbers (by construction: same process, shapes and thread count)
     again = compare_architectures(tr_img, tr_pos, te_img, te_pos, cfg, architectures=("maxpool_fc",))
     assert again["architectures"]["maxpool_fc"]["test_error_cm"] == pytest.approx(rows["maxpool_fc"]["test_error_cm"])
 

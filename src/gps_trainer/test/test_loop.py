@@ -50,7 +50,8 @@ def test_resumed_run_continues_where_it_stopped(tmp_path):
     run = train_in_simulation(_cfg(2), tmp_path / "resumed")  # same folder, one more iteration
     assert len(run.rows) == 2 and _same(run.rows[0], first[0])
     assert run.rows[1]["iteration"] == 1 and run.algorithm.iteration_count == 2
-    # Iteration 1 samples the restored controllers with per-trial seeds: the same rollouts, the same costs.
+    # Iteration 1 samples the restored controllers with per-trial seeds: the same rollouts, the same costs
+    # (by construction: the controllers round-trip exactly in float64 npz, one process, one thread count).
     np.testing.assert_allclose(run.rows[1]["cost_per_condition"], straight[1]["cost_per_condition"], rtol=1e-12)
     # A finished run is not rerun.
     again = train_in_simulation(_cfg(2), tmp_path / "resumed")

@@ -36,7 +36,7 @@ def test_reach_success_and_distance_from_the_state_match_the_simulator():
             q0 = sim.joint_positions()
             for k, q in enumerate([q0] + _random_configs(sim, 20, m)):
                 sim.set_joint_state(q, np.full(7, 0.1 * k))
-                x = sim.state()
+                x = sim.state()  # both distances float64 from the same points: rounding only
                 assert final_distance_from_state(x) == pytest.approx(sim.mean_distance(), abs=1e-12)
                 assert success_from_state(sim.task, x, sim.target_pose()) == sim.is_success()
             # The target moved onto the EE points: a success (the tolerance test, not a constant).
@@ -87,19 +87,36 @@ def test_eval_through_nodes_matches_the_simulation_api(tmp_path, ros_env, monkey
 
     Lockstep makes the node path the same computation as the in-process one: the same float64 joint
     state reaches the policy (DDS carries float64 exactly; the controller's FK uses the same MJCF), the
-    float32 forward pass is the same on the same weights, gps_sim steps MuJoCo with the same torque,
-    and the controller's safety layer (effort clamp + joint-limit guard) is what
+    float32 forward pass is the same on the same weights (one observation per tick in both, fp32, and
+    this process runs the controller's torch thread count: the same kernels in the same order), gps_sim
+    steps MuJoCo with the same torque, and the controller's safety layer (effort clamp + joint-limit guard) is what
     ``evaluate_policy(joint_limit_margin=0.05)`` applies. So flags and distances are asserted equal
     exactly. Without the guard the simulation API differs for this policy, which pushes joints into
     their limits (measured: 94 of 700 torque components zeroed per trial; distances off by 3-20 cm)."""
+    for k, v in ros_env.items():  # this process's rclpy client uses the test session's domain
+        monkeypatch.setenv(k, v)
+    import torch
+    import yaml
+
+    from testing_helpers import ROOT
+
+    ctrl = yaml.safe_load((ROOT / "config" / "controller.yaml").read_text())["/**/gps_controller"]["ros__parameters"]
+    assert ctrl["precision"] == "fp32", "the exact comparison below needs the controller's fp32 inference"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ctrl["torch_threads"])  # the controller's kernels (`gps up` passes controller.yaml)
+    try:
+        _eval_through_nodes(tmp_path, ros_env)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _eval_through_nodes(tmp_path, ros_env):
     from gps_controller.policies.neural import make_policy
     from gps_controller.policies.serialization import save_policy
     from gps_trainer.paper.evaluation import evaluate_policy
     from gps_trainer.paper.node_evaluation import evaluate_policy_through_nodes
     from testing_helpers import gps_cli, pid_alive, stack_pids, stop_stack, trainer_params_file
 
-    for k, v in ros_env.items():  # this process's rclpy client uses the test session's domain
-        monkeypatch.setenv(k, v)
     policy = make_policy({"type": "mlp", "init_var": 0.1, "net": {"hidden": [16]}}, 32, 7, seed=3).eval()
     with __import__("torch").no_grad():  # larger outputs than the init's: the arm moves a lot in 100 steps
         for prm in policy.parameters():

@@ -76,9 +76,18 @@ def test_truncated_segment_of_a_killed_run_is_read_up_to_the_cut_and_the_loss_re
         inside = cut not in (len(full), starts[2])
         assert integrity["truncated_segments"] == int(inside), (cut, integrity)
         assert integrity["lost_bytes"] == (cut - (starts[expected] if cut > 8 else 0)) * inside, (cut, integrity)
+        # Each lost rollout counted once (the status's rollouts_corrupted), not once per way it was found.
+        assert integrity["rollouts_lost"] == 4 - expected, (cut, integrity)
         reopened.close()
         for extra in reopened.segments()[1:]:
             extra.unlink()
+    # Without the journal (its lines lost with a power cut) a cut inside a chunk is still a loss.
+    (tmp_path / "rollouts" / "iter_00000.journal").unlink()
+    seg.write_bytes(full[:starts[3] + 100])
+    reopened = RolloutStore(tmp_path, fsync=False)
+    assert len(reopened.load(0)) == 3
+    assert reopened.integrity["missing_rollouts"] == 0 and reopened.integrity["rollouts_lost"] == 1
+    reopened.close()
 
 
 def test_empty_rollout_id_is_refused(tmp_path):

@@ -16,6 +16,7 @@ GOOD = "    experiment: config/experiments/reach_traj_opt.yaml\n    output_dir: 
     ("    trial_timeout_s: -1.0\n", "trial_timeout_s: must be >= 0.1, got -1.0"),
     ("    robot_failure_limit: 0\n", "robot_failure_limit: must be >= 1, got 0"),
     ("    fsync: 3\n", "fsync: expected bool, got 3"),
+    ("    torch_threads: 0\n", "torch_threads: must be in [1, 256], got 0"),
     (None, "parameter file is empty"),
 ])
 def test_bad_parameter_files_stop_the_node_naming_file_key_and_value(tmp_path, ros_env, extra, expected):
