@@ -284,10 +284,15 @@ def _progress_line(st: dict) -> str:
             f"(done {st['iterations_completed']}, left {st['iterations_remaining']})")
 
 
-def train(iterations: int, timeout: float, quiet: bool = False) -> dict:
+def train(iterations: int, timeout: float, quiet: bool = False, label: str = "train") -> dict:
+    """start_iteration, then the trainer's status as progress (gps_core.progress: a live line on a
+    terminal; in a log or pipe a line per phase and at most every GPS_PROGRESS_INTERVAL s between) until
+    ``iterations`` more are done. The ETA counts whole iterations."""
+    from gps_core.progress import Progress
     from gps_msgs.srv import StartIteration
 
     cli = _Client()
+    progress = None
     try:
         res = cli.call(StartIteration, "/gps_trainer/start_iteration", StartIteration.Request(iterations=iterations),
                        timeout)
@@ -295,20 +300,27 @@ def train(iterations: int, timeout: float, quiet: bool = False) -> dict:
             raise RuntimeError(f"start_iteration refused: {res.message}")
         target = res.first_iteration + iterations
         deadline = time.monotonic() + max(timeout, 60.0) * iterations * 10
+        progress = None if quiet else Progress(label, total=iterations)
+        step = None
         while True:
             st = _get_status(cli, timeout)
-            if not quiet:
-                print("\r" + _progress_line(st), end="", flush=True)
+            if progress is not None:
+                now = (st["iteration"], st["phase"])  # a new phase or iteration is worth a line of the log
+                progress.update(max(st["iterations_completed"] - res.first_iteration, 0), _progress_line(st),
+                                force=now != step)
+                step = now
             if st["phase"] == "error":
                 raise RuntimeError(f"trainer error: {st['message']}")
             if st["iterations_completed"] >= target and st["iterations_remaining"] == 0:
-                if not quiet:
-                    print()
+                if progress is not None:
+                    progress.finish()
                 return st
             if time.monotonic() > deadline:
                 raise TimeoutError("training did not finish in time")
             time.sleep(0.5)
     finally:
+        if progress is not None:
+            progress.close()  # after an error: the live line ends before the message is printed
         cli.close()
 
 
@@ -316,7 +328,7 @@ def cmd_train(a) -> int:
     try:
         st = train(a.iterations, a.timeout)
     except (RuntimeError, TimeoutError) as exc:
-        print(f"\n{exc}", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
         return 1
     print(json.dumps({k: st[k] for k in ("iterations_completed", "cost_per_condition", "success_rate")}))
     return 0
@@ -334,7 +346,7 @@ def _demo_phase(a, name: str, experiment: str, iterations: int, **trainer_params
     if cmd_up(phase) != 0:
         raise RuntimeError(f"{name}: could not start the nodes")
     try:
-        st = train(iterations, a.timeout)
+        st = train(iterations, a.timeout, label=name)
     finally:
         cmd_down(phase)
     st["wall_s"] = time.monotonic() - t0
@@ -381,7 +393,7 @@ def cmd_demo(a) -> int:
         p2 = _demo_phase(a, "visuomotor", a.gps_experiment, a.gps_iterations,
                          init_controllers=str(out / "controllers"), pretrained_vision=vision)
     except (RuntimeError, TimeoutError) as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     sr = p2["success_rate"]
     print(f"visuomotor policy: success rate {100 * sr:.0f}% (policy alone, no noise, through the nodes), "
@@ -403,11 +415,14 @@ def _demo_generalization(policy: Path, trials: int) -> str:
     spatial test), on the simulation API: what a newcomer should see of generalization."""
     import torch
 
+    from gps_core.progress import Progress
     from gps_trainer.paper.evaluation import evaluate_policy
 
     torch.set_num_threads(1)
     sets = ("train_perturbed", "spatial_test")
-    res = evaluate_policy(str(policy / "policy.safetensors"), "reach", sets, trials, 0)
+    progress = Progress("generalization")
+    res = evaluate_policy(str(policy / "policy.safetensors"), "reach", sets, trials, 0, progress=progress)
+    progress.finish(f"{len(sets) * trials} trials")
     parts = [f"{name} {r.successes}/{r.trials} ({100 * r.rate:.0f}%)" for name, r in res.sets.items()]
     return "CNN alone, simulation API: " + ", ".join(parts) + " (spatial_test = target positions never trained on)"
 
@@ -420,9 +435,11 @@ def cmd_eval(a) -> int:
 
     import torch
 
+    from gps_core.progress import Progress
     from gps_trainer.paper.evaluation import evaluate_policy, format_table
 
     torch.set_num_threads(max(1, a.threads))
+    progress = Progress("eval")
     if a.through_nodes:
         from gps_trainer.paper.node_evaluation import evaluate_policy_through_nodes
 
@@ -432,13 +449,17 @@ def cmd_eval(a) -> int:
 
         try:
             res = evaluate_policy_through_nodes(a.policy, a.task, tuple(a.sets), a.trials, a.seed,
-                                                policy_obs=a.policy_obs, namespace=a.namespace, timeout=a.timeout)
+                                                policy_obs=a.policy_obs, namespace=a.namespace, timeout=a.timeout,
+                                                progress=progress)
         except (RuntimeError, TimeoutError, ValueError) as exc:
+            progress.close()
             print(f"eval through the nodes failed: {exc}", file=sys.stderr)
             return 1
     else:
         res = evaluate_policy(a.policy, a.task, tuple(a.sets), a.trials, a.seed, a.image_size,
-                              policy_obs=a.policy_obs, joint_limit_margin=a.joint_limit_guard, ablation=a.ablation)
+                              policy_obs=a.policy_obs, joint_limit_margin=a.joint_limit_guard, ablation=a.ablation,
+                              progress=progress)
+    progress.finish(f"{sum(r.trials for r in res.sets.values())} trials")
     print(format_table(res))
     out = Path(a.out) if a.out else Path(a.policy).parent / "eval.json"
     command = "gps " + " ".join(shlex.quote(x) for x in a.argv)

@@ -31,6 +31,7 @@ from torch import nn
 
 from gps_controller.policies.neural import GaussianPolicy, VisuomotorCNN, VisuomotorConfig, images_to_tensor
 from gps_controller.policies.serialization import PolicyFormatError, read_safetensors_metadata, sha256_hex
+from gps_core.progress import Progress
 from gps_trainer.config_schema import Checked, ConfigError, invalid, ranged, typed_from_dict
 from gps_trainer.policy_opt import load_yaml_section, resolve_device
 
@@ -143,15 +144,15 @@ def target_box_for(task: Any, condition_set: str, margin: float) -> np.ndarray:
 
 
 def collect_pose_images(sim: Any, num: int, rng: np.random.Generator, target_box: np.ndarray,
-                        condition_set: str = "train", joint_noise: float = 0.15, scene_fraction: float = 0.0
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        condition_set: str = "train", joint_noise: float = 0.15, scene_fraction: float = 0.0,
+                        progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Render ``num`` images with the target at uniform positions in ``target_box``.
 
     Each image starts from a random condition of ``condition_set`` (its arm pose, colours and target
     orientation), perturbs the arm by N(0, joint_noise^2) per joint (clipped to the joint limits) and
     moves the target. A ``scene_fraction`` of the images get a random distractor scene and table colour
     around the moved target (``ArmSim.randomize_scene`` with the task's visual-set spec).
-    Returns images (num, H, W, 3) uint8 and target positions (num, 3).
+    Returns images (num, H, W, 3) uint8 and target positions (num, 3). ``progress``: told each image.
     """
     scene_spec = next((c.random_scene for c in sim.task.condition_list("visual_validation") if c.random_scene),
                       None) if scene_fraction > 0 else None
@@ -160,7 +161,9 @@ def collect_pose_images(sim: Any, num: int, rng: np.random.Generator, target_box
     if n_cond == 0:
         raise ValueError(f"no {condition_set!r} conditions to collect from")
     images, positions = [], []
-    for _ in range(num):
+    if progress is not None:
+        progress.restart(num, f"rendering images 0/{num}")
+    for i in range(num):
         cond = int(rng.integers(n_cond))
         sim.reset(cond, seed=int(rng.integers(2**31)), condition_set=condition_set)
         q = sim.joint_positions() + rng.normal(0.0, joint_noise, size=7)
@@ -176,6 +179,8 @@ def collect_pose_images(sim: Any, num: int, rng: np.random.Generator, target_box
         img = sim.render()
         images.append(np.asarray(img, dtype=np.uint8))
         positions.append(np.asarray(sim.target_pose()[:3], dtype=float))
+        if progress is not None:
+            progress.update(i + 1, f"rendering images {i + 1}/{num}")
     return np.stack(images), np.stack(positions)
 
 
@@ -214,8 +219,10 @@ def lr_at(step: int, n_steps: int, base: float, schedule: str) -> float:
 
 def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np.ndarray,
                          cfg: PosePretrainConfig, test_images: np.ndarray | None = None,
-                         test_positions: np.ndarray | None = None) -> dict[str, Any]:
-    """Adam on the mean squared error of normalized positions; returns a history in cm."""
+                         test_positions: np.ndarray | None = None, progress: Progress | None = None
+                         ) -> dict[str, Any]:
+    """Adam on the mean squared error of normalized positions; returns a history in cm. ``progress``: told
+    each step (step, mean loss since the last history entry, the last held-out error)."""
     device = resolve_device(cfg.device)
     model.to(device)
     pos = np.asarray(positions, dtype=float)
@@ -231,6 +238,8 @@ def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np
     history: list[dict[str, float]] = []
     n_steps = max(cfg.iterations, 1)
     perm, pos_i, running = torch.randperm(m, generator=gen), 0, 0.0
+    if progress is not None:
+        progress.restart(cfg.iterations, f"step 0/{cfg.iterations}")
     model.train()
     for step in range(1, cfg.iterations + 1):
         if pos_i + bs > m:
@@ -249,7 +258,8 @@ def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np
         loss.backward()
         opt.step()
         running += float(loss.detach())
-        if step % cfg.log_every == 0 or step == cfg.iterations:
+        logged = step % cfg.log_every == 0 or step == cfg.iterations
+        if logged:
             entry = {"step": step, "train_loss": running / (cfg.log_every if step % cfg.log_every == 0
                                                             else step % cfg.log_every)}
             if test_images is not None:
@@ -259,6 +269,11 @@ def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np
                 model.train()
             history.append(entry)
             running = 0.0
+        if progress is not None:  # the loss: mean over the steps since the last history entry (or that entry's)
+            loss_now = history[-1]["train_loss"] if logged else running / (step % cfg.log_every)
+            held_out = history[-1].get("test_error_cm") if history else None
+            progress.update(step, f"step {step}/{cfg.iterations} loss {loss_now:.4g}"
+                            + ("" if held_out is None else f", held-out error {held_out:.2f} cm"))
     model.eval()
     return {"history": history}
 
@@ -322,7 +337,7 @@ def pose_target_box(cfg: PosePretrainConfig, task: Any) -> np.ndarray:
     return target_box_for(task, cfg.condition_set, cfg.target_margin)
 
 
-def collect_pose_dataset(cfg: PosePretrainConfig, sim: Any = None
+def collect_pose_dataset(cfg: PosePretrainConfig, sim: Any = None, progress: Progress | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """cfg.num_train + cfg.num_test images with target positions (seeded by cfg.seed), split into
     (train images, train positions, test images, test positions). ``sim`` defaults to an ArmSim of
@@ -335,7 +350,7 @@ def collect_pose_dataset(cfg: PosePretrainConfig, sim: Any = None
     try:
         images, positions = collect_pose_images(sim, cfg.num_train + cfg.num_test, np.random.default_rng(cfg.seed),
                                                 pose_target_box(cfg, sim.task), cfg.condition_set, cfg.joint_noise,
-                                                cfg.scene_randomization)
+                                                cfg.scene_randomization, progress)
     finally:
         if own_sim:
             sim.close()
@@ -343,23 +358,29 @@ def collect_pose_dataset(cfg: PosePretrainConfig, sim: Any = None
     return images[:n], positions[:n], images[n:], positions[n:]
 
 
-def pretrain_pose(config: PosePretrainConfig | dict[str, Any], sim: Any = None) -> dict[str, Any]:
+def pretrain_pose(config: PosePretrainConfig | dict[str, Any], sim: Any = None,
+                  progress: Progress | None = None) -> dict[str, Any]:
     """Collect images, train, evaluate on held-out images, save weights + metrics; return the metrics.
+
+    Progress (rendering, then step, loss and ETA) goes to ``progress``, by default a
+    :class:`gps_core.progress.Progress` on stdout (a live line on a terminal, a plain line every
+    ``GPS_PROGRESS_INTERVAL`` s elsewhere).
 
     ``sim`` defaults to ``gps_sim.ArmSim(config.task, image_size, render_images=True)``; any object
     with the same methods (reset, num_conditions, joint_positions, joint_limits, joint_limited,
     set_joint_state, target_pose, set_target_pose, render, task) works.
     """
     cfg = config if isinstance(config, PosePretrainConfig) else PosePretrainConfig.from_dict(config)
+    progress = progress or Progress("pose pretraining")
     t0 = time.perf_counter()
-    tr_img, tr_pos, te_img, te_pos = collect_pose_dataset(cfg, sim)
+    tr_img, tr_pos, te_img, te_pos = collect_pose_dataset(cfg, sim, progress)
     t_collect = time.perf_counter() - t0
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = PoseRegressor(cfg.vision_config())
     result = train_pose_regressor(model, tr_img, tr_pos, cfg,
-                                  te_img if cfg.num_test else None, te_pos if cfg.num_test else None)
+                                  te_img if cfg.num_test else None, te_pos if cfg.num_test else None, progress)
     device = resolve_device(cfg.device)
     train_err = _mean_error_cm(model, torch.as_tensor(tr_img, device=device), tr_pos, device)
     test_err = (_mean_error_cm(model, torch.as_tensor(te_img, device=device), te_pos, device)
@@ -385,6 +406,8 @@ def pretrain_pose(config: PosePretrainConfig | dict[str, Any], sim: Any = None) 
         metrics["sha256"] = save_pose_weights(model.cpu(), cfg.output,
                                               {k: metrics[k] for k in ("test_error_cm", "baseline_mean_error_cm")})
         Path(cfg.output).with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=2))
+    progress.finish(f"{cfg.iterations} steps, held-out error {test_err:.2f} cm (mean-guess baseline "
+                    f"{baseline:.2f} cm)" if cfg.num_test else f"{cfg.iterations} steps, train error {train_err:.2f} cm")
     return metrics
 
 

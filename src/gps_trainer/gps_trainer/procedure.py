@@ -41,18 +41,20 @@ LOGGER = logging.getLogger(__name__)
 def train_in_simulation(cfg: Any, out: str | Path, *, init_controllers: str | Path | None = None,
                         pretrained_vision: str | Path | None = None, stop_at_success: float | None = None,
                         resume: bool = True, iterations: int | None = None, sim: Any = None,
-                        validate: list[str] | None = None, validate_task: str | None = None) -> GPSRun:
+                        validate: list[str] | None = None, validate_task: str | None = None,
+                        on_phase: Callable[[str], None] | None = None) -> GPSRun:
     """Run experiment ``cfg`` in run directory ``out`` on the simulator's Python API (phases 2 and 3);
     returns the finished :class:`GPSRun` (``.rows``, ``.algorithm``, ``.policy``, ``.controllers``).
     ``validate``: condition sets (``name`` or ``name:trials``) of ``validate_task`` (default: the
-    experiment's task) on which every iteration's policy is evaluated (:func:`validation_hook`)."""
+    experiment's task) on which every iteration's policy is evaluated (:func:`validation_hook`).
+    ``on_phase(phase)``: as each phase of an iteration starts (:class:`GPSRun`'s)."""
     visual = cfg.algorithm.type != "traj_opt" and cfg.algorithm.policy.get("type") == "visuomotor_cnn"
     sampler = SimSampler(cfg.task, cfg.horizon, image_size=getattr(cfg, "image_size", 64), record_images=visual,
                          base_seed=cfg.seed, sim=sim)
     try:
         hook = validation_hook(validate_task or cfg.task, validate) if validate else None
         run = GPSRun(cfg, out, sampler, init_controllers=init_controllers, pretrained_vision=pretrained_vision,
-                     resume=resume, validate=hook)
+                     resume=resume, validate=hook, on_phase=on_phase)
         try:
             run.run(iterations, stop_at_success=stop_at_success)
         finally:

@@ -1,25 +1,23 @@
 """Trajectory-only GPS through the real nodes, started the way ``gps up`` starts them: gps_sim (lockstep
-MuJoCo arm) + gps_controller + gps_trainer as separate processes over real DDS. Two iterations on ``reach``
-must lower the mean sample cost (iteration 2's rollouts are run with the controllers that iteration 1's
-C-step pushed back through ``set_linear_gaussian``).
+MuJoCo arm) + gps_controller + gps_trainer as separate processes over real DDS, driven by ``gps train`` as a
+user would. Two iterations on ``reach`` must lower the mean sample cost (iteration 2's rollouts are run
+with the controllers that iteration 1's C-step pushed back through ``set_linear_gaussian``), and with its
+stdout a pipe (a log) ``gps train`` reports its progress in plain lines, not a carriage-return bar.
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 
-from gps_msgs.srv import GetStatus, StartIteration
 from testing_helpers import (
-    call_service,
     gps_cli,
     pid_alive,
     stack_pids,
     stop_stack,
     trainer_params_file,
-    wait_for_iterations,
 )
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -37,23 +35,32 @@ def test_two_traj_opt_iterations_through_nodes_lower_the_cost(tmp_path, ros_env)
                                  service_wait_s=30.0)
     up = gps_cli(ros_env, out, "up", "--trainer-params", str(params))
     pids = stack_pids(out)
-    rclpy.init()
-    node = rclpy.create_node("iteration_test_client")
     try:
         assert up.returncode == 0, up.stderr
         assert len(pids) >= 3  # sim, controller, trainer (+ TF publisher)
-        get_status = node.create_client(GetStatus, "/gps_trainer/get_status")
-        start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
-        res = call_service(node, start, StartIteration.Request(iterations=2), timeout=60.0)
-        assert res.accepted, res.message
-        assert res.first_iteration == 0
-
-        st = wait_for_iterations(node, get_status, 2, 150.0, pids)
+        train = gps_cli({**ros_env, "GPS_PROGRESS_INTERVAL": "2"}, out, "--timeout", "60", "train",
+                        "--iterations", "2", timeout=300.0)
+        assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+        status = gps_cli(ros_env, out, "status")
+        assert status.returncode == 0, status.stderr
+        st = json.loads(status.stdout)
     finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
         stop_stack(ros_env, out, pids)
     assert not any(pid_alive(p) for p in pids)
+
+    # progress in a pipe: plain lines (a line per phase, one at least every GPS_PROGRESS_INTERVAL s between),
+    # never a carriage return; the last line is the summary
+    assert "\r" not in train.stdout and "\x1b" not in train.stdout
+    lines = train.stdout.splitlines()
+    assert json.loads(lines[-1])["iterations_completed"] == 2
+    progress = [ln for ln in lines[:-1] if ln.startswith("train: iter ")]
+    assert progress == lines[:-1], train.stdout
+    for it in (0, 1):
+        for phase in ("sampling", "iterating", "evaluating"):
+            assert any(re.match(rf"train: iter {it} \[.*\] \d+/\d+ {phase} ", ln) for ln in progress), (it, phase)
+    assert any(re.search(r"\(elapsed \S+, ETA \d+(s|m\d\ds)\)$", ln) for ln in progress)  # after iteration 0
+    assert progress[-1].endswith(", done)")
+    assert len(progress) < 200, "not one line per status poll"
 
     rows = {}
     for line in (out / "metrics.jsonl").read_text().splitlines():

@@ -107,3 +107,32 @@ def test_gps_with_the_auxiliary_pose_loss_trains_and_resumes_its_head(tmp_path):
     np.testing.assert_array_equal(restored.algorithm.aux_pose_head, trained)
     resumed = train_in_simulation(load_experiment(exp, {**over, "iterations": 2}), tmp_path / "run")
     assert len(resumed.rows) == 2 and np.isfinite(resumed.rows[1]["aux_pose_loss_after"])
+
+
+def test_command_line_reports_step_loss_and_eta_as_plain_lines_in_a_pipe(tmp_path):
+    """`python -m gps_trainer.pose_pretraining` with stdout a pipe (as in a log): progress lines with the
+    step, the loss and the ETA, no carriage return; the last line stays the JSON summary."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    _sim_or_skip(16).close()
+    env = {**os.environ, "GPS_PROGRESS_INTERVAL": "0.2", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = tmp_path / "vision.safetensors"
+    r = subprocess.run([sys.executable, "-m", "gps_trainer.pose_pretraining", "image_size=16", "num_train=10",
+                        "num_test=2", "iterations=60", "log_every=20", "net={conv_filters: [4, 4, 4]}",
+                        "device=cpu", f"output={out}"],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "\r" not in r.stdout and "\x1b" not in r.stdout
+    lines = r.stdout.splitlines()
+    assert json.loads(lines[-1])["weights"] == str(out)
+    progress = [ln for ln in lines[:-1] if ln.startswith("pose pretraining: ")]
+    assert progress == lines[:-1], "only progress lines before the summary"
+    training = [ln for ln in progress if re.search(r"step \d+/60 loss \d\S* .*ETA (\d+s|\d+m\d\ds)\)$", ln)]
+    assert training, r.stdout
+    assert len(progress) < 60, "throttled: not one line per step"
+    assert progress[-1].endswith(", done)")

@@ -31,6 +31,7 @@ import yaml
 from gps_controller.policies.neural import GaussianPolicy, images_to_tensor
 from gps_controller.policies.serialization import load_policy
 from gps_core.layout import EE_POINTS, EE_VELOCITIES, quat_wxyz_to_matrix
+from gps_core.progress import Progress
 from gps_core.tasks import TaskConfig, load_task, yaw_quaternion
 from gps_trainer.pose_pretraining import PoseRegressor, load_pose_regressor
 
@@ -106,9 +107,10 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
                        state_policy: str | Path | None = None, end_to_end: str | Path | None = None,
                        pose_features: str | Path | None = None, trials_per_set: int | None = None, seed: int = 0,
                        condition_sets: tuple[str, ...] | None = None,
-                       command: str = "") -> dict[str, Any]:
+                       command: str = "", progress: Progress | None = None) -> dict[str, Any]:
     """Evaluate the methods whose inputs are given (on Table I's condition sets by default, with the task's
-    trial counts); writes <out_dir>/eval_<method>.json each."""
+    trial counts); writes <out_dir>/eval_<method>.json each. ``progress``: told each trial; the tables are
+    printed through it (so a live progress line ends first)."""
     from gps_trainer.paper.evaluation import CONDITION_SETS, evaluate_policy, format_table
 
     condition_sets = condition_sets or CONDITION_SETS
@@ -124,10 +126,16 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
         if path:
             jobs.append((method, {"policy_or_path": str(path)}))
     for method, kw in jobs:
+        if progress is not None:
+            progress.label = f"baselines, {method}"
         res = evaluate_policy(task=task, condition_sets=condition_sets, trials_per_set=trials_per_set, seed=seed,
-                              **kw)
+                              progress=progress, **kw)
         res.write_json(out / f"eval_{method}.json", {"method": method, "command": command})
-        print(f"{METHOD_LABELS[method]}:\n{format_table(res)}", flush=True)
+        table = f"{METHOD_LABELS[method]}:\n{format_table(res)}"
+        if progress is not None:
+            progress.note(table)
+        else:
+            print(table, flush=True)
         results[method] = res
     return results
 
@@ -216,30 +224,65 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     policies: dict[str, str] = {}
     base = load_experiment(a.config)
-    for method in ("pose_features", "end_to_end"):
-        if method not in a.methods:
-            continue
-        over = {**parse_overrides(a.overrides), **baseline_overrides(method, a.fc_steps, a.e2e_steps),
-                "algorithm.pretrained_vision": str(a.vision), "name": f"{base.name}_{method}"}
-        if a.controllers:
-            over["algorithm.init_controllers_file"] = str(a.controllers)
-        cfg = load_experiment(a.config, over)
-        run_dir = out / f"gps_{method}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "command.txt").write_text(command + "\n")
-        print(f"== {method}: up to {cfg.iterations} MDGPS iterations -> {run_dir} (resumes a stopped run)", flush=True)
-        train_in_simulation(cfg, run_dir, stop_at_success=a.stop_at_success,  # a finished run returns at once
-                            validate=a.validate.split(",") if a.validate else None,
-                            validate_task=a.eval_task)
-        policies[method] = str(select_policy(run_dir, a.select))
-        print(f"== {method}: evaluating {policies[method]}", flush=True)
-    evaluate_baselines(a.eval_task or load_experiment(a.config, parse_overrides(a.overrides)).task, out,
-                       vision=a.vision,
-                       state_policy=a.state_policy if "pose_prediction" in a.methods else None,
-                       end_to_end=policies.get("end_to_end"), pose_features=policies.get("pose_features"),
-                       trials_per_set=a.trials, seed=a.seed, command=command,
-                       condition_sets=tuple(a.sets) if a.sets else None)
+    # Progress on stdout: the phase, iterations or trials done, the ETA; the heartbeat repeats it while an
+    # S-step or a long sampling phase gives no news, so a log never stays silent for long.
+    progress = Progress("baselines")
+    with progress.heartbeat():
+        for method in ("pose_features", "end_to_end"):
+            if method not in a.methods:
+                continue
+            over = {**parse_overrides(a.overrides), **baseline_overrides(method, a.fc_steps, a.e2e_steps),
+                    "algorithm.pretrained_vision": str(a.vision), "name": f"{base.name}_{method}"}
+            if a.controllers:
+                over["algorithm.init_controllers_file"] = str(a.controllers)
+            cfg = load_experiment(a.config, over)
+            run_dir = out / f"gps_{method}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "command.txt").write_text(command + "\n")
+            progress.note(f"== {method}: up to {cfg.iterations} MDGPS iterations -> {run_dir} (resumes a stopped run)")
+            progress.label = f"baselines, {method}"
+            done_before = _iterations_done(run_dir)
+            on_phase = _iteration_progress(progress, done_before, cfg.iterations)
+            # (a finished run returns at once)
+            run = train_in_simulation(cfg, run_dir, stop_at_success=a.stop_at_success, on_phase=on_phase,
+                                      validate=a.validate.split(",") if a.validate else None,
+                                      validate_task=a.eval_task)
+            progress.update(len(run.rows) - done_before, f"MDGPS: {len(run.rows)} of up to {cfg.iterations} "
+                            "iterations done", force=True)
+            policies[method] = str(select_policy(run_dir, a.select))
+            progress.note(f"== {method}: evaluating {policies[method]}")
+        evaluate_baselines(a.eval_task or load_experiment(a.config, parse_overrides(a.overrides)).task, out,
+                           vision=a.vision,
+                           state_policy=a.state_policy if "pose_prediction" in a.methods else None,
+                           end_to_end=policies.get("end_to_end"), pose_features=policies.get("pose_features"),
+                           trials_per_set=a.trials, seed=a.seed, command=command,
+                           condition_sets=tuple(a.sets) if a.sets else None, progress=progress)
+    progress.label = "baselines"
+    progress.finish(f"results in {out}")
     return 0
+
+
+def _iterations_done(run_dir: Path) -> int:
+    """Iterations a run directory already holds (a stopped run resumes after them); 0 for a new one."""
+    from gps_trainer.run_dir import read_run
+
+    try:
+        return len(read_run(run_dir)[1])
+    except FileNotFoundError:
+        return 0
+
+
+def _iteration_progress(progress: Progress, done_before: int, total: int):
+    """An ``on_phase`` callback that reports a GPS run's iterations (a line per phase) to ``progress``."""
+    progress.restart(max(total - done_before, 0), f"MDGPS iteration {done_before + 1}/{total}, starting")
+    started = 0
+
+    def on_phase(phase: str) -> None:
+        nonlocal started
+        started += phase == "sampling"  # each iteration starts by sampling
+        progress.update(started - 1, f"MDGPS iteration {done_before + started}/{total}, {phase}", force=True)
+
+    return on_phase
 
 
 if __name__ == "__main__":

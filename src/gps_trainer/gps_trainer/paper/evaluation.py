@@ -51,6 +51,7 @@ import numpy as np
 
 from gps_controller.policies.neural import GaussianPolicy
 from gps_controller.policies.serialization import load_policy
+from gps_core.progress import Progress
 from gps_core.samples import POLICY_OBS
 from gps_trainer.sim_sampler import safety_layer_for
 
@@ -274,6 +275,7 @@ def evaluate_policy(
     actor: Any = None,
     joint_limit_margin: float | None = None,
     ablation: str | None = None,
+    progress: Progress | None = None,
 ) -> EvalResult:
     """Run the policy alone ``trials_per_set`` times on each condition set (conditions cycled; None: the
     task's default per set, :func:`default_trials`).
@@ -284,7 +286,8 @@ def evaluate_policy(
     the pose-prediction pipeline of :mod:`gps_trainer.baselines`); ``policy_or_path`` then only names it.
     ``joint_limit_margin`` (rad): also apply the controller's joint-limit guard (see the module
     docstring; 0.05 = config/controller.yaml); None: effort clamp only. ``ablation``: "blank" or "swap"
-    (:class:`ImageAblation`; needs a policy that sees images).
+    (:class:`ImageAblation`; needs a policy that sees images). ``progress``: told each trial (set, trials
+    done of all sets, successes).
     """
     from gps_sim import ArmSim
 
@@ -310,10 +313,15 @@ def evaluate_policy(
         missing = [cset for cset in condition_sets if sim.num_conditions(cset) == 0]
         if missing:  # before any trial: a typo in the last set must not cost the others' minutes
             raise ValueError(f"task {sim.task.name!r} has no {', '.join(map(repr, missing))} conditions")
+        set_trials = [default_trials(sim.task, c) if trials_per_set is None else int(trials_per_set)
+                      for c in condition_sets]
+        if progress is not None:
+            progress.restart(sum(set_trials), f"evaluating: 0/{sum(set_trials)} trials")
+        trials_done = 0
         for k, cset in enumerate(condition_sets):
             n_cond = sim.num_conditions(cset)
             conds = sim.task.condition_list(cset)
-            n_trials = default_trials(sim.task, cset) if trials_per_set is None else int(trials_per_set)
+            n_trials = set_trials[k]
             res = SetResult(cset, n_trials, 0, 0.0, 1.0)
             for i in range(n_trials):
                 m = i % n_cond
@@ -325,6 +333,10 @@ def evaluate_policy(
                 res.reset_seeds.append(trial_seed)
                 res.initial_target_positions.append([float(v) for v in conds[m].target_pose[:3]])
                 res.final_distance.append(dist)
+                trials_done += 1
+                if progress is not None:
+                    progress.update(trials_done, f"evaluating: {trials_done}/{sum(set_trials)} trials ({cset} "
+                                                 f"{i + 1}/{n_trials}, {sum(res.success)} successes)")
             res.successes = int(sum(res.success))
             res.ci_low, res.ci_high = wilson_interval(res.successes, res.trials)
             res.situations = count_situations(sim.task, cset, res.conditions, res.reset_seeds)

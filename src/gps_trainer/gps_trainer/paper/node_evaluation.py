@@ -136,10 +136,12 @@ def evaluate_policy_through_nodes(
     horizon: int | None = None,
     namespace: str = "",
     timeout: float = 60.0,
+    progress: Any = None,
 ) -> EvalResult:
     """:func:`gps_trainer.evaluation.evaluate_policy`'s trials, run by the controller in ``namespace``
     (and its lockstep gps_sim). ``task``: None = the controller's; else it must be the controller's.
-    ``timeout``: per service call and per trial (s). Returns the same :class:`EvalResult`."""
+    ``timeout``: per service call and per trial (s); ``progress`` (a gps_core.progress.Progress): told
+    each trial. Returns the same :class:`EvalResult`."""
     from gps_controller import conversions as conv
     from gps_controller.policies.serialization import serialize_policy
     from gps_core.tasks import load_task
@@ -167,13 +169,18 @@ def evaluate_policy_through_nodes(
             raise RuntimeError(f"set_policy_weights refused: {res.message}")
         original_set = str(params["condition_set"])
         sets: dict[str, SetResult] = {}
+        set_trials = [default_trials(ctrl_task, c) if trials_per_set is None else int(trials_per_set)
+                      for c in condition_sets]
+        if progress is not None:
+            progress.restart(sum(set_trials), f"evaluating through the nodes: 0/{sum(set_trials)} trials")
+        trials_done = 0
         try:
             for k, cset in enumerate(condition_sets):
                 conds = ctrl_task.condition_list(cset)
                 if not conds:
                     raise ValueError(f"task {ctrl_task.name!r} has no {cset!r} conditions")
                 cli.set_condition_set(cset)
-                n_trials = default_trials(ctrl_task, cset) if trials_per_set is None else int(trials_per_set)
+                n_trials = set_trials[k]
                 out = SetResult(cset, n_trials, 0, 0.0, 1.0)
                 for i in range(n_trials):
                     m = i % len(conds)
@@ -193,6 +200,10 @@ def evaluate_policy_through_nodes(
                     out.reset_seeds.append(trial_seed)
                     out.initial_target_positions.append([float(v) for v in pose[:3]])
                     out.final_distance.append(mean_ee_distance(states[T]))
+                    trials_done += 1
+                    if progress is not None:
+                        progress.update(trials_done, f"evaluating through the nodes: {trials_done}/{sum(set_trials)} "
+                                                     f"trials ({cset} {i + 1}/{n_trials}, {sum(out.success)} successes)")
                 out.successes = int(sum(out.success))
                 out.ci_low, out.ci_high = wilson_interval(out.successes, out.trials)
                 out.situations = count_situations(ctrl_task, cset, out.conditions, out.reset_seeds)
