@@ -9,6 +9,7 @@ a command arrives); ``trigger_mode: timer`` ticks on a ROS-time timer (realtime 
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -25,7 +26,8 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import Image, JointState
+from rclpy.time import Time
+from sensor_msgs.msg import Image, JointState, TimeReference
 from std_msgs.msg import Float64MultiArray
 from visualization_msgs.msg import MarkerArray
 
@@ -33,7 +35,14 @@ from gps_controller import conversions as conv
 from gps_controller import params as P
 from gps_controller.core import ControllerCore, answers_always
 from gps_controller.overlay import publish_feature_points
-from gps_controller.qos import COMMAND_QOS, LATEST_QOS, ROLLOUT_QOS, SENSOR_QOS, sensor_qos
+from gps_controller.qos import (
+    COMMAND_QOS,
+    COMMAND_STAMPS_QOS,
+    LATEST_QOS,
+    ROLLOUT_QOS,
+    SENSOR_QOS,
+    sensor_qos,
+)
 from gps_controller.reset import Resetter, service_reset, wait_for_reply
 from gps_controller.trial import Trial
 from gps_core.logging_bridge import install_ros_logging
@@ -57,6 +66,7 @@ class ControllerNode(Node):
         self.rollout_pub = self.create_publisher(Rollout, p.rollout_topic, ROLLOUT_QOS)
         self.overlay_pub = self.create_publisher(Image, p.overlay_topic, LATEST_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, p.feature_points_topic, LATEST_QOS)
+        self.command_stamps_pub = self.create_publisher(TimeReference, p.command_stamps_topic, COMMAND_STAMPS_QOS)
         lockstep = p.trigger_mode == "observation"  # every state matters: reliable readers (qos.sensor_qos)
         self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state,
                                  sensor_qos(p.joint_states_queue_depth, lockstep), callback_group=control)
@@ -166,7 +176,9 @@ class ControllerNode(Node):
         self._publish_torque(result.torque)
         if result.fault:
             return self.get_logger().error(f"trial aborted at step {trial.step}: {result.fault}")
-        fault = trial.published(time.perf_counter(), rx)
+        published, published_steady = self.get_clock().now(), time.perf_counter()
+        self._publish_command_stamp(published, result.observation_stamp)
+        fault = trial.published(published_steady, rx, published.nanoseconds * 1e-9)
         if fault:
             return self._stop(trial, fault)
         if result.points is not None and p.publish_overlay:
@@ -175,6 +187,16 @@ class ControllerNode(Node):
 
     def _publish_torque(self, u: np.ndarray) -> None:
         self.cmd_pub.publish(Float64MultiArray(data=[float(v) for v in u]))
+
+    def _publish_command_stamp(self, published: Time, observation_stamp: float) -> None:
+        """What a latency measurement needs and a Float64MultiArray command cannot carry: when the command
+        went out and the stamp of the observation it was computed from (its age = the difference)."""
+        msg = TimeReference(source="observation")
+        msg.header.stamp = published.to_msg()
+        if math.isfinite(observation_stamp):
+            ns = int(round(observation_stamp * 1e9))
+            msg.time_ref.sec, msg.time_ref.nanosec = divmod(ns, 1_000_000_000)
+        self.command_stamps_pub.publish(msg)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -100,10 +100,12 @@ class ControllerCore:
         h, w = conv.peek_image_size(raw)
         if max(h, w) > self.p.max_image_side:
             raise conv.MessageValidationError("image", f"{w}x{h} exceeds max_image_side {self.p.max_image_side}")
-        img = conv.image_from_msg(deserialize_message(raw, Image))
+        msg = deserialize_message(raw, Image)
+        img = conv.image_from_msg(msg)
         s = min(h, w)  # centre-crop to a square (the reference crops 320x240 to 240x240)
         img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        self.sensors.set_image(np.ascontiguousarray(resize_image(img, self.p.image_size, self.p.image_size)), rx)
+        self.sensors.set_image(np.ascontiguousarray(resize_image(img, self.p.image_size, self.p.image_size)), rx,
+                               msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
 
     def _kinematics(self, ee_points):
         p = self.p

@@ -52,6 +52,7 @@ class ControllerParams:
     rollout_topic: str = "/gps/rollouts"
     overlay_topic: str = "gps/feature_points/image"
     feature_points_topic: str = "gps/feature_points"
+    command_stamps_topic: str = "gps/command_stamps"
     camera_frame: str = "head_mount_kinect_rgb_optical_frame"
     camera_hfov_deg: float = 57.0
     image_size: int = 64
@@ -146,6 +147,7 @@ SPECS: dict[str, tuple[str, Callable[[Any], str], str]] = {
     "rollout_topic": ("str", _nonempty, "topic"),
     "overlay_topic": ("str", _nonempty, "topic"),
     "feature_points_topic": ("str", _nonempty, "topic"),
+    "command_stamps_topic": ("str", _nonempty, "topic: per command, its publish time and its observation's stamp"),
     "camera_frame": ("str", _nonempty, "frame of the overlay and feature-point markers"),
     "camera_hfov_deg": ("float", _num(1.0, 179.0), "deg, [1, 179]"),
     "image_size": ("int", _num(8, 1024), "policy image side, px [8, 1024]"),

@@ -25,6 +25,15 @@ COMMAND_QOS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 
+#: Per-command stamps (diagnostics): RELIABLE and deep enough that a listener measuring every tick
+#: (benchmarks/controller_latency.py) loses none; KEEP_LAST, so a slow listener never blocks the controller.
+COMMAND_STAMPS_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=100,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
 #: Latest-value topics (target pose, overlay): RELIABLE, depth 1.
 LATEST_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,

@@ -14,6 +14,7 @@ neural policy. The trainer's simulator sampler draws exactly this, so both sampl
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ from gps_controller import conversions as conv
 from gps_controller.safety import DeadlineCounter, SafetyLayer
 from gps_core.linear_gaussian import smooth_noise
 
-#: Joint-state stamps further than this from the node's clock are on another clock (e.g. sim-time
-#: stamps read by a node on wall time): the stamp latency is then not reported rather than absurd.
+#: Observation stamps further than this from the node's clock are on another clock (e.g. sim-time
+#: stamps read by a node on wall time): the observation age is then not reported rather than absurd.
 SAME_CLOCK_TOLERANCE_S = 60.0
 
 
@@ -33,7 +34,8 @@ SAME_CLOCK_TOLERANCE_S = 60.0
 class Sensors:
     """The latest sensor data (written by the control thread's callbacks; read by ticks).
 
-    ``*_rx``: receipt times on the steady clock (perf_counter); ``joint_stamp``: the header stamp (s).
+    ``*_rx``: receipt times on the steady clock (perf_counter); ``*_stamp``: the header stamps (s on the
+    sender's ROS clock; 0 = not stamped).
     """
 
     q: np.ndarray | None = None
@@ -43,6 +45,7 @@ class Sensors:
     joint_seq: int = 0
     image: np.ndarray | None = None
     image_rx: float | None = None
+    image_stamp: float = 0.0
     image_seq: int = 0
     target: np.ndarray | None = None
     target_seq: int = 0
@@ -51,9 +54,14 @@ class Sensors:
         self.q, self.qd, self.joint_rx, self.joint_stamp = q, qd, rx, stamp
         self.joint_seq += 1
 
-    def set_image(self, image: np.ndarray, rx: float) -> None:
-        self.image, self.image_rx = image, rx
+    def set_image(self, image: np.ndarray, rx: float, stamp: float = 0.0) -> None:
+        self.image, self.image_rx, self.image_stamp = image, rx, stamp
         self.image_seq += 1
+
+    def observation_stamp(self, with_image: bool) -> float:
+        """The stamp of the observation a tick uses: its oldest stamped part (NaN when none is stamped)."""
+        stamps = [s for s in (self.joint_stamp, self.image_stamp if with_image else 0.0) if s > 0.0]
+        return min(stamps) if stamps else math.nan
 
     def set_target(self, pose: np.ndarray) -> None:
         self.target = pose
@@ -68,6 +76,7 @@ class TickResult:
     fault: str = ""  # non-empty: the trial aborted
     points: np.ndarray | None = None  # feature points (neural policy) for the overlay
     image: np.ndarray | None = None
+    observation_stamp: float = math.nan  # the stamp of the observation the torque was computed from
 
 
 @dataclass
@@ -100,7 +109,9 @@ class Trial:
     stamps: list = field(default_factory=list)
     images: list = field(default_factory=list)
     latencies: list = field(default_factory=list)  # observation receipt -> command publish (s, steady clock)
-    stamp_latencies: list = field(default_factory=list)  # joint-state stamp -> command (s, the node's clock)
+    # observation stamp -> command publish (s, the node's clock): the age of what the command was computed from
+    observation_ages: list = field(default_factory=list)
+    observation_stamp: float = math.nan  # of the last tick's observation
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -156,17 +167,19 @@ class Trial:
         self.observations.append(o)
         self.actions.append(safe.torque)
         self.stamps.append(ros_now)
-        lat = ros_now - sensors.joint_stamp
-        self.stamp_latencies.append(lat if obs_time is not None and abs(lat) <= SAME_CLOCK_TOLERANCE_S else np.nan)
+        self.observation_stamp = sensors.observation_stamp(self.need_image)
         if self.request.record_images:
             self.images.append(sensors.image)
-        return TickResult(safe.torque, points=points, image=sensors.image)
+        return TickResult(safe.torque, points=points, image=sensors.image, observation_stamp=self.observation_stamp)
 
-    def published(self, publish_time: float, obs_time: float | None) -> str:
-        """Record the publish time of the step's command; returns an abort reason once
+    def published(self, publish_time: float, obs_time: float | None, ros_publish_time: float | None = None) -> str:
+        """Record the publish time of the step's command (``publish_time`` on the steady clock,
+        ``ros_publish_time`` on the node's clock: the observation's age); returns an abort reason once
         ``max_consecutive_misses`` commands in a row were late (the caller publishes zero torque)."""
         measured = obs_time is not None
         self.latencies.append(publish_time - obs_time if measured else np.nan)
+        age = math.nan if ros_publish_time is None else ros_publish_time - self.observation_stamp
+        self.observation_ages.append(age if abs(age) <= SAME_CLOCK_TOLERANCE_S else math.nan)
         self.deadline.record(publish_time, obs_time, periodic=self.periodic)
         self.step += 1
         k = self.max_consecutive_misses
@@ -192,17 +205,19 @@ class Trial:
             abort_reason=self.abort_reason, end_stamp=end_stamp)
 
     def summary(self) -> str:
-        """Latency percentiles for the log (steady clock; stamp latency on the node's clock, when the
-        joint-state stamps share it)."""
-        def pct(values) -> str:
+        """Latency percentiles for the log: in-node (observation receipt -> command publish, steady clock)
+        and the observation's age at the command's publish (its stamp on the node's clock, when the
+        robot's stamps share it)."""
+        def pct(values, with_max: bool = False) -> str:
             arr = np.array(values, dtype=np.float64) * 1e3
             arr = arr[np.isfinite(arr)]
             if arr.size == 0:
                 return "n/a"
-            return f"p50 {np.percentile(arr, 50):.2f} ms p99 {np.percentile(arr, 99):.2f} ms"
+            return (f"p50 {np.percentile(arr, 50):.2f} ms p99 {np.percentile(arr, 99):.2f} ms"
+                    + (f" max {arr.max():.2f} ms" if with_max else ""))
 
-        return (f"{self.step} steps, {self.policy_type}, latency {pct(self.latencies)} "
-                f"(from joint-state stamp: {pct(self.stamp_latencies)}), deadline misses {self.deadline.misses}"
+        return (f"{self.step} steps, {self.policy_type}, in-node latency {pct(self.latencies)}, "
+                f"observation age {pct(self.observation_ages, True)}, deadline misses {self.deadline.misses}"
                 + (f", ABORTED: {self.abort_reason}" if self.aborted else ""))
 
 

@@ -80,6 +80,35 @@ def test_linear_gaussian_trial_publishes_a_consistent_rollout(rig):
     np.testing.assert_allclose(r.noise, smooth_noise(np.random.default_rng(7), 20, DU, 0.0))
 
 
+def test_every_command_names_the_observation_it_was_computed_from(rig):
+    """gps/command_stamps (issue 22): per policy command a TimeReference with the command's publish time
+    and the stamp of the observation it was computed from; the command's age can never be less than its
+    computation (the tick's start, the rollout's stamp, lies between the two)."""
+    from sensor_msgs.msg import TimeReference
+
+    from gps_controller.qos import COMMAND_STAMPS_QOS
+
+    peers, trainer, *_ = rig
+    received = []
+    sub = trainer.node.create_subscription(TimeReference, "gps/command_stamps", received.append, COMMAND_STAMPS_QOS)
+    try:
+        assert trainer.call("set_linear_gaussian", lg_request(1, pd_controller())).success  # (condition 0 stays empty)
+        resp = trainer.call("run_trial", RunTrial.Request(condition=1, policy_type="linear_gaussian", horizon=15))
+        assert resp.success and resp.steps == 15, resp.message
+        r = trainer.wait_rollout(resp.rollout_id)
+        trainer.spin_for(0.5)
+    finally:
+        trainer.node.destroy_subscription(sub)
+    assert len(received) == 15
+    published = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in received])
+    observed = np.array([m.time_ref.sec + m.time_ref.nanosec * 1e-9 for m in received])
+    assert all(m.source == "observation" for m in received)
+    assert np.all(np.diff(observed) > 0)  # a new joint state per tick, stamped by the robot
+    # observation stamp <= tick start (rollout stamp) <= command publish; 1 us: the float round trip of stamps
+    assert np.all(observed <= r.stamps + 1e-6) and np.all(r.stamps <= published + 1e-6)
+    assert np.all(published - observed < 1.0)
+
+
 def test_bad_requests_get_reasons_and_the_node_keeps_running(rig):
     peers, trainer, *_ = rig
     good = pd_controller()

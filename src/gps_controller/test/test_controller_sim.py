@@ -87,7 +87,7 @@ def test_lockstep_trial_resets_and_is_deterministic(sim_rig):
     sim.close()
 
 
-def test_a_wall_clock_controller_reports_no_stamp_latency_against_sim_time_stamps(sim_rig):
+def test_a_wall_clock_controller_reports_no_observation_age_against_sim_time_stamps(sim_rig):
     """The sim stamps joint states with sim time; a controller on wall time must not subtract them
     from the wall clock (issue 14: it reported 1.8e12 ms)."""
     trainer, peers = sim_rig
@@ -96,4 +96,4 @@ def test_a_wall_clock_controller_reports_no_stamp_latency_against_sim_time_stamp
     assert resp.success and resp.steps == 12, resp.message
     trainer.spin_for(0.5)
     lines = [ln for ln in peers.log(peers.controller).splitlines() if resp.rollout_id in ln]
-    assert lines and "from joint-state stamp: n/a" in lines[-1], lines
+    assert lines and "observation age n/a" in lines[-1], lines

@@ -37,5 +37,5 @@ def test_a_trial_runs_under_sim_time_with_the_lockstep_sim(sim_time_rig):
         assert np.all(r.stamps < 1e5) and np.all(np.diff(r.stamps) >= 0) and r.stamps[-1] > r.stamps[0]
     trainer.spin_for(0.5)
     line = [ln for ln in peers.log(peers.controller).splitlines() if resp.rollout_id in ln][-1]
-    assert "from joint-state stamp: p50" in line and "e+" not in line, line  # one clock: sim time
+    assert "observation age p50" in line and "e+" not in line, line  # one clock: sim time
     assert all(p.poll() is None for p in peers.procs)

@@ -135,20 +135,44 @@ def test_stale_joint_states_and_nan_policies_abort_with_zero_torque(robot):
     assert "non-finite" in r.fault and not r.torque.any() and trial.abort_reason == r.fault
 
 
-def test_stamp_latency_only_on_the_nodes_clock(robot):
-    """A node on wall time reading sim-time stamps reports no stamp latency instead of 1.8e12 ms."""
+def test_observation_age_only_on_the_nodes_clock(robot):
+    """A node on wall time reading sim-time stamps reports no observation age instead of 1.8e12 ms."""
     trial = make(robot, request(horizon=2), Policies(linear_gaussian={1: lg_policy()}))
     s = sensors_at(Q0)
     trial.start(s, image_is_fresh=False)
     trial.tick(s, lambda: 0.0, ros_now=1.7e9, obs_time=0.0)  # wall-clock node, sim-time stamp 100 s
-    trial.published(0.001, 0.0)
-    assert np.isnan(trial.stamp_latencies[-1])
+    trial.published(0.001, 0.0, 1.7e9 + 0.001)
+    assert np.isnan(trial.observation_ages[-1])
     s.set_joints(Q0, np.zeros(DU), rx=0.05, stamp=100.05)
     trial.tick(s, lambda: 0.05, ros_now=100.052, obs_time=0.05)  # same clock (use_sim_time)
-    trial.published(0.051, 0.05)
-    assert trial.stamp_latencies[-1] == pytest.approx(0.002)
-    assert "from joint-state stamp: p50 2.00 ms" in trial.summary()
+    trial.published(0.051, 0.05, 100.052)
+    assert trial.observation_ages[-1] == pytest.approx(0.002)
+    assert "observation age p50 2.00 ms p99 2.00 ms max 2.00 ms" in trial.summary()
     assert "e+" not in trial.summary()
+
+
+def test_observation_age_runs_from_the_oldest_input_to_the_command_publish(robot):
+    """Issue 22: the age of the observation a command was computed from, measured when the command is
+    published (after the policy ran), from the stamp of its oldest part (joint state or image)."""
+    from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy
+
+    policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=DU, image_height=32, image_width=32),
+                                    seed=0)
+    trial = make(robot, request(policy_type="neural", horizon=3), Policies(neural=policy))
+    s = sensors_at(Q0)  # joint state stamped 100.0
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    s.set_image(image, rx=0.0, stamp=99.98)  # the image is older
+    trial.start(s, image_is_fresh=True)
+    r = trial.tick(s, lambda: 0.0, ros_now=100.001, obs_time=0.0)  # the tick starts 1 ms after the stamp...
+    assert r.observation_stamp == pytest.approx(99.98)
+    trial.published(0.03, 0.0, 100.03)  # ...and the command leaves 30 ms later
+    assert trial.observation_ages[-1] == pytest.approx(0.05)
+    s.set_joints(Q0, np.zeros(DU), rx=0.05, stamp=100.05)
+    s.set_image(image, rx=0.05, stamp=0.0)  # an unstamped image: the joint state's stamp counts
+    trial.tick(s, lambda: 0.05, ros_now=100.06, obs_time=0.05)
+    trial.published(0.07, 0.05, 100.07)
+    assert trial.observation_ages[-1] == pytest.approx(0.02)
+    assert trial.latencies == pytest.approx([0.03, 0.02])  # in-node: receipt -> publish, steady clock
 
 
 def test_requests_the_robot_cannot_run_are_rejected_with_reasons(robot):
