@@ -24,6 +24,7 @@ or missed its deadline.
 
 Usage:  python benchmarks/controller_latency.py [--ticks 2000] [--only lg,cnn64,cnn240]
         [--executor single|multi] [--torch-threads N] [--precision fp32|bf16|auto]
+        [--inference-budget F] [--max-consecutive-misses K]
         (node parameters; default: the node's defaults; ``precision`` is the CNN's inference precision)
 The last line printed is one JSON object. Targets: age p99 <= 5 ms (LG), <= 25 ms (CNN 240x240), 0 late.
 """
@@ -85,7 +86,8 @@ def run_one(name: str, ticks: int, env: dict, workdir: Path, node_params: dict |
             arch, weights, sha = serialize_policy(policy)
             resp = trainer.call("set_policy_weights", SetPolicyWeights.Request(
                 architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha))
-        assert resp.success, resp.message
+        if not resp.success:  # the controller's admission check (inference_budget): a result, not a crash
+            return {"policy": name, "rejected": resp.message, "ticks": 0, "aborted": False}
         t0 = time.monotonic()
         resp = trainer.call("run_trial", RunTrial.Request(condition=0, policy_type=policy_type, horizon=ticks),
                             timeout=ticks * 0.05 * 3 + 60)
@@ -111,7 +113,7 @@ def run_one(name: str, ticks: int, env: dict, workdir: Path, node_params: dict |
     period_ms = 1e3 / 20.0
     return {
         "policy": name, "ticks": int(rollout.horizon), "aborted": bool(rollout.aborted),
-        "wall_s": round(wall, 1),
+        "abort_reason": rollout.abort_reason, "wall_s": round(wall, 1),
         "stamps_received": int(measured.size),
         "e2e_p50_ms": round(float(np.percentile(measured, 50)), 3),
         "e2e_p99_ms": round(float(np.percentile(measured, 99)), 3),
@@ -120,6 +122,7 @@ def run_one(name: str, ticks: int, env: dict, workdir: Path, node_params: dict |
         "node_p50_ms": node50, "node_p99_ms": node99,
         "robot_side_p50_ms": round(float(np.percentile(robot, 50)), 3),
         "deadline_misses": int(rollout.deadline_misses),
+        "ages_ms": [round(float(a), 3) for a in ages],  # per tick, in order (dropped from the printed JSON)
     }
 
 
@@ -131,9 +134,18 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, help="controller node's torch_threads parameter")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"],
                         help="controller node's precision parameter (CNN inference; issue 16)")
+    parser.add_argument("--inference-budget", type=float,
+                        help="controller node's inference_budget (admission check of a pushed policy, fraction of "
+                             "the period; default 0.8); above 1 to measure a policy the controller would refuse")
+    parser.add_argument("--ages-out", default="", help="write every tick's observation age (ms) per policy as JSON")
+    parser.add_argument("--max-consecutive-misses", type=int,
+                        help="controller node's max_consecutive_deadline_misses (default 5: a trial aborts after "
+                             "5 late commands in a row, as on a real robot; 0 = never, to measure a whole trial)")
     args = parser.parse_args()
     node_params = {k: v for k, v in (("executor", args.executor), ("torch_threads", args.torch_threads),
-                                     ("precision", args.precision)) if v is not None}
+                                     ("precision", args.precision), ("inference_budget", args.inference_budget),
+                                     ("max_consecutive_deadline_misses", args.max_consecutive_misses))
+                   if v is not None}
     from controller_rig import subprocess_env
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 60))
@@ -145,6 +157,12 @@ def main() -> None:
             r = run_one(name, args.ticks, env, Path(tmp), node_params)
             target = TARGET_P99_MS.get(name)
             r["target_p99_ms"] = target
+            if "rejected" in r:
+                r["meets_target"] = False if target is not None else None
+                results.append(r)
+                print(f"{name:7s} policy refused by the controller: {r['rejected']} | load {os.getloadavg()[0]:.1f}",
+                      flush=True)
+                continue
             every_tick_on_time = (not r["aborted"] and r["stamps_received"] == r["ticks"] == args.ticks
                                   and r["late_ticks"] == 0 and r["deadline_misses"] == 0)
             r["meets_target"] = None if target is None else bool(r["e2e_p99_ms"] <= target and every_tick_on_time)
@@ -154,6 +172,10 @@ def main() -> None:
                   f"late {r['late_ticks']} | in-node p50 {r['node_p50_ms']} ms p99 {r['node_p99_ms']} ms"
                   f" | robot-side p50 {r['robot_side_p50_ms']} ms | deadline misses {r['deadline_misses']}"
                   f" | load {os.getloadavg()[0]:.1f}", flush=True)
+    if args.ages_out:
+        Path(args.ages_out).write_text(json.dumps({r["policy"]: r.get("ages_ms", []) for r in results}))
+    for r in results:
+        r.pop("ages_ms", None)
     print(json.dumps({"benchmark": "controller_latency", "rate_hz": 20, "cpus": os.cpu_count(), **node_params,
                       "load_avg_1min_at_end": round(os.getloadavg()[0], 2), "results": results}))
 

@@ -68,10 +68,12 @@ class ControllerNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, p.feature_points_topic, LATEST_QOS)
         self.command_stamps_pub = self.create_publisher(TimeReference, p.command_stamps_topic, COMMAND_STAMPS_QOS)
         lockstep = p.trigger_mode == "observation"  # every state matters: reliable readers (qos.sensor_qos)
-        self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state,
-                                 sensor_qos(p.joint_states_queue_depth, lockstep), callback_group=control)
-        self.create_subscription(Image, p.image_topic, self._on_image, sensor_qos(p.image_queue_depth, lockstep),
-                                 callback_group=images, raw=True)
+        self._joint_sub = self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state,
+                                                   sensor_qos(p.joint_states_queue_depth, lockstep),
+                                                   callback_group=control)
+        self._image_sub = self.create_subscription(Image, p.image_topic, self._on_image,
+                                                   sensor_qos(p.image_queue_depth, lockstep), callback_group=images,
+                                                   raw=True)
         self.create_subscription(PoseStamped, p.target_pose_topic, self._on_target_pose, SENSOR_QOS,
                                  callback_group=control)
         self._kick = self.create_guard_condition(self._on_kick, callback_group=control)
@@ -121,23 +123,55 @@ class ControllerNode(Node):
         if self.core.rejections.reject(kind):
             self.get_logger().warning(f"rejected {kind} ({self.core.rejections.counts[kind]} so far): {reason}")
 
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _queued(self, sub, depth: int):
+        """The messages already waiting in ``sub``'s queue, oldest first (at most ``depth``, the queue's size:
+        a flood arriving faster than it is read cannot hold the control thread here). Observation trigger: a
+        robot that runs on while a tick was slow has queued newer observations; each supersedes the one in
+        hand, so the next command is computed from the newest. Ticking through the queue instead made every
+        later command as stale as the backlog (ages of seconds under CPU load; benchmarks/controller_latency.py).
+        A lockstep simulation has at most one state in flight, so nothing changes there."""
+        if self.core.p.trigger_mode != "observation":
+            return
+        for _ in range(depth):
+            with sub.handle:  # (rclpy's own executor and wait_for_message take messages this way)
+                taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            if taken is None:
+                return
+            yield taken[0]
+
+    def _store_joint_state(self, msg: JointState) -> float | None:
         rx = time.perf_counter()
         try:
             self.core.joint_state(msg.name, msg.position, msg.velocity, rx,
                                   msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
         except ValueError as exc:
-            return self._reject("joint_states", exc)
-        self._maybe_tick(rx)
+            self._reject("joint_states", exc)
+            return None
+        return rx
 
-    def _on_image(self, raw: bytes) -> None:
+    def _on_joint_state(self, msg: JointState) -> None:
+        rx = self._store_joint_state(msg)
+        for newer in self._queued(self._joint_sub, self.core.p.joint_states_queue_depth):
+            rx = self._store_joint_state(newer) or rx
+        if rx is not None:
+            self._maybe_tick(rx)
+
+    def _store_image(self, raw: bytes) -> float | None:
         rx = time.perf_counter()
         try:
             self.core.image(raw, rx)
         except Exception as exc:  # noqa: BLE001 - no image can take the control path down
-            return self._reject("images", exc)
-        self._kick_rx = rx  # the tick runs in the control group
-        self._kick.trigger()
+            self._reject("images", exc)
+            return None
+        return rx
+
+    def _on_image(self, raw: bytes) -> None:
+        rx = self._store_image(raw)
+        for newer in self._queued(self._image_sub, self.core.p.image_queue_depth):
+            rx = self._store_image(newer) or rx
+        if rx is not None:
+            self._kick_rx = rx  # the tick runs in the control group
+            self._kick.trigger()
 
     def _on_target_pose(self, msg: PoseStamped) -> None:
         try:

@@ -273,3 +273,50 @@ def test_timer_mode_runs_at_the_control_rate_and_releases_the_arm(rig, tmp_path)
     assert commands[-1] == [0.0] * 7  # released after the trial
     assert len(commands) == 31  # 30 steps, then the release
     assert abs(commands[0][4] - 2.0) < 0.5  # the bias pushed joint 4 (the robot starts at the PD set-point)
+
+
+def test_after_a_stall_the_next_command_is_computed_from_the_newest_observation(rig, tmp_path):
+    """Observation trigger against a robot that runs on: the controller is paused (SIGSTOP) for 0.6 s while
+    the robot keeps publishing at 20 Hz. The next command is computed from the newest joint state, not from
+    each of the ~12 that queued meanwhile (which would make a dozen commands 0.1-0.6 s stale)."""
+    params = _write_params(tmp_path / "controller.yaml", stale_timeout=2.0, horizon=60,
+                           max_consecutive_deadline_misses=0)
+    env = subprocess_env(domain_offset=151)  # a rig of its own
+    peers = Peers(env, params, robot_args=["--rate", "20"])
+    try:
+        code = (
+            "import sys, os, json, time, signal, rclpy\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from controller_rig import Trainer, pd_controller, lg_request\n"
+            "from gps_controller.qos import COMMAND_STAMPS_QOS\n"
+            "from gps_msgs.srv import RunTrial\n"
+            "from sensor_msgs.msg import TimeReference\n"
+            "rclpy.init(); t = Trainer(); got = []\n"
+            "t.node.create_subscription(TimeReference, 'gps/command_stamps', got.append, COMMAND_STAMPS_QOS)\n"
+            "assert t.call('set_linear_gaussian', lg_request(0, pd_controller(T=60))).success\n"
+            "fut = t.clients['run_trial'].call_async(RunTrial.Request(condition=0, policy_type='linear_gaussian',"
+            " horizon=60))\n"
+            "while len(got) < 20: rclpy.spin_once(t.node, timeout_sec=0.05)\n"
+            "os.kill(int(sys.argv[2]), signal.SIGSTOP); time.sleep(0.6); os.kill(int(sys.argv[2]), signal.SIGCONT)\n"
+            "rclpy.spin_until_future_complete(t.node, fut, timeout_sec=60); t.spin_for(0.5)\n"
+            "r = fut.result()\n"
+            "s = lambda x: x.sec + x.nanosec * 1e-9\n"
+            "print('RESULT', json.dumps({'success': r.success, 'steps': r.steps, 'message': r.message,"
+            " 'stamps': [[s(m.header.stamp), s(m.time_ref)] for m in got]}))\n"
+        )
+        here = os.path.dirname(os.path.abspath(__file__))
+        proc = subprocess.run([sys.executable, "-c", code, here, str(peers.controller.pid)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        result = json.loads(proc.stdout.split("RESULT", 1)[1])
+        assert peers.controller.poll() is None
+    finally:
+        peers.close()
+    assert result["success"] and result["steps"] == 60, result["message"]
+    published, observed = np.array(result["stamps"]).T
+    assert len(published) == 60
+    gaps = np.diff(observed)
+    assert gaps.max() > 0.5, "the pause skipped the observations that came meanwhile"
+    ages = published - observed
+    # one command (the first after the pause, computed from the first state taken) may be older than two periods
+    assert np.sum(ages > 0.1) <= 1, np.round(ages, 3)

@@ -454,6 +454,11 @@ class GaussianPolicy(nn.Module):
                 raise ValueError("this policy needs an image")
             self._check_image(image, ())
             img = images_to_tensor(image, self.device)
+            if self.inference_precision == "fp32":
+                # images_to_tensor's permute keeps the pixels in (H, W, C) memory order (a channels-last
+                # tensor); one fp32 tick on (C, H, W)-ordered memory took 18 % less time (240x240, one thread,
+                # AVX2 CPU; docs/benchmarks.md, controller latency). bf16 keeps the layout issue 16 measured.
+                img = img.contiguous()
         with self.inference_autocast():
             mean, points = self.forward(o.unsqueeze(0), img)
         u = mean[0].to(torch.float64).cpu().numpy()
