@@ -220,3 +220,20 @@ def test_bf16_actions_close_to_fp32(size):
     np.testing.assert_array_equal(p0, one_p[0])
     assert np.max(np.abs(u0 - ref_u[0])) < 3e-3 and np.max(np.abs(p0 - ref_p[0])) < 2e-3
     assert not np.array_equal(u0, ref_u[0])
+
+
+def test_fp32_act_is_predict_on_a_batch_of_one():
+    """act and predict feed the CNN the same layout ((C, H, W)-ordered pixels in fp32), so a tick equals a
+    batch of one bit for bit: the controller's torques are the trainer's linearization means."""
+    cfg = VisuomotorConfig(config_dim=32, action_dim=7, image_height=48, image_width=48, conv_filters=(8, 8, 8))
+    pol = make_visuomotor_policy(cfg, seed=2)
+    assert pol.set_inference_precision("fp32") == "fp32"
+    rng = np.random.default_rng(4)
+    imgs = rng.integers(0, 256, size=(3, 48, 48, 3), dtype=np.uint8)
+    obs = rng.normal(size=(3, 32))
+    for i in range(3):
+        u, p = pol.act(obs[i], imgs[i], return_features=True)
+        one_u, one_p = pol.predict(obs[i:i + 1], imgs[i:i + 1])
+        np.testing.assert_array_equal(u, one_u[0])
+        np.testing.assert_array_equal(p, one_p[0])
+    assert pol._inference_images(imgs[0], "fp32").is_contiguous()

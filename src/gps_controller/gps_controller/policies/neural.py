@@ -437,6 +437,14 @@ class GaussianPolicy(nn.Module):
         if shape != (*lead, *self.image_shape):
             raise ValueError(f"image must have shape {(*lead, *self.image_shape)}, got {shape}")
 
+    def _inference_images(self, images: Any, precision: str) -> torch.Tensor:
+        """uint8 images -> the float tensor act and predict feed the CNN (one layout for both, so act is
+        predict on a batch of one). images_to_tensor's permute keeps the pixels in (H, W, C) memory order
+        (a channels-last tensor); in fp32 a 240x240 tick on (C, H, W)-ordered memory took 18 % less time
+        (one thread, AVX2 CPU; docs/benchmarks.md, observation age). bf16 keeps the layout issue 16 measured."""
+        t = images_to_tensor(images, self.device)
+        return t.contiguous() if precision == "fp32" else t
+
     @torch.inference_mode()
     def act(self, obs_config: Any, image: Any = None, noise: Any = None, return_features: bool = False
             ) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
@@ -453,12 +461,7 @@ class GaussianPolicy(nn.Module):
             if image is None:
                 raise ValueError("this policy needs an image")
             self._check_image(image, ())
-            img = images_to_tensor(image, self.device)
-            if self.inference_precision == "fp32":
-                # images_to_tensor's permute keeps the pixels in (H, W, C) memory order (a channels-last
-                # tensor); one fp32 tick on (C, H, W)-ordered memory took 18 % less time (240x240, one thread,
-                # AVX2 CPU; docs/benchmarks.md, controller latency). bf16 keeps the layout issue 16 measured.
-                img = img.contiguous()
+            img = self._inference_images(image, self.inference_precision)
         with self.inference_autocast():
             mean, points = self.forward(o.unsqueeze(0), img)
         u = mean[0].to(torch.float64).cpu().numpy()
@@ -492,7 +495,7 @@ class GaussianPolicy(nn.Module):
         resolved = self._resolve(precision)
         for start in range(0, o.shape[0], batch_size):
             ob = torch.as_tensor(o[start:start + batch_size], device=self.device)
-            ib = None if imgs is None else images_to_tensor(imgs[start:start + batch_size], self.device)
+            ib = None if imgs is None else self._inference_images(imgs[start:start + batch_size], resolved)
             with autocast_context(resolved, self.device):
                 m, p = self.forward(ob, ib)
             means.append(m.to(torch.float64).cpu().numpy())
