@@ -22,7 +22,12 @@ where pi_lin is the global policy linearized around the samples. One iteration, 
 6. C-step         KL-constrained LQR against pi_lin (not the previous controller), all conditions at once
 7. S-step         precision-weighted regression of pi onto the new controllers' mean actions at the
                   samples (train_policy), inputs o only (instrumented training)
-8. advance        the new controllers sample the next iteration; the updated pi is the output
+8. advance        the new controllers sample the next iteration (with ``sample_on_policy``, from the second
+                  iteration on, the loop samples pi itself: Montgomery & Levine's on-policy variant); the
+                  updated pi is the output
+
+Options (issue 21): ``s_step_history`` > 1 trains each S-step on the latest iterations' samples with
+their own targets; every iteration reports :func:`drift_diagnostics`.
 """
 
 from __future__ import annotations
@@ -163,7 +168,8 @@ def drift_diagnostics(samplers: list[LinearGaussianPolicy], pol_lin: list[Linear
     """What tells MDGPS drift from progress (issue 21), per condition under this iteration's models:
 
     - ``expected_cost_{sampler,policy_lin,new}``: Laplace estimates (:func:`expected_cost`) of the
-      controller that sampled, the policy linearization and the C-step's output; the C-step improves on
+      previous local controller (the sampler, unless the loop sampled the policy), the policy
+      linearization and the C-step's output; the C-step improves on
       the policy when new < policy_lin, and drags the samplers with it when new > sampler;
     - ``kl_sampler_policy_lin``: sum_t KL(sampler || pi_lin) / T under the sampler's marginals: how far
       the policy is from the controllers it imitated (compare with ``kl_bound``, per step);
