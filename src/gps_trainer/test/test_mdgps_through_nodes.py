@@ -121,3 +121,54 @@ def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_pat
         same = np.isclose(r.actions, np.clip(mean, -lim, lim), atol=1e-4)
         assert np.all(r.actions[~same] == 0.0), "torques differ from the policy's beyond the joint-limit guard"
         assert same.mean() > 0.9, f"only {same.mean():.0%} of the torques are the policy's"
+
+
+def test_on_policy_mdgps_samples_the_pushed_policy_with_its_noise_through_the_controller(tmp_path, ros_env):
+    """``sample_on_policy`` through the nodes: iteration 1 samples the policy that iteration 0 trained, on the
+    controller (run_trial "neural" with noise), and the trainer learns from those rollouts."""
+    from gps_controller.policies.serialization import load_policy
+    from gps_trainer.storage import CheckpointStore, RolloutStore
+
+    experiment = _experiment(tmp_path, "mdgps")
+    raw = yaml.safe_load(experiment.read_text())
+    raw["algorithm"]["sample_on_policy"] = True
+    experiment.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    pids: list[int] = []
+    rclpy.init()
+    node = rclpy.create_node("mdgps_on_policy_client")
+    try:
+        up = subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "up",
+                             "--experiment", str(experiment),
+                             "--trainer-params", str(trainer_params_file(
+                                 tmp_path, overrides=[f"samples_per_condition={SAMPLES}"], fsync=False,
+                                 trial_timeout_s=60.0, service_wait_s=30.0))],
+                            cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=60)
+        pids = stack_pids(out)
+        assert up.returncode == 0, up.stderr
+        start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
+        res = call_service(node, start, StartIteration.Request(iterations=2), timeout=90.0)
+        assert res.accepted, res.message
+        wait_for_iterations(node, node.create_client(GetStatus, "/gps_trainer/get_status"), 2, 300.0, pids)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop_stack(ros_env, out, pids)
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["sampled"] for r in rows] == ["local_controllers", "global_policy"]
+    with RolloutStore(out, fsync=False) as store:
+        assert len(store.load(1, "linear_gaussian")) == 0
+        on_policy = [r for r in store.load(1, "neural") if r.sample_index < SAMPLES]
+    assert sorted((r.condition, r.sample_index) for r in on_policy) == \
+        [(m, i) for m in range(CONDITIONS) for i in range(SAMPLES)]
+    # the policy iteration 0 trained (its checkpoint) acted, with its own variance on the seeded noise
+    policy = load_policy(CheckpointStore(out).path(0) / "policy.safetensors")
+    std = np.sqrt(policy.variance())
+    lim = np.array([30.0, 30.0, 30.0, 30.0, 30.0, 10.0, 10.0])
+    for r in on_policy:
+        assert np.all(np.std(r.noise, axis=0) > 0.5)  # standard-normal draws, not zeros
+        mean, _ = policy.predict(r.observations)
+        # float32 batch vs one observation per tick: 1e-4 N m, as in the test above
+        same = np.isclose(r.actions, np.clip(mean + std * r.noise, -lim, lim), atol=1e-4)
+        assert np.all(r.actions[~same] == 0.0) and same.mean() > 0.9
