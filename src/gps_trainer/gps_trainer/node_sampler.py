@@ -301,6 +301,32 @@ class NodeSampler:
         if not self.clients[ns]["run_trial"].wait_for_service(timeout_sec=self.service_wait):
             raise SamplingError(f"robot {ns or '/'}: {'/' + ns if ns else ''}/gps_controller/run_trial not "
                                 f"available after {self.service_wait:.0f} s (is its controller running?)")
+        max_horizon = self._max_horizon(ns)
+        if max_horizon is not None and self.T + 1 > max_horizon:
+            raise SamplingError(f"robot {ns or '/'}: the experiment's trials run horizon + 1 = {self.T + 1} steps, "
+                                f"over the controller's max_horizon {max_horizon}: shorten the experiment's horizon "
+                                f"or raise the controller's max_horizon")
+
+    def _max_horizon(self, ns: str) -> int | None:
+        """The controller's ``max_horizon`` parameter (None when it cannot be read: the controller then
+        refuses a push or a trial that is too long itself, with its reason)."""
+        from rcl_interfaces.msg import ParameterType
+        from rcl_interfaces.srv import GetParameters
+
+        client = self.node.create_client(GetParameters, f"{'/' + ns if ns else ''}/gps_controller/get_parameters")
+        try:
+            if not client.wait_for_service(timeout_sec=min(self.service_wait, 5.0)):
+                return None
+            future = client.call_async(GetParameters.Request(names=["max_horizon"]))
+            deadline = time.monotonic() + 5.0
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            values = future.result().values if future.done() and future.result() is not None else []
+            if len(values) == 1 and values[0].type == ParameterType.PARAMETER_INTEGER:
+                return int(values[0].integer_value)
+            return None
+        finally:
+            self.node.destroy_client(client)
 
     def _call(self, ns: str, service: str, request: Any) -> Any:
         future = self.clients[ns][service].call_async(request)
