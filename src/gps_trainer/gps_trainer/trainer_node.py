@@ -74,8 +74,11 @@ SPECS = {
     "controller_namespaces": ("strs", _at_most(256), "one entry per robot; '' = the root namespace"),
     "overrides": ("strs", _at_most(1000), "key=value changes to the experiment (dotted keys, YAML values)"),
     "trial_timeout_s": ("float", num_range(0.1, 86400.0), "s, [0.1, 86400]: a trial may take up to a day"),
-    "service_wait_s": ("float", num_range(0.0, 3600.0), "s, [0, 3600]: how long to wait for a robot's services"),
-    "robot_failure_limit": ("int", num_range(1, 100), "[1, 100] failed trials in a row of a robot that answers"),
+    # a robot is probed every second: a window under 2 s would take a probe's round trip for silence
+    "service_wait_s": ("float", num_range(2.0, 3600.0),
+                       "s, [2, 3600]: how long a robot may answer nothing (services, trials, liveness probes)"),
+    "robot_failure_limit": ("int", num_range(1, 100),
+                            "[1, 100]: trials in a row its robot did not answer (service_wait_s each) fail the phase"),
     "record_images": ("bool", _any, "ask controllers for camera images"),
     "init_controllers": ("str", _any, "initial local controllers ('' = the experiment's)"),
     "pretrained_vision": ("str", _any, "pose-pretraining weights of the conv layers ('' = none)"),
