@@ -33,6 +33,9 @@ MAX_NOISE_SMOOTHING_STD = 1000.0
 MAX_CONTROLLER_HORIZON = 100_000
 #: LinearGaussianController.state_dim / action_dim.
 MAX_DIM = 4096
+#: StartIteration.iterations: at most this many per request (uint32 on the wire; `gps train` checks
+#: before sending, since a larger number would wrap).
+MAX_ITERATIONS_PER_REQUEST = 10_000
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -325,6 +328,6 @@ def check_run_trial_request(request, num_conditions: int, max_horizon: int) -> N
         raise MessageValidationError("horizon", f"{request.horizon} exceeds the maximum of {max_horizon} steps")
 
 
-def check_start_iteration_request(request, max_iterations: int = 10_000) -> None:
+def check_start_iteration_request(request, max_iterations: int = MAX_ITERATIONS_PER_REQUEST) -> None:
     if not 1 <= request.iterations <= max_iterations:
         raise MessageValidationError("iterations", f"must be between 1 and {max_iterations}, got {request.iterations}")

@@ -79,6 +79,10 @@ def test_unbounded_numbers_and_deep_json_get_error_responses_and_the_node_keeps_
     resp = trainer.call("set_policy_weights", SetPolicyWeights.Request(
         architecture=deep, weights=conv.to_uint8_array(weights), sha256=hashlib.sha256(weights).hexdigest()))
     assert not resp.success and "nested 100000 deep" in resp.message and resp.num_parameters == 0
+    huge = '{"format": "gps-ros2-policy", "version": ' + "1" * 5000 + "}"  # Python's int() refuses to read it
+    resp = trainer.call("set_policy_weights", SetPolicyWeights.Request(
+        architecture=huge, weights=conv.to_uint8_array(weights), sha256=hashlib.sha256(weights).hexdigest()))
+    assert not resp.success and "an integer of 5000 digits, over the 19-digit limit" in resp.message, resp.message
     # Still healthy: a valid push with smoothing and a noisy trial.
     msg = conv.linear_gaussian_to_msg(pd_controller(T=20))
     msg.noise_smoothing_std = 2.0

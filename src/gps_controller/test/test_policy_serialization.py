@@ -168,6 +168,21 @@ def test_rejects_bad_json_sizes_and_nonfinite(cnn_policy):
         deserialize_policy(arch, "text", sha)
 
 
+@pytest.mark.parametrize("path", [("version",), ("net", "fc_hidden", 1), ("num_parameters",)])
+def test_a_huge_integer_anywhere_in_the_architecture_gets_the_labelled_error(cnn_policy, path):
+    """An integer of 5000 digits is beyond what Python's int() reads: json.loads raised a plain ValueError
+    past the parser's labelled errors."""
+    arch, weights, sha = serialize_policy(cnn_policy)
+    a = json.loads(arch)
+    node = a
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "HUGE"
+    text = json.dumps(a).replace('"HUGE"', "1" * 5000)
+    with pytest.raises(PolicyFormatError, match="an integer of 5000 digits, over the 19-digit limit"):
+        deserialize_policy(text, weights, sha)
+
+
 def test_safetensors_header_length_that_looks_like_a_pickle_opcode_is_not_rejected():
     """A header of 0x0580 bytes starts the file with 0x80 0x05 (the pickle-5 opcode bytes)."""
     from gps_controller.policies.serialization import _looks_pickled

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from gps_core import safe_yaml
 from gps_core.layout import ee_points, mean_ee_distance, quat_wxyz_to_matrix
 
 # train: the GPS training positions (the trainer's resets, never perturbed). The evaluation sets
@@ -282,8 +282,7 @@ def load_task(name_or_path: str | os.PathLike) -> TaskConfig:
         p = tasks_dir() / f"{name_or_path}.yaml"
     if not p.exists():
         raise FileNotFoundError(f"task {name_or_path!r} not found (looked for {p})")
-    with open(p) as f:
-        data = yaml.safe_load(f)
+    data = safe_yaml.load(p.read_text(), str(p))
     return _parse(resolve_extends(data, str(p)), str(p))
 
 
@@ -314,8 +313,7 @@ def resolve_extends(data: Any, path: str | None, _depth: int = 0) -> dict[str, A
     base_path = tasks_dir() / f"{base_name}.yaml"
     if not base_path.exists():
         raise ValueError(f"{where}: extends: task {base_name!r} not found (looked for {base_path})")
-    with open(base_path) as f:
-        base = resolve_extends(yaml.safe_load(f), str(base_path), _depth + 1)
+    base = resolve_extends(safe_yaml.load(base_path.read_text(), str(base_path)), str(base_path), _depth + 1)
     merged = {**base, "scene": base.get("scene", base.get("name"))}
     for key, value in data.items():
         if key == "extends":

@@ -22,6 +22,11 @@ from gps_sim.scenes import (
     draws_random_scene,
 )
 
+#: A continuous joint's angle is accepted within one turn either way (a reset beyond means nothing new
+#: physically and only inflates the state the controllers see).
+CONTINUOUS_JOINT_RANGE = 2 * np.pi
+#: rad: a configuration read back from the simulation may sit this far past a (soft) limit.
+JOINT_LIMIT_TOLERANCE = 1e-6
 JOINT_NAMES = (
     "r_shoulder_pan_joint",
     "r_shoulder_lift_joint",
@@ -189,6 +194,21 @@ class ArmSim:
             size[: len(sz)] = sz
             self.model.geom_size[g] = size
             self.model.geom_rgba[g] = d.get("rgba", [0.1, 0.6, 0.2, 1.0])
+
+    def joint_position_problem(self, q: np.ndarray) -> str:
+        """'' when ``q`` (7 joint angles) is a configuration the arm can be put in: every limited joint
+        within its limits, every continuous joint within one turn either way (``CONTINUOUS_JOINT_RANGE``);
+        else what is wrong, naming the joint."""
+        q = np.asarray(q, dtype=float).reshape(-1)
+        if q.shape != (7,):
+            return f"expected 7 joint angles, got {q.size}"
+        for i, name in enumerate(self.joint_names):
+            if not np.isfinite(q[i]):
+                return f"{name}: {q[i]} is not a finite angle (NaN or Inf)"
+            lo, hi = self.joint_limits[i] if self.joint_limited[i] else (-CONTINUOUS_JOINT_RANGE, CONTINUOUS_JOINT_RANGE)
+            if not lo - JOINT_LIMIT_TOLERANCE <= q[i] <= hi + JOINT_LIMIT_TOLERANCE:
+                return f"{name}: {q[i]:g} rad is outside the joint's range [{lo:g}, {hi:g}]"
+        return ""
 
     def set_joint_state(self, q: np.ndarray, qd: np.ndarray | None = None) -> None:
         q = np.asarray(q, dtype=float).reshape(-1)

@@ -23,6 +23,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -30,7 +31,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, UInt64
 
 from gps_core.logging_bridge import install_ros_logging
-from gps_core.tasks import CONDITION_SETS, repo_root
+from gps_core.node_params import ParameterError, check_value, nonempty, num_range, one_of, param_sources
+from gps_core.tasks import CONDITION_SETS, load_task, repo_root
 from gps_core.wire import array_to_pose, image_to_msg
 from gps_msgs.srv import ResetCondition
 from gps_sim.arm_sim import ArmSim
@@ -41,6 +43,8 @@ COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=
                          durability=DurabilityPolicy.VOLATILE)
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: A reset's target_pose must lie within this distance of the robot's base (m): the arm reaches about 1 m.
+MAX_TARGET_DISTANCE = 10.0
 
 
 def _stamp(seconds: float) -> Time:
@@ -48,32 +52,46 @@ def _stamp(seconds: float) -> Time:
     return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
 
 
+#: name -> (kind, check, description): the node's typed parameters (config/sim.yaml documents them).
+SPECS = {
+    "task": ("str", nonempty, "config/tasks/<task>.yaml, or a path to a task YAML"),
+    "mode": ("str", one_of("lockstep", "realtime"), "lockstep | realtime"),
+    "image_size": ("int", num_range(8, 2048), "square camera images, px [8, 2048]"),
+    "publish_images": ("bool", lambda v: "", "publish camera images (run time)"),
+    "gravity": ("bool", lambda v: "", "gravity on the arm"),
+    "seed": ("int", num_range(0, 2**32 - 1), "seed of the start-up reset, [0, 2^32 - 1]"),
+    "condition": ("int", num_range(0, 1_000_000), "condition at start-up (of condition_set)"),
+    "condition_set": ("str", one_of(*CONDITION_SETS), " | ".join(CONDITION_SETS)),
+    "publish_clock": ("bool", lambda v: "", "publish the sim's clock"),
+    "frame_id": ("str", nonempty, "frame of joint states and the target pose"),
+    "camera_frame_id": ("str", nonempty, "frame of the camera images"),
+}
+DEFAULTS = {"task": "reach", "mode": "lockstep", "image_size": 64, "publish_images": True, "gravity": False,
+            "seed": 0, "condition": 0, "condition_set": "train", "publish_clock": True, "frame_id": "base_link",
+            "camera_frame_id": "head_mount_kinect_rgb_optical_frame"}
+#: What ``ros2 param set`` may change (applied at once); the rest shape the simulation or its topics and
+#: are declared read-only, so a set is refused with a reason instead of reporting success and doing nothing.
+RUNTIME = frozenset({"publish_images"})
+#: Parameters every rclpy node may carry; not the sim's to check.
+ROS_BUILTIN = frozenset({"use_sim_time", "start_type_description_service"})
+
+
 class SimNode(Node):
-    def __init__(self, **kwargs):
+    def __init__(self, argv: list[str] | None = None, **kwargs):
         super().__init__("gps_sim", **kwargs)
-        self.declare_parameter("task", "reach")
-        self.declare_parameter("mode", "lockstep")
-        self.declare_parameter("image_size", 64)
-        self.declare_parameter("publish_images", True)
-        self.declare_parameter("gravity", False)
-        self.declare_parameter("seed", 0)
-        self.declare_parameter("condition", 0)
-        self.declare_parameter("condition_set", "train")
-        self.declare_parameter("publish_clock", True)
-        self.declare_parameter("frame_id", "base_link")
-        self.declare_parameter("camera_frame_id", "head_mount_kinect_rgb_optical_frame")
-        p = {n: self.get_parameter(n).value for n in (
-            "task", "mode", "image_size", "publish_images", "gravity", "seed", "condition", "condition_set",
-            "publish_clock", "frame_id", "camera_frame_id")}
-        if p["mode"] not in ("lockstep", "realtime"):
-            raise ValueError(f"mode must be 'lockstep' or 'realtime', got {p['mode']!r}")
+        p = self._declare_parameters(list(sys.argv if argv is None else argv))
         self.mode = p["mode"]
-        self.publish_images = bool(p["publish_images"])
-        self.publish_clock = bool(p["publish_clock"])
+        self.publish_images = p["publish_images"]
+        self.publish_clock = p["publish_clock"]
         self.frame_id, self.camera_frame_id = p["frame_id"], p["camera_frame_id"]
-        self.sim = ArmSim(p["task"], image_size=int(p["image_size"]), render_images=False,
-                          gravity=bool(p["gravity"]))
-        self.sim.reset(int(p["condition"]), seed=int(p["seed"]), condition_set=p["condition_set"])
+        self.sim = ArmSim(p["task"], image_size=p["image_size"], render_images=False, gravity=p["gravity"])
+        n = self.sim.num_conditions(p["condition_set"])
+        if p["condition"] >= n:
+            raise ParameterError(f"{self._sources.get('condition', 'default')}: condition: set "
+                                 f"{p['condition_set']!r} of task {p['task']!r} has {n} conditions, "
+                                 f"got {p['condition']}")
+        self.sim.reset(p["condition"], seed=p["seed"], condition_set=p["condition_set"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.command = np.zeros(self.sim.dU)
         self.rejected_commands = 0
         self.steps = 0
@@ -98,6 +116,37 @@ class SimNode(Node):
         self.get_logger().info(
             f"gps_sim: task {self.sim.task.name}, {self.mode}, images {self.publish_images} "
             f"({self.sim.image_size}px), gravity {self.sim.gravity}")
+
+    def _declare_parameters(self, argv: list[str]) -> dict:
+        """The typed parameters; an unknown key (a typo must not fall back to a default), a bad value or
+        a task that does not load raises ParameterError naming where it came from, the key and the value."""
+        self._sources = sources = param_sources(argv, self.get_name())
+        for name in sorted(set(self._parameter_overrides) - set(SPECS) - ROS_BUILTIN):
+            raise ParameterError(f"{sources.get(name, 'parameters')}: unknown parameter {name!r} "
+                                 f"(value {self._parameter_overrides[name].value!r}); known: {sorted(SPECS)}")
+        values = {}
+        for name, (_, _, description) in SPECS.items():
+            fixed = name not in RUNTIME
+            descriptor = ParameterDescriptor(description=description + ("" if fixed else " (run time)"),
+                                             read_only=fixed, dynamic_typing=True)
+            value = self.declare_parameter(name, DEFAULTS[name], descriptor).value
+            values[name] = check_value(SPECS, name, value, sources.get(name, "default"))
+        try:
+            load_task(values["task"])
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ParameterError(f"{sources.get('task', 'default')}: task: does not load ({exc}), "
+                                 f"got {values['task']!r}") from None
+        return values
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Run-time changes (read-only ones never get here: rclpy refuses them with their name)."""
+        try:
+            typed = {x.name: check_value(SPECS, x.name, x.value) for x in params if x.name not in ROS_BUILTIN}
+        except ParameterError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if "publish_images" in typed:
+            self.publish_images = typed["publish_images"]
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ messages
     def _make_camera_info(self) -> CameraInfo:
@@ -177,14 +226,18 @@ class SimNode(Node):
             q = np.asarray(request.joint_positions, dtype=float)
             if q.shape != (self.sim.dU,):
                 return False, f"joint_positions: expected {self.sim.dU} values, got {q.size}"
-            if not np.all(np.isfinite(q)):
-                return False, "joint_positions contains NaN or Inf"
+            problem = self.sim.joint_position_problem(q)
+            if problem:
+                return False, f"joint_positions: {problem}"
             pose = None
             if request.set_target_pose:
                 pp, qq = request.target_pose.position, request.target_pose.orientation
                 pose = np.array([pp.x, pp.y, pp.z, qq.w, qq.x, qq.y, qq.z])
                 if not np.all(np.isfinite(pose)):
                     return False, "target_pose contains NaN or Inf"
+                if np.linalg.norm(pose[:3]) > MAX_TARGET_DISTANCE:
+                    return False, (f"target_pose: position {pose[:3].tolist()} is more than "
+                                   f"{MAX_TARGET_DISTANCE:g} m from the robot's base")
                 if np.linalg.norm(pose[3:]) < 1e-9:
                     return False, "target_pose orientation quaternion is zero"
             self.sim.set_joint_state(q)
@@ -207,11 +260,15 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
     try:
-        node = SimNode()
+        node = SimNode(args)
         install_ros_logging(node)
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except ParameterError as exc:  # configuration: one clear line, no traceback
+        print(f"[gps_sim] invalid configuration: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        raise SystemExit(2) from None
     finally:
         if node is not None:
             node.sim.close()

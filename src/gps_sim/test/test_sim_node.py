@@ -12,6 +12,9 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from geometry_msgs.msg import Point, Pose, Quaternion  # noqa: E402
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, UInt64  # noqa: E402
@@ -150,6 +153,11 @@ def test_reset_service_validation(sim_process):
         (dict(condition=-1, joint_positions=[0.0] * 3), "expected 7"),
         (dict(condition=-1, joint_positions=[float("nan")] * 7), "NaN"),
         (dict(condition=-5), "unknown condition"),
+        (dict(condition=-1, joint_positions=[1e6] * 7), "r_shoulder_pan_joint: 1e+06 rad is outside the joint's range"),
+        (dict(condition=-1, joint_positions=[-0.5, -0.1, -1.6, -1.7, 100.0, -1.3, -2.0]),
+         "r_forearm_roll_joint: 100 rad is outside"),
+        (dict(condition=-1, joint_positions=[-0.5, -0.1, -1.6, -1.7, -1.8, -1.3, -2.0], set_target_pose=True,
+              target_pose=Pose(position=Point(x=1e6), orientation=Quaternion(w=1.0))), "more than 10 m"),
     ]:
         res = probe.reset(**fields)
         assert not res.success and word in res.message, (fields, res.message)
@@ -160,3 +168,63 @@ def test_reset_service_validation(sim_process):
     res = probe.reset(condition=0, condition_set="visual_test", seed=3)
     assert res.success
     assert proc.poll() is None
+
+
+def _set_parameter(probe, name: str, value: ParameterValue):
+    client = probe.node.create_client(SetParameters, "gps_sim/set_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=10.0)
+        fut = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
+        assert probe.wait_for(fut.done, 10.0), "set_parameters did not answer"
+        return fut.result().results[0]
+    finally:
+        probe.node.destroy_client(client)
+
+
+def test_parameters_not_applied_at_run_time_are_refused_with_a_reason(sim_process):
+    """`ros2 param set /gps_sim gravity true` used to report success and change nothing: a parameter the
+    node reads only at start-up is read-only (refused, named); a run-time one is checked and applied."""
+    proc, probe, log = sim_process
+    true = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True)
+    for name, value in (("gravity", true), ("image_size", ParameterValue(type=ParameterType.PARAMETER_INTEGER,
+                                                                          integer_value=-5))):
+        res = _set_parameter(probe, name, value)
+        assert not res.successful and name in res.reason and "read-only" in res.reason, res.reason
+    res = _set_parameter(probe, "publish_images", ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                                 string_value="no"))
+    assert not res.successful and "publish_images: must be a boolean, got 'no'" in res.reason, res.reason
+    off = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False)
+    try:
+        assert _set_parameter(probe, "publish_images", off).successful
+        n_js, n_img = len(probe.joint_states), len(probe.images)
+        probe.cmd_pub.publish(Float64MultiArray(data=[0.0] * 7))
+        assert probe.wait_for(lambda: len(probe.joint_states) > n_js, 10.0)
+        probe.wait_for(lambda: False, 0.3)
+        assert len(probe.images) == n_img  # applied: the step published its state, no image
+    finally:
+        assert _set_parameter(probe, "publish_images", true).successful
+    assert probe.reset(condition=0).success and proc.poll() is None  # the node keeps answering
+
+
+@pytest.mark.parametrize("arg, words", [
+    ("image_size:=-5", "-p image_size:=-5: image_size: must be >= 8 and <= 2048, got -5"),
+    ("seed:=-1", "seed: must be >= 0 and <= 4294967295, got -1"),
+    ("condition:=99", "condition: set 'train' of task 'reach' has 4 conditions, got 99"),
+    ("gravty:=true", "unknown parameter 'gravty' (value True)"),
+])
+def test_bad_start_up_parameters_stop_the_node_naming_the_key_and_value(arg, words):
+    res = subprocess.run([sys.executable, "-m", "gps_sim.sim_node", "--ros-args", "-p", arg],
+                         env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert words in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def test_the_shipped_parameter_file_names_every_parameter_with_its_default():
+    import yaml
+
+    from gps_core.tasks import repo_root
+    from gps_sim.sim_node import DEFAULTS, SPECS
+
+    values = yaml.safe_load((repo_root() / "config" / "sim.yaml").read_text())["/**/gps_sim"]["ros__parameters"]
+    assert set(values) == set(SPECS) == set(DEFAULTS)
+    assert values == DEFAULTS

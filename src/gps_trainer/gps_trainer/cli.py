@@ -288,9 +288,13 @@ def train(iterations: int, timeout: float, quiet: bool = False, label: str = "tr
     """start_iteration, then the trainer's status as progress (gps_core.progress: a live line on a
     terminal; in a log or pipe a line per phase and at most every GPS_PROGRESS_INTERVAL s between) until
     ``iterations`` more are done. The ETA counts whole iterations."""
+    from gps_controller.conversions import MAX_ITERATIONS_PER_REQUEST
     from gps_core.progress import Progress
     from gps_msgs.srv import StartIteration
 
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or \
+            not 1 <= iterations <= MAX_ITERATIONS_PER_REQUEST:  # a uint32 field: a larger number would wrap
+        raise ValueError(f"iterations: must be between 1 and {MAX_ITERATIONS_PER_REQUEST}, got {iterations!r}")
     cli = _Client()
     progress = None
     try:
@@ -478,57 +482,68 @@ def cmd_report(a) -> int:
     return 0
 
 
+#: `gps up --robots`: robots of one stack on this machine (each a sim, a controller and a TF publisher).
+MAX_ROBOTS = 64
+#: trials per condition set of an evaluation.
+MAX_TRIALS = 100_000
+
+
 def main(argv=None) -> int:
+    from gps_controller.conversions import MAX_ITERATIONS_PER_REQUEST
+    from gps_trainer.config_schema import MAX_SEED, arg_float, arg_int
+
+    # start_iteration's field is a uint32: a larger number would wrap on the wire, so it is refused here
+    iterations = arg_int(1, MAX_ITERATIONS_PER_REQUEST, "the trainer's limit per start_iteration")
     ap = argparse.ArgumentParser(prog="gps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output-dir", default="runs/reach")
-    ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a service")
+    ap.add_argument("--timeout", type=arg_float(0.1, 86400.0), default=30.0, help="seconds to wait for a service")
     sub = ap.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start sim + controller + tf (per robot) + trainer, as launch/sim.launch.py")
     demo = sub.add_parser("demo", help="up, train, report, down")
     for p in (up, demo):
-        p.add_argument("--robots", type=int, default=1)
+        p.add_argument("--robots", type=arg_int(1, MAX_ROBOTS), default=1)
         p.add_argument("--experiment", default="")
         p.add_argument("--sim-params", default="config/sim.yaml")
         p.add_argument("--controller-params", default="config/controller.yaml")
         p.add_argument("--trainer-params", default="config/trainer.yaml")
         p.add_argument("--pretrained-vision", default="", help="pose-pretraining vision.safetensors (GPS)")
-    up.add_argument("--wait-timeout", type=float, default=45.0,
+    up.add_argument("--wait-timeout", type=arg_float(0.0, 3600.0), default=45.0,
                     help="seconds to wait until every node answers (0: do not wait); non-zero exit otherwise")
     up.add_argument("--wall-time", action="store_true",
                     help="controllers on the system clock instead of their sim's clock (the launch's use_sim_time:=false)")
     up.add_argument("--init-controllers", default="",
                     help="GPS: start from these local controllers (.npz, checkpoint or trajectory-only output dir)")
-    demo.add_argument("--iterations", type=int, default=5, help="trajectory-only iterations (phase 1)")
+    demo.add_argument("--iterations", type=iterations, default=5, help="trajectory-only iterations (phase 1)")
     demo.add_argument("--gps-experiment", default=DEMO_GPS_EXPERIMENT, help="phase 2 experiment")
-    demo.add_argument("--gps-iterations", type=int, default=5, help="MDGPS iterations (phase 2)")
-    demo.add_argument("--demo-trials", type=int, default=12,
+    demo.add_argument("--gps-iterations", type=iterations, default=5, help="MDGPS iterations (phase 2)")
+    demo.add_argument("--demo-trials", type=arg_int(1, MAX_TRIALS), default=12,
                       help="trials per condition set of the closing evaluation (training / new positions)")
-    demo.add_argument("--vision-iterations", type=int, default=600,
+    demo.add_argument("--vision-iterations", type=arg_int(0, 10_000_000), default=600,
                       help="pose-pretraining steps of the conv layers (phase 0; 0 = none)")
     tr = sub.add_parser("train", help="run iterations with a live progress bar")
-    tr.add_argument("--iterations", type=int, default=1)
+    tr.add_argument("--iterations", type=iterations, default=1)
     sub.add_parser("status", help="print the trainer status")
     sub.add_parser("down", help="stop the processes `gps up` started")
     ev = sub.add_parser("eval", help="success rates of a policy on the training / spatial / visual test conditions")
     ev.add_argument("--policy", required=True, help="policy.safetensors")
     ev.add_argument("--task", default="reach")
-    ev.add_argument("--trials", type=int, default=None,
+    ev.add_argument("--trials", type=arg_int(1, MAX_TRIALS), default=None,
                     help="trials per condition set (default: the task's per set, e.g. 27 / 36 / 40)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=arg_int(0, MAX_SEED, "32 bits"), default=0)
     ev.add_argument("--sets", nargs="+", default=["train_perturbed", "spatial_test", "visual_test"],
                     help="condition sets (Table I's by default; validation visual_validation train_validation "
                          "for development)")
     ev.add_argument("--ablation", default=None, choices=["blank", "swap"],
                     help="vision ablation: the policy sees a black image or another condition's image")
-    ev.add_argument("--image-size", type=int, default=None, help="default: the policy's input size")
+    ev.add_argument("--image-size", type=arg_int(8, 1024), default=None, help="default: the policy's input size")
     ev.add_argument("--policy-obs", default="auto", choices=["auto", "state", "observation"])
     ev.add_argument("--method", default="", help="label for the report (end_to_end, pose_features, ...)")
     ev.add_argument("--out", default="", help="JSON path (default: eval.json next to the policy)")
-    ev.add_argument("--threads", type=int, default=1)
+    ev.add_argument("--threads", type=arg_int(1, 256), default=1)
     ev.add_argument("--through-nodes", action="store_true",
                     help="run the trials through the running stack (`gps up` first): controller + lockstep sim")
     ev.add_argument("--namespace", default="", help="--through-nodes: the controller's namespace (robot1, ...)")
-    ev.add_argument("--joint-limit-guard", type=float, default=None, metavar="MARGIN",
+    ev.add_argument("--joint-limit-guard", type=arg_float(0.0, 1.0), default=None, metavar="MARGIN",
                     help="simulation API: also zero torque pushing a joint into its limit within MARGIN rad, as "
                          "the controller does (0.05 = config/controller.yaml; the same numbers as --through-nodes)")
     rep = sub.add_parser("report", help="write docs/results.md (tables, plots, GIF, reproduction)")

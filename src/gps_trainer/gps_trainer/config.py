@@ -21,19 +21,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from gps_controller.conversions import MAX_ITERATIONS_PER_REQUEST
 from gps_controller.policies.neural import MLPConfig, VisuomotorConfig
+from gps_controller.policies.serialization import NetSizeError, check_net
+from gps_core import safe_yaml
+from gps_core.safe_yaml import YAMLValueError
 from gps_core.samples import POLICY_OBS
 from gps_core.tasks import load_task
 from gps_trainer.config_schema import (
+    MAX_SEED,
     Checked,
     ConfigError,
+    from_yaml_error,
     invalid,
     load_yaml,
     ranged,
@@ -65,6 +69,14 @@ __all__ = [
 ]
 
 ALGORITHMS = ("traj_opt", "mdgps", "badmm")
+
+# Upper bounds of the counts (every integer key has one; seeds: MAX_SEED, 32 bits):
+#: GPS iterations of one run, and of one start_iteration request (the paper's runs take 10 to 20).
+MAX_ITERATIONS = MAX_ITERATIONS_PER_REQUEST
+#: samples per condition and rollouts kept per condition (the paper takes 5; each is a stored rollout).
+MAX_SAMPLES = 1000
+#: time steps per trial: a trial runs horizon + 1 steps, and a controller's max_horizon is at most 100000.
+MAX_HORIZON = 99_999
 POLICY_TYPES = ("mlp", "visuomotor_cnn")
 
 
@@ -72,9 +84,9 @@ POLICY_TYPES = ("mlp", "visuomotor_cnn")
 class GMMPriorConfig(Checked):
     """Mixture prior over (x_t, u_t, x_t+1) (gps_trainer.dynamics.GMMPrior)."""
 
-    max_clusters: int = ranged(20, ge=1)
-    min_samples_per_cluster: int = ranged(40, ge=1)
-    max_samples: int = ranged(20, ge=1)  # most recent rollouts kept per condition
+    max_clusters: int = ranged(20, ge=1, le=1000)
+    min_samples_per_cluster: int = ranged(40, ge=1, le=100_000)
+    max_samples: int = ranged(20, ge=1, le=MAX_SAMPLES)  # most recent rollouts kept per condition
     strength: float = ranged(1.0, gt=0.0)
 
 
@@ -98,7 +110,7 @@ class TrajOptConfig(Checked):
     min_eta: float = ranged(1e-8, gt=0.0)
     max_eta: float = ranged(1e16, gt=0.0)
     del0: float = ranged(1e-4, gt=0.0)  # first eta increment on a non-PD Q_uu
-    max_eta_iterations: int = ranged(50, ge=1)
+    max_eta_iterations: int = ranged(50, ge=1, le=10_000)
     kl_tolerance: float = ranged(0.1, gt=0.0, le=1.0)  # accept |KL - target| < kl_tolerance * target
 
     def _check(self) -> None:
@@ -201,7 +213,7 @@ class MDGPSConfig(TrajOptOnlyConfig):
     s_step_history: int = ranged(1, ge=1, le=50)
     pretrained_vision: str | None = None
     init_controllers_file: str | None = None
-    policy_seed: int = ranged(0, ge=0)
+    policy_seed: int = ranged(0, ge=0, le=MAX_SEED)
 
     def _check(self) -> None:
         super()._check()
@@ -238,7 +250,12 @@ def _check_policy_spec(spec: dict[str, Any]) -> None:
     for d in dims:  # they come from the task
         if d in net:
             raise invalid(f"policy.net.{d}", net[d], "set by the task, not the config")
-    typed_from_dict(cls, {**net, **{d: 1 for d in dims}}, where="policy.net")
+    sizes = typed_from_dict(cls, {**net, **{d: 1 for d in dims}}, where="policy.net")
+    try:  # the limits a controller applies to a pushed policy: a config cannot ask for a network none accepts
+        check_net(kind, sizes.to_dict())
+    except NetSizeError as e:
+        key = f"policy.net.{e.key}" if e.key else "policy.net"
+        raise invalid(key, net.get(e.key) if e.key else net, str(e)) from None
 
 
 @dataclass
@@ -257,7 +274,7 @@ class BADMMConfig(MDGPSConfig):
     """
 
     type: Literal["badmm"] = "badmm"  # type: ignore[assignment]
-    inner_iterations: int = ranged(4, ge=1)
+    inner_iterations: int = ranged(4, ge=1, le=100)
     init_pol_wt: float = ranged(0.01, gt=0.0)
     policy_dual_rate: float = ranged(0.1, ge=0.0)
     policy_dual_rate_covar: float = ranged(0.0, ge=0.0)
@@ -285,11 +302,11 @@ class ExperimentConfig(Checked):
 
     name: str = "experiment"
     task: str = "reach"
-    conditions: int = ranged(4, ge=1)
-    samples_per_condition: int = ranged(5, ge=1)
-    iterations: int = ranged(10, ge=1)
-    seed: int = ranged(0, ge=0)
-    horizon: int | None = ranged(None, ge=0, le=100_000)  # the controllers' max_horizon bound (params.py)
+    conditions: int = ranged(4, ge=1, le=1000)  # at most the task's
+    samples_per_condition: int = ranged(5, ge=1, le=MAX_SAMPLES)
+    iterations: int = ranged(10, ge=1, le=MAX_ITERATIONS)
+    seed: int = ranged(0, ge=0, le=MAX_SEED)
+    horizon: int | None = ranged(None, ge=0, le=MAX_HORIZON)
     image_size: int = ranged(64, ge=8, le=1024)
     algorithm: AlgorithmConfig = field(default_factory=TrajOptOnlyConfig)
 
@@ -356,9 +373,11 @@ def experiment_from_dict(raw: Mapping[str, Any] | None, source: str = "<dict>") 
     return typed_from_dict(ExperimentConfig, copy.deepcopy(dict(raw)), source=source)
 
 
-def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """Read an experiment YAML; ``overrides`` (dotted keys -> values, see :func:`parse_overrides`) are
-    applied to the raw YAML first. Raises :class:`ConfigError` naming the file, the key and the value."""
+def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None,
+                    overrides_source: str = "") -> ExperimentConfig:
+    """Read an experiment YAML; ``overrides`` (dotted keys -> values, see :func:`parse_overrides`; given
+    in ``overrides_source``, a file or the command line) are applied to the raw YAML first. Raises
+    :class:`ConfigError` naming the file, the key and the value."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -374,7 +393,8 @@ def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None
         return experiment_from_dict(raw, str(path))
     except ConfigError as e:
         by_override = bool(e.key) and any(_under(e.key, k) or _under(k, e.key) for k in map(_indexed, overrides or {}))
-        raise e.within(str(path), note="set by an override" if by_override else "") from None
+        note = f"set by an override{f' in {overrides_source}' if overrides_source else ''}" if by_override else ""
+        raise e.within(str(path), note=note) from None
 
 
 def _indexed(override_key: str) -> str:
@@ -392,12 +412,24 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return to_plain(cfg)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Command-line ``key=value`` overrides (dotted keys kept as they are; values parsed as YAML)."""
+def parse_overrides(items: Sequence[Any], source: str = "overrides") -> dict[str, Any]:
+    """Command-line or parameter ``key=value`` overrides (dotted keys kept as they are; values parsed as
+    YAML by gps_core.safe_yaml). A ConfigError names ``source``, the override and its value: an item
+    that is not a ``key=value`` string, a key given twice, a value that is not plain YAML data."""
     out: dict[str, Any] = {}
-    for item in items:
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise ConfigError("", "expected a list of key=value strings", items, source=source)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ConfigError(f"[{i}]", "expected a key=value string", item, source=source)
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value")
-        out[key] = yaml.safe_load(value)
+            raise ConfigError(f"[{i}]", "override is not key=value", item, source=source)
+        if key in out:
+            raise ConfigError(key, "override given twice", item, source=source)
+        try:
+            out[key] = safe_yaml.load_value(value, key, source)
+        except YAMLValueError as e:
+            raise from_yaml_error(e).within(note="set by an override") from None
     return out

@@ -23,9 +23,19 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import yaml
+from gps_core import safe_yaml
+from gps_core.safe_yaml import YAMLValueError
 
-__all__ = ["Checked", "ConfigError", "load_yaml", "typed_from_dict", "ranged", "invalid", "check_fields", "to_plain"]
+__all__ = ["Checked", "ConfigError", "MAX_BATCH", "MAX_SEED", "MAX_STEPS", "arg_float", "arg_int", "from_yaml_error", "load_yaml", "typed_from_dict", "ranged", "invalid", "check_fields",
+           "to_plain"]
+
+#: Every seed of a config: 32 bits, what every generator it reaches takes (numpy, torch, the trial seeds'
+#: hash) and what a seed parameter of the nodes carries.
+MAX_SEED = 2**32 - 1
+#: Optimizer steps of one training call (S-step, pose pretraining); 1e7 is days of CPU time.
+MAX_STEPS = 10_000_000
+#: Minibatch and evaluation batch sizes.
+MAX_BATCH = 100_000
 
 _NO_VALUE = object()
 
@@ -72,26 +82,18 @@ def invalid(key: str, value: Any, reason: str) -> ConfigError:
     return ConfigError(key, reason, value)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+def from_yaml_error(exc: YAMLValueError, source: str | None = None) -> ConfigError:
+    """The ConfigError of a YAML reader's refusal (same source, key path and value)."""
+    return ConfigError(exc.key, exc.reason, exc.value if exc.has_value else _NO_VALUE, exc.source or source)
 
 
 def load_yaml(text: str, source: str) -> Any:
-    """Parse YAML text (safe loader, duplicate keys refused); errors are ConfigError naming ``source``."""
+    """Parse YAML text (gps_core.safe_yaml: safe loader, duplicate keys and out-of-range integers
+    refused); errors are ConfigError naming ``source`` and the key."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        raise ConfigError("", f"not valid YAML: {' '.join(str(e).split())}", source=source) from None
+        return safe_yaml.load(text, source)
+    except YAMLValueError as e:
+        raise from_yaml_error(e) from None
 
 
 # --------------------------------------------------------------------------- bounds
@@ -377,3 +379,41 @@ def to_plain(obj: Any) -> Any:
     if _is_real(obj):
         return float(obj)
     return obj
+
+
+# --------------------------------------------------------------------------- command-line numbers
+
+
+def arg_int(low: int, high: int, what: str = "") -> Any:
+    """An argparse ``type`` for an integer in [low, high] (``what``: why that bound, for the message);
+    argparse then names the option in its error and exits with status 2."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # also Python's refusal of more than 4300 digits
+            raise argparse.ArgumentTypeError(f"expected an integer, got {_short(text, 40)}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}{f' ({what})' if what else ''}, "
+                                             f"got {_short(value, 40)}")
+        return value
+
+    return parse
+
+
+def arg_float(low: float, high: float, what: str = "") -> Any:
+    """An argparse ``type`` for a finite number in [low, high]."""
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {_short(text, 40)}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}{f' ({what})' if what else ''}, "
+                                             f"got {text}")
+        return value
+
+    return parse

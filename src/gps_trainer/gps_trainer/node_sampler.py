@@ -11,8 +11,16 @@ stored (a resumed iteration) are not run again. Each trial runs T + 1 steps with
 What is stored (issue 13): only a Rollout that answers an outstanding trial of this phase, from the
 robot that trial was sent to, with the experiment's dimensions, not aborted; anything else is rejected
 with a logged reason and counted (:class:`TrialBook`). A trial is answered only by a rollout the store
-accepted: one it refuses (an id or slot stored already) is rejected too, and the trial stays outstanding. A robot whose trials fail ``robot_failure_limit``
-times in a row fails the phase with a message naming the robot and the cause.
+accepted: one it refuses (an id or slot stored already) is rejected too, and the trial stays outstanding.
+
+Robots that stall and robots that are gone (issue 22): while a trial or a push is in flight the sampler
+asks the robot's controller node every second whether it answers (:class:`Liveness`: its parameter
+service, served by the node's executor between control ticks). A trial fails *unanswered* when its robot
+answered nothing (neither the trial nor a probe) for ``service_wait`` seconds; ``robot_failure_limit``
+such trials in a row fail the phase, naming the robot (a dead robot: after about that many
+``service_wait``). A trial that fails while its robot answers (a stall it came back from, a reset that
+timed out, an abort, a lost rollout) costs only itself: it runs again at once, at most
+``MAX_TRIAL_ATTEMPTS`` times in all, and the robot's count of unanswered trials starts again.
 """
 
 from __future__ import annotations
@@ -36,11 +44,59 @@ from gps_core.samples import SampleBatch
 from gps_core.tasks import condition_ee_points
 from gps_trainer.sim_sampler import EVAL_SAMPLE_INDEX, extend_controller, trial_seed
 
-__all__ = ["Trial", "TrialBook", "NodeSampler", "SamplingError"]
+__all__ = ["Liveness", "MAX_TRIAL_ATTEMPTS", "Trial", "TrialBook", "NodeSampler", "SamplingError"]
+
+
+#: Attempts of one trial whose failures its robot answered (each a stall, an abort, a lost rollout): a
+#: stall spoils the trial in flight and at most the next one; a fourth failure of the same trial is a
+#: robot that answers but cannot run it, and fails the phase.
+MAX_TRIAL_ATTEMPTS = 4
+#: How often an in-flight trial's robot is asked whether it answers, and how long one probe may take.
+PROBE_PERIOD_S = 1.0
+PROBE_TIMEOUT_S = 3.0
 
 
 class SamplingError(RuntimeError):
     """A phase could not collect its rollouts (the message names the robot and the cause)."""
+
+
+class Liveness:
+    """Whether one robot answers: ``client`` (an rclpy client of its controller's
+    ``rcl_interfaces/srv/GetParameters`` service) is called every PROBE_PERIOD_S while :meth:`poll` is
+    called; :meth:`silent_since` is how long the robot has answered nothing since a given time (a
+    stopped or dead process answers nothing; a busy one answers between its control ticks)."""
+
+    def __init__(self, client: Any, clock: Callable[[], float] = time.monotonic):
+        self.client, self.clock = client, clock
+        self.last_answer = -float("inf")
+        self._probe, self._probe_sent = None, -float("inf")
+
+    def heard(self) -> None:
+        """The robot answered something else (a trial, a push)."""
+        self.last_answer = self.clock()
+
+    def poll(self) -> None:
+        from rcl_interfaces.srv import GetParameters
+
+        now = self.clock()
+        if self._probe is not None:
+            if self._probe.done():
+                if self._probe.result() is not None:
+                    self.last_answer = now
+                self._probe = None
+            elif now - self._probe_sent > PROBE_TIMEOUT_S:  # asked while it did not run: ask again
+                self.client.remove_pending_request(self._probe)
+                self._probe = None
+        if self._probe is None and now - self._probe_sent >= PROBE_PERIOD_S:
+            self._probe, self._probe_sent = self.client.call_async(GetParameters.Request(names=["max_horizon"])), now
+
+    def answered_recently(self, since: float) -> bool:
+        """The robot answered after ``since``, and within the last probe period and timeout."""
+        return self.last_answer > since and self.clock() - self.last_answer <= PROBE_PERIOD_S + PROBE_TIMEOUT_S
+
+    def silent_since(self, since: float) -> float:
+        """Seconds since ``since`` (a clock() time) without an answer from the robot."""
+        return self.clock() - max(self.last_answer, since)
 
 
 def ns_key(ns: str) -> str:
@@ -120,6 +176,7 @@ class NodeSampler:
                  trial_timeout: float = 120.0, service_wait: float = 10.0, robot_failure_limit: int = 2,
                  should_stop: Callable[[], bool] = lambda: False,
                  on_progress: Callable[[int, int], None] = lambda received, expected: None):
+        from rcl_interfaces.srv import GetParameters
         from rclpy.callback_groups import ReentrantCallbackGroup
 
         from gps_msgs.srv import RunTrial, SetLinearGaussian, SetPolicyWeights
@@ -137,13 +194,14 @@ class NodeSampler:
         self.book = TrialBook((self.dX, self.dU, self.dO), self.T + 1)
         self._lock = threading.Condition()
         self._types = {"run_trial": RunTrial, "set_linear_gaussian": SetLinearGaussian,
-                       "set_policy_weights": SetPolicyWeights}
+                       "set_policy_weights": SetPolicyWeights, "get_parameters": GetParameters}
         group = ReentrantCallbackGroup()
         self.clients = {ns: {name: node.create_client(t, f"{'/' + ns if ns else ''}/gps_controller/{name}",
                                                       callback_group=group)
                              for name, t in self._types.items()}
                         for ns in self.namespaces}
         self._pushed: dict[str, Callable[[str], None]] = {}
+        self.liveness = {ns: Liveness(self.clients[ns]["get_parameters"]) for ns in self.namespaces}
 
     # ------------------------------------------------------------------ Sampler
 
@@ -244,7 +302,8 @@ class NodeSampler:
         stored = self.store.slots(it)
         pending = deque(t for t in trials if t.slot not in stored)
         expected, running = len(trials), {}
-        failures, repushes = dict.fromkeys(self.namespaces, 0), dict.fromkeys(self.namespaces, 0)
+        unanswered, repushes = dict.fromkeys(self.namespaces, 0), dict.fromkeys(self.namespaces, 0)
+        attempts: dict[tuple, int] = {}
         self.on_progress(expected - len(pending), expected)
         while pending or running:
             if self.should_stop():
@@ -264,8 +323,11 @@ class NodeSampler:
                 self._lock.wait(timeout=0.02)
                 stored = self.store.slots(it)
             for ns, (trial, future, started) in list(running.items()):
-                cause = None
+                live = self.liveness[ns]
+                live.poll()
+                cause, answered = None, True
                 if future.done():
+                    live.heard()
                     result = future.result()
                     if not result.success or result.aborted:
                         cause = result.message or "aborted"
@@ -273,44 +335,102 @@ class NodeSampler:
                         if time.monotonic() - started <= self.trial_timeout:
                             continue  # the answer came before the rollout (different DDS entities)
                         cause = f"rollout {result.rollout_id} never arrived"
+                elif live.silent_since(started) > self.service_wait:
+                    future.cancel()
+                    cause, answered = f"no answer (to the trial or to liveness probes) for {self.service_wait:g} s", False
                 elif time.monotonic() - started > self.trial_timeout:
                     future.cancel()
-                    cause = f"no answer within {self.trial_timeout:.0f} s"
+                    cause = f"no answer within {self.trial_timeout:g} s"
+                    answered = live.answered_recently(started)  # probes yes, the trial no: a trial that hangs
                 else:
                     continue
                 del running[ns]
                 if cause is None:
-                    failures[ns] = repushes[ns] = 0
+                    unanswered[ns] = repushes[ns] = 0
+                    attempts.pop(trial.slot, None)
                     self.on_progress(len(stored & {t.slot for t in trials}), expected)
                     continue
                 with self._lock:
                     self.book.forget(trial)
                 self.node.get_logger().warning(f"trial {trial.slot} on {ns or '/'} failed: {cause}")
-                lost_state = "no linear-Gaussian controller" in cause or "no neural policy" in cause
-                if lost_state and repushes[ns] < self.robot_failure_limit:
-                    repushes[ns] += 1  # the robot restarted: bring it up to date, then the trial runs again
-                    self._pushed[ns](ns)
-                else:
-                    failures[ns] += 1
-                    if failures[ns] >= self.robot_failure_limit:
-                        raise SamplingError(f"robot {ns or '/'}: {failures[ns]} trials in a row failed, the last "
-                                            f"({trial.slot}) with: {cause}")
-                pending.append(trial)
+                self._count_failure(ns, trial, cause, answered, unanswered, repushes, attempts)
+                pending.appendleft(trial)  # the spoiled trial runs again first
+
+    def _count_failure(self, ns: str, trial: Trial, cause: str, answered: bool, unanswered: dict[str, int],
+                       repushes: dict[str, int], attempts: dict[tuple, int]) -> None:
+        """Book one failed trial; SamplingError when its robot is gone or cannot run it."""
+        robot = ns or "/"
+        lost_state = "no linear-Gaussian controller" in cause or "no neural policy" in cause
+        if lost_state and repushes[ns] < self.robot_failure_limit:
+            repushes[ns] += 1  # the robot restarted: bring it up to date, then the trial runs again
+            unanswered[ns] = 0
+            self._pushed[ns](ns)
+        elif not answered:
+            unanswered[ns] += 1
+            if unanswered[ns] >= self.robot_failure_limit:
+                n = unanswered[ns]
+                raise SamplingError(f"robot {robot}: no answer to {n} trial{'s' if n > 1 else ''} in a row (the "
+                                    f"last {trial.slot}) nor to liveness probes, {self.service_wait:g} s each: is "
+                                    f"its controller running?")
+        else:
+            unanswered[ns] = 0  # it answers: it is there, this trial was spoiled
+            attempts[trial.slot] = attempts.get(trial.slot, 0) + 1
+            if attempts[trial.slot] >= MAX_TRIAL_ATTEMPTS:
+                raise SamplingError(f"robot {robot}: trial {trial.slot} failed {attempts[trial.slot]} times while "
+                                    f"the robot answered, the last with: {cause}")
 
     def _require(self, ns: str) -> None:
         if not self.clients[ns]["run_trial"].wait_for_service(timeout_sec=self.service_wait):
             raise SamplingError(f"robot {ns or '/'}: {'/' + ns if ns else ''}/gps_controller/run_trial not "
                                 f"available after {self.service_wait:.0f} s (is its controller running?)")
+        max_horizon = self._max_horizon(ns)
+        if max_horizon is not None and self.T + 1 > max_horizon:
+            raise SamplingError(f"robot {ns or '/'}: the experiment's trials run horizon + 1 = {self.T + 1} steps, "
+                                f"over the controller's max_horizon {max_horizon}: shorten the experiment's horizon "
+                                f"or raise the controller's max_horizon")
+
+    def _max_horizon(self, ns: str) -> int | None:
+        """The controller's ``max_horizon`` parameter (None when it cannot be read: the controller then
+        refuses a push or a trial that is too long itself, with its reason)."""
+        from rcl_interfaces.msg import ParameterType
+        from rcl_interfaces.srv import GetParameters
+
+        client = self.clients[ns]["get_parameters"]
+        if not client.wait_for_service(timeout_sec=min(self.service_wait, PROBE_TIMEOUT_S)):
+            return None
+        future = client.call_async(GetParameters.Request(names=["max_horizon"]))
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if not future.done() or future.result() is None:
+            client.remove_pending_request(future)
+            return None
+        self.liveness[ns].heard()
+        values = future.result().values
+        if len(values) == 1 and values[0].type == ParameterType.PARAMETER_INTEGER:
+            return int(values[0].integer_value)
+        return None
 
     def _call(self, ns: str, service: str, request: Any) -> Any:
+        """A push: answered, or SamplingError when the robot answers nothing (neither the push nor liveness
+        probes) for robot_failure_limit x service_wait, the time an unanswered trial would take to fail the
+        phase, or answers probes but not the push within trial_timeout."""
         future = self.clients[ns][service].call_async(request)
-        deadline = time.monotonic() + self.trial_timeout
+        live, started = self.liveness[ns], time.monotonic()
         while not future.done():
-            if time.monotonic() > deadline or self.should_stop():
+            live.poll()
+            silent = live.silent_since(started)
+            if silent > self.robot_failure_limit * self.service_wait:
+                future.cancel()
+                raise SamplingError(f"robot {ns or '/'}: no answer to gps_controller/{service} nor to liveness "
+                                    f"probes for {silent:.0f} s (is its controller running?)")
+            hangs = time.monotonic() - started > self.trial_timeout and live.answered_recently(started)
+            if hangs or self.should_stop():
                 future.cancel()
                 raise SamplingError(f"robot {ns or '/'}: gps_controller/{service} gave no answer within "
                                     f"{self.trial_timeout:.0f} s")
             time.sleep(0.005)
+        live.heard()
         return future.result()
 
     def _push_controllers(self, controllers: Sequence[LinearGaussianPolicy]) -> None:

@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from gps_controller.policies.neural import (
     PRECISIONS,
@@ -52,6 +51,15 @@ from gps_controller.policies.neural import (
     autocast_context,
     images_to_tensor,
     resolve_precision,
+)
+from gps_trainer.config_schema import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_STEPS,
+    ConfigError,
+    load_yaml,
+    ranged,
+    typed_from_dict,
 )
 
 NORMALIZE_MODES = ("first", "always", "never")
@@ -67,10 +75,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def load_yaml_section(path: str | Path, section: str | None = None) -> dict[str, Any]:
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError("", f"cannot read the file: {e.strerror or e}", source=str(path)) from None
+    data = load_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise ConfigError("", "expected a mapping at the top level", data, source=str(path))
     if section is not None:
         data = data.get(section, data)
     return data
@@ -81,18 +92,18 @@ class PolicyOptConfig:
     """S-step hyperparameters (defaults: config/policy/policy_opt.yaml)."""
 
     learning_rate: float = 1e-3
-    batch_size: int = 25
-    iterations: int = 1000           # minibatch steps of the full network per S-step
-    fc_only_iterations: int = 0      # extra steps on the FC layers alone first (visuomotor only)
+    batch_size: int = ranged(25, ge=1, le=MAX_BATCH)
+    iterations: int = ranged(1000, ge=0, le=MAX_STEPS)  # minibatch steps of the full network per S-step
+    fc_only_iterations: int = ranged(0, ge=0, le=MAX_STEPS)  # extra steps on the FC layers alone first (visuomotor)
     weight_decay: float = 0.005      # L2 on all trained parameters (reference GPS value)
     ent_reg: float = 0.0             # entropy regularizer in the covariance update
     normalize_obs: str = "first"     # first | always | never
     min_obs_std: float = 1e-3
     max_sample_weight: float = 2.0   # per-sample weights are normalized to median 1 and clipped here
     device: str = "auto"             # auto | cpu | cuda[:n]
-    seed: int = 0
-    log_every: int = 50              # record the running minibatch loss every this many steps
-    eval_batch_size: int = 256       # chunk size for full-data loss / feature-point evaluation
+    seed: int = ranged(0, ge=0, le=MAX_SEED)
+    log_every: int = ranged(50, ge=1, le=MAX_STEPS)  # record the running minibatch loss every this many steps
+    eval_batch_size: int = ranged(256, ge=1, le=MAX_BATCH)  # chunk size for full-data loss / feature points
     evaluate_full_loss: bool = True  # compute the loss on all data before and after training
     # Precisions (fp32 | bf16 | auto; auto = bf16 where the CPU has native bf16, or on CUDA): inference =
     # the batched policy means of the C-step's linearization and the full-data loss; train = the S-step's
@@ -105,12 +116,11 @@ class PolicyOptConfig:
     def __post_init__(self) -> None:
         if self.normalize_obs not in NORMALIZE_MODES:
             raise ValueError(f"normalize_obs must be one of {NORMALIZE_MODES}, got {self.normalize_obs!r}")
-        for name in ("batch_size", "eval_batch_size", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        for name in ("iterations", "fc_only_iterations"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0")
+        for f in dataclasses.fields(self):  # the bounds typed_from_dict checks, for direct construction too
+            bounds = f.metadata.get("bounds")
+            value = getattr(self, f.name)
+            if bounds and not bounds["ge"] <= value <= bounds["le"]:
+                raise ValueError(f"{f.name} must be >= {bounds['ge']} and <= {bounds['le']}, got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
         if self.weight_decay < 0 or self.ent_reg < 0 or self.aux_pose_weight < 0:
@@ -121,8 +131,6 @@ class PolicyOptConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PolicyOptConfig:
-        from gps_trainer.config_schema import typed_from_dict  # the one typed, range-checked from-dict
-
         return typed_from_dict(cls, data)
 
     @classmethod

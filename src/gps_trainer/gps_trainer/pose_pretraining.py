@@ -32,7 +32,16 @@ from torch import nn
 from gps_controller.policies.neural import GaussianPolicy, VisuomotorCNN, VisuomotorConfig, images_to_tensor
 from gps_controller.policies.serialization import PolicyFormatError, read_safetensors_metadata, sha256_hex
 from gps_core.progress import Progress
-from gps_trainer.config_schema import Checked, ConfigError, invalid, ranged, typed_from_dict
+from gps_trainer.config_schema import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_STEPS,
+    Checked,
+    ConfigError,
+    invalid,
+    ranged,
+    typed_from_dict,
+)
 from gps_trainer.policy_opt import load_yaml_section, resolve_device
 
 VISION_PREFIX = "net."  # vision tensors are stored under the policy's names: net.convs.*, net.softmax.*
@@ -44,8 +53,8 @@ class PosePretrainConfig(Checked):
 
     task: str = "reach"
     image_size: int = ranged(64, ge=8, le=1024)
-    num_train: int = ranged(400, ge=1)
-    num_test: int = ranged(100, ge=0)          # 0: no held-out evaluation
+    num_train: int = ranged(400, ge=1, le=1_000_000)
+    num_test: int = ranged(100, ge=0, le=1_000_000)          # 0: no held-out evaluation
     condition_set: Literal["train", "spatial_test", "visual_test"] = "train"  # arm poses / target heights
     target_margin: float = ranged(0.05, ge=0.0)  # m added around the conditions' targets (x, y)
     target_box: list[list[float]] | None = None  # explicit [[x,y,z]_low, [x,y,z]_high] instead
@@ -57,16 +66,16 @@ class PosePretrainConfig(Checked):
     scene_randomization: float = ranged(0.0, ge=0.0, le=1.0)
     augment_shift: int = ranged(0, ge=0, le=16)
     augment_color: float = ranged(0.0, ge=0.0, le=0.5)
-    iterations: int = ranged(2000, ge=0)
-    batch_size: int = ranged(25, ge=1)
+    iterations: int = ranged(2000, ge=0, le=MAX_STEPS)
+    batch_size: int = ranged(25, ge=1, le=MAX_BATCH)
     learning_rate: float = ranged(1e-3, gt=0.0)
     # constant, or cosine: decayed to zero over the run (Loshchilov & Hutter 2017, without restarts); at a
     # fixed budget the constant rate leaves the end of training noisy (train error above held-out error)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: float = ranged(0.0, ge=0.0)
-    seed: int = ranged(0, ge=0)
+    seed: int = ranged(0, ge=0, le=MAX_SEED)
     device: str = "auto"                        # auto | cpu | cuda[:n]
-    log_every: int = ranged(100, ge=1)
+    log_every: int = ranged(100, ge=1, le=MAX_STEPS)
     output: str = "runs/pose_pretrain/vision.safetensors"
     net: dict[str, Any] = field(default_factory=dict)  # VisuomotorConfig overrides (conv sizes, ...)
 

@@ -126,6 +126,7 @@ def pretrain_vision(config_path: str | Path | None, output_dir: str | Path | Non
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m gps_trainer.procedure {pose,controllers,gps} --config FILE --out DIR``."""
     from gps_trainer.config import load_experiment
+    from gps_trainer.config_schema import arg_float, arg_int
 
     ap = argparse.ArgumentParser(prog="gps_trainer.procedure", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", required=name != "pose", default=None)
         p.add_argument("--out", required=True, help="output (run) directory")
-        p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+        p.add_argument("--threads", type=arg_int(0, 256), default=0, help="torch threads (0: torch default)")
         p.add_argument("overrides", nargs="*", help="key=value (dotted keys, YAML values)")
         if name != "pose":
-            p.add_argument("--stop-at-success", type=float, default=None,
+            p.add_argument("--stop-at-success", type=arg_float(0.0, 1.0), default=None,
                            help="stop once the evaluated success rate reaches this")
             p.add_argument("--restart", action="store_true",
                            help="start afresh in --out instead of resuming the run found there")

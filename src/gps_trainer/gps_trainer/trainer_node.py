@@ -31,6 +31,7 @@ from rclpy.node import Node
 from gps_controller import conversions as conv
 from gps_controller.qos import LATEST_QOS, ROLLOUT_QOS
 from gps_core.logging_bridge import install_ros_logging
+from gps_core.node_params import ParameterError, check_value, nonempty, num_range, param_sources
 from gps_msgs.msg import Rollout, TrainerStatus
 from gps_msgs.srv import GetStatus, StartIteration
 from gps_trainer.config import load_experiment, parse_overrides
@@ -56,57 +57,70 @@ class TrainerParams:
     fsync: bool = True
     torch_threads: int = 1
 
-    def check(self) -> None:
-        for name, low in (("trial_timeout_s", 0.1), ("service_wait_s", 0.0), ("robot_failure_limit", 1)):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= low):
-                raise ValueError(f"parameter {name}: must be >= {low}, got {value!r}")
-        if not 1 <= self.torch_threads <= 256:
-            raise ValueError(f"parameter torch_threads: must be in [1, 256], got {self.torch_threads!r}")
-        if not self.experiment or not self.output_dir:
-            raise ValueError("parameters experiment and output_dir must not be empty")
 
+
+def _any(_value) -> str:
+    return ""
+
+
+def _at_most(n: int):
+    return lambda values: "" if len(values) <= n else f"must have at most {n} entries"
+
+
+#: name -> (kind, check, description): the typed parameters (config/trainer.yaml documents each one).
+SPECS = {
+    "experiment": ("str", nonempty, "experiment YAML"),
+    "output_dir": ("str", nonempty, "the run directory"),
+    "controller_namespaces": ("strs", _at_most(256), "one entry per robot; '' = the root namespace"),
+    "overrides": ("strs", _at_most(1000), "key=value changes to the experiment (dotted keys, YAML values)"),
+    "trial_timeout_s": ("float", num_range(0.1, 86400.0), "s, [0.1, 86400]: a trial may take up to a day"),
+    # a robot is probed every second: a window under 2 s would take a probe's round trip for silence
+    "service_wait_s": ("float", num_range(2.0, 3600.0),
+                       "s, [2, 3600]: how long a robot may answer nothing (services, trials, liveness probes)"),
+    "robot_failure_limit": ("int", num_range(1, 100),
+                            "[1, 100]: trials in a row its robot did not answer (service_wait_s each) fail the phase"),
+    "record_images": ("bool", _any, "ask controllers for camera images"),
+    "init_controllers": ("str", _any, "initial local controllers ('' = the experiment's)"),
+    "pretrained_vision": ("str", _any, "pose-pretraining weights of the conv layers ('' = none)"),
+    "fsync": ("bool", _any, "fsync each stored rollout"),
+    "torch_threads": ("int", num_range(1, 256), "[1, 256]: torch threads of the S-step (fixed: same policy anywhere)"),
+}
+assert set(SPECS) == {f.name for f in dataclasses.fields(TrainerParams)}
 
 #: Parameters every rclpy node has (not ours to check).
 _ROS_PARAMETERS = {"use_sim_time", "start_type_description_service"}
 
 
-def _declare(node: Node, argv: list[str]) -> TrainerParams:
-    """The typed parameters; an unknown key (a typo in the file must not fall back to a default) or a
-    bad value raises ValueError naming where it came from (file or -p), the key and the value."""
-    from gps_controller.params import param_sources
-
+def _declare(node: Node, argv: list[str]) -> tuple[TrainerParams, dict[str, str]]:
+    """The typed parameters and where each was set (file or -p); an unknown key (a typo in the file
+    must not fall back to a default) or a bad value raises ParameterError (a ValueError) naming where it
+    came from, the key and the value."""
     sources = param_sources(argv, node.get_name())
-    values, fields = {}, {f.name: f for f in dataclasses.fields(TrainerParams)}
-    for name in sorted(set(node._parameter_overrides) - set(fields) - _ROS_PARAMETERS):
-        raise ValueError(f"{sources.get(name, 'parameters')}: unknown parameter {name!r} "
-                         f"(value {node._parameter_overrides[name].value!r}); known: {sorted(fields)}")
-    for f in fields.values():
+    for name in sorted(set(node._parameter_overrides) - set(SPECS) - _ROS_PARAMETERS):
+        raise ParameterError(f"{sources.get(name, 'parameters')}: unknown parameter {name!r} "
+                             f"(value {node._parameter_overrides[name].value!r}); known: {sorted(SPECS)}")
+    values = {}
+    for f in dataclasses.fields(TrainerParams):
         default = f.default if not isinstance(f.default, tuple) else list(f.default) or [""]
-        value = node.declare_parameter(f.name, default, ParameterDescriptor(read_only=True, dynamic_typing=True)).value
-        if type(value) is not type(default) and not (isinstance(default, float) and type(value) is int):
-            raise ValueError(f"{sources.get(f.name, 'parameters')}: {f.name}: expected {type(default).__name__}, "
-                             f"got {value!r}")
-        values[f.name] = float(value) if isinstance(default, float) else value
+        descriptor = ParameterDescriptor(description=SPECS[f.name][2], read_only=True, dynamic_typing=True)
+        value = node.declare_parameter(f.name, default, descriptor).value
+        values[f.name] = check_value(SPECS, f.name, value, sources.get(f.name, "default"))
     values["controller_namespaces"] = tuple(values["controller_namespaces"] or [""])
     values["overrides"] = tuple(v for v in values["overrides"] if v)
-    params = TrainerParams(**values)
-    try:
-        params.check()
-    except ValueError as exc:
-        raise ValueError(f"{' / '.join(sorted(set(sources.values()))) or 'parameters'}: {exc}") from None
-    return params
+    return TrainerParams(**values), sources
 
 
 class TrainerNode(Node):
     def __init__(self, argv: list[str] | None = None):
         super().__init__("gps_trainer")
-        self.params = p = _declare(self, list(sys.argv if argv is None else argv))
+        self.params, sources = _declare(self, list(sys.argv if argv is None else argv))
+        p, where = self.params, sources.get("overrides", "default")
         # One fixed thread count, not the machine's core count: a float32 network trained with another
         # thread count reduces in another order and ends with other weights (issue 22), so the S-step
         # gives the same policy on every machine and in the Python API run with the same count.
         torch.set_num_threads(p.torch_threads)
-        self.cfg = load_experiment(p.experiment, parse_overrides(list(p.overrides)))
+        self.cfg = load_experiment(p.experiment, parse_overrides(p.overrides, source=f"{where}: overrides"),
+                                   overrides_source=where)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None

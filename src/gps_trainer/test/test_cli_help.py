@@ -24,3 +24,34 @@ def test_gps_subcommand_help(subcommand):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"usage: gps {subcommand}" in r.stdout
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--iterations", "4294967297"], "argument --iterations: must be between 1 and 10000"),  # wrapped to 1
+    (["train", "--iterations", "-1"], "argument --iterations: must be between 1 and 10000"),
+    (["train", "--iterations", "0"], "argument --iterations: must be between 1 and 10000"),
+    (["train", "--iterations", "1" * 5000], "argument --iterations: expected an integer, got '1111"),
+    (["train", "--iterations", "2.5"], "argument --iterations: expected an integer, got '2.5'"),
+    (["demo", "--gps-iterations", "99999"], "argument --gps-iterations: must be between 1 and 10000"),
+    (["up", "--robots", "0"], "argument --robots: must be between 1 and 64"),
+    (["eval", "--policy", "p", "--seed", str(2**64)], "argument --seed: must be between 0 and 4294967295"),
+    (["eval", "--policy", "p", "--threads", "-3"], "argument --threads: must be between 1 and 256"),
+    (["--timeout", "nan", "status"], "argument --timeout: must be between 0.1 and 86400, got nan"),
+])
+def test_out_of_range_numbers_are_refused_before_anything_is_sent(argv, words, capsys):
+    """`gps train --iterations 4294967297` wrapped to 1 in the uint32 field and waited forever; -1 ended in
+    a traceback. Every number is range-checked against its field (or its sane bound) first."""
+    from gps_trainer import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and words in err and len(err) < 3000, err
+
+
+def test_train_refuses_an_iteration_count_its_field_cannot_carry():
+    from gps_trainer.cli import train
+
+    for n in (2**32 + 1, -1, 0, True):
+        with pytest.raises(ValueError, match="iterations: must be between 1 and 10000"):
+            train(n, timeout=1.0)

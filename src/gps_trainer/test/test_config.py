@@ -271,6 +271,92 @@ def test_pose_and_policy_opt_sections_use_the_same_checks(tmp_path):
         PolicyOptConfig.from_dict({"lr": 1.0})
     with pytest.raises(ConfigError, match=r"^iterations: expected an integer; got '1000' \(a string\)$"):
         PolicyOptConfig.from_dict({"iterations": "1000"})
-    with pytest.raises(ConfigError, match=r"^batch_size: batch_size must be >= 1; got 0"):
+    with pytest.raises(ConfigError, match=r"^batch_size: must be >= 1; got 0"):
         PolicyOptConfig.from_dict({"batch_size": 0})
     assert typed_from_dict(PolicyOptConfig, None) == PolicyOptConfig()
+
+
+BIG = "1" * 5000
+
+
+# (override items, key the message names, words in it): every way an override can be malformed
+BAD_OVERRIDES = [
+    (["iterations=[1"], "iterations", "not valid YAML"),
+    (["algorithm.traj_opt.kl_step=!!python/object/apply:os.system ['true']"], "algorithm.traj_opt.kl_step",
+     "the YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed"),
+    ([f"iterations={BIG}"], "iterations", "an integer of 5000 digits is outside the 64-bit range"),
+    ([f"algorithm.cost.0.wu={BIG}"], "algorithm.cost.0.wu", "an integer of 5000 digits"),
+    (["algorithm.policy.net={hidden: [1, 2], x: !!python/tuple [1]}"], "algorithm.policy.net.x",
+     "the YAML tag 'tag:yaml.org,2002:python/tuple' is not allowed"),
+    ([3], "[0]", "expected a key=value string; got 3"),
+    ([None], "[0]", "expected a key=value string; got None"),
+    (["=5"], "[0]", "override is not key=value"),
+    (["seed=1", "seed=2"], "seed", "override given twice"),
+]
+
+
+@pytest.mark.parametrize("items, key, words", BAD_OVERRIDES, ids=[str(b[0])[:40] for b in BAD_OVERRIDES])
+def test_malformed_overrides_are_refused_naming_the_key(items, key, words):
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(items, source="trainer.yaml: overrides")
+    msg = str(err.value)
+    assert msg.startswith(f"trainer.yaml: overrides: {key}: ") and words in msg and len(msg) < 600, msg
+
+
+# (override, key, bound): every count has an upper bound, every seed 32 bits
+OUT_OF_RANGE = [
+    ({"seed": 2**64}, "seed", "must be <= 4294967295"),
+    ({"iterations": 10**30}, "iterations", "must be <= 10000"),
+    ({"samples_per_condition": 10**9}, "samples_per_condition", "must be <= 1000"),
+    ({"horizon": 100_000}, "horizon", "must be <= 99999"),
+    ({"algorithm.type": "mdgps", "algorithm.policy_seed": 2**32}, "algorithm.policy_seed", "must be <= 4294967295"),
+    ({"algorithm.type": "mdgps", "algorithm.policy_opt.iterations": 10**12}, "algorithm.policy_opt.iterations",
+     "must be <= 10000000"),
+    ({"algorithm.type": "mdgps", "algorithm.policy.type": "mlp", "algorithm.policy.net.hidden": [64, 10**6]},
+     "algorithm.policy.net.hidden", "architecture size 'hidden'=1000000 exceeds the limit of 4096"),
+    ({"algorithm.dynamics.prior.max_clusters": 10**9}, "algorithm.dynamics.prior.max_clusters", "must be <= 1000"),
+]
+
+
+@pytest.mark.parametrize("override, key, words", OUT_OF_RANGE, ids=[b[1] for b in OUT_OF_RANGE])
+def test_counts_and_seeds_beyond_their_bounds_are_refused(override, key, words):
+    path = ROOT / "config" / "experiments" / "reach_traj_opt.yaml"
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path, override, overrides_source="-p overrides")
+    assert str(err.value).startswith(f"{path}: {key}: {words}"), str(err.value)
+    assert str(err.value).endswith("(set by an override in -p overrides)")
+
+
+def _config_classes():
+    from gps_trainer import config as C
+
+    return [C.GMMPriorConfig, C.DynamicsConfig, C.TrajOptConfig, C.InitControllerConfig, C.SamplingConfig,
+            C.TrajOptOnlyConfig, C.MDGPSConfig, C.BADMMConfig, C.ExperimentConfig, PolicyOptConfig,
+            PosePretrainConfig]
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
+def test_every_integer_key_has_both_bounds(cls):
+    """The schema documents a range for every integer (counts, sizes, seeds): none is unbounded above."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if int in (typing.get_args(hints[f.name]) or (hints[f.name],)):
+            bounds = f.metadata.get("bounds") or {}
+            assert bounds.get("ge") is not None or bounds.get("gt") is not None, f.name
+            assert bounds.get("le") is not None or bounds.get("lt") is not None, f.name
+
+
+def test_yaml_files_with_tags_and_huge_integers_name_the_key(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: t\nalgorithm:\n  type: traj_opt\n  traj_opt:\n    max_eta_iterations: {BIG}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: algorithm.traj_opt.max_eta_iterations: an integer of 5000"):
+        load_experiment(path)
+    path.write_text("name: !!python/name:os.system\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: name: the YAML tag 'tag:yaml.org,2002:python/name:os.system'"):
+        load_experiment(path)
+    path.write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: .*not valid YAML"):
+        load_experiment(path)

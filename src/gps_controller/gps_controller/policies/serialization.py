@@ -45,6 +45,7 @@ MAX_PARAMETERS = 50_000_000
 #: parsing, so a hostile description cannot exhaust memory or the recursion limit.
 MAX_ARCHITECTURE_CHARS = 1_000_000
 MAX_JSON_DEPTH = 16
+MAX_INT_DIGITS = 19
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -115,9 +116,19 @@ def parse_architecture(architecture_json: str) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise PolicyFormatError(f"architecture JSON is nested {depth} deep, over the {MAX_JSON_DEPTH} limit")
     try:
-        return json.loads(architecture_json)
+        return json.loads(architecture_json, parse_int=_bounded_int)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise PolicyFormatError(f"architecture is not valid JSON: {exc}") from exc
+
+
+def _bounded_int(text: str) -> int:
+    """A JSON integer of at most MAX_INT_DIGITS digits (every size and count of an architecture is far
+    below; Python refuses to read one of more than 4300 digits with a ValueError of its own)."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise PolicyFormatError(f"architecture JSON holds an integer of {digits} digits, over the "
+                                f"{MAX_INT_DIGITS}-digit limit")
+    return int(text)
 
 
 def _looks_pickled(data: bytes) -> str | None:
@@ -131,6 +142,48 @@ def _looks_pickled(data: bytes) -> str | None:
     if data[:4] == b"PK\x03\x04":
         return "zip archive (torch.save format)"
     return None
+
+
+class NetSizeError(PolicyFormatError):
+    """A network size outside what a controller accepts; ``key`` names the size."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(message)
+
+
+def check_net(kind: str, net: dict[str, Any]) -> VisuomotorConfig | MLPConfig:
+    """The sizes of a ``kind`` network within the limits every receiver applies (MAX_DIM per layer,
+    MAX_IMAGE_SIDE per image side, MAX_PARAMETERS in all): the one check of an architecture received on
+    the wire and of a policy an experiment config asks for. Raises NetSizeError naming the size."""
+    unknown = set(net) - _NET_KEYS[kind]
+    if unknown:
+        raise NetSizeError(sorted(unknown)[0], f"architecture 'net' has unknown keys {sorted(unknown)} for type "
+                                               f"{kind!r}")
+    for key, value in net.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        limit = MAX_IMAGE_SIDE if key.startswith("image_") else MAX_DIM
+        for v in values:
+            if isinstance(v, bool) and key != "learn_temperature":
+                raise NetSizeError(key, f"architecture size {key!r} must be numeric, got {value!r}")
+            if key == "learn_temperature":
+                if not isinstance(v, bool):
+                    raise NetSizeError(key, f"architecture 'learn_temperature' must be a boolean, got {v!r}")
+            elif key == "temperature":
+                if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+                    raise NetSizeError(key, f"architecture 'temperature' must be a positive number, got {v!r}")
+            elif not isinstance(v, int) or v <= 0:
+                raise NetSizeError(key, f"architecture size {key!r} must be positive integers, got {value!r}")
+            elif v > limit:
+                raise NetSizeError(key, f"architecture size {key!r}={v} exceeds the limit of {limit}")
+    try:
+        config = VisuomotorConfig(**net) if kind == "visuomotor_cnn" else MLPConfig(**net)
+    except (TypeError, ValueError) as exc:
+        raise NetSizeError("", f"architecture sizes are invalid: {exc}") from exc
+    n_params = config.num_parameters()
+    if n_params > MAX_PARAMETERS:
+        raise NetSizeError("", f"network has {n_params} parameters, over the {MAX_PARAMETERS} limit")
+    return config
 
 
 def _check_arch(arch: Any) -> tuple[dict[str, Any], VisuomotorConfig | MLPConfig]:
@@ -147,28 +200,7 @@ def _check_arch(arch: Any) -> tuple[dict[str, Any], VisuomotorConfig | MLPConfig
     net = arch.get("net")
     if not isinstance(net, dict):
         raise PolicyFormatError("architecture 'net' must be an object of sizes")
-    unknown = set(net) - _NET_KEYS[kind]
-    if unknown:
-        raise PolicyFormatError(f"architecture 'net' has unknown keys {sorted(unknown)} for type {kind!r}")
-    for key, value in net.items():
-        values = value if isinstance(value, list) else [value]
-        for v in values:
-            if isinstance(v, bool) and key != "learn_temperature":
-                raise PolicyFormatError(f"architecture size {key!r} must be numeric, got {value!r}")
-            if key == "learn_temperature":
-                if not isinstance(v, bool):
-                    raise PolicyFormatError(f"architecture 'learn_temperature' must be a boolean, got {v!r}")
-            elif key == "temperature":
-                if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                    raise PolicyFormatError(f"architecture 'temperature' must be a positive number, got {v!r}")
-            elif not isinstance(v, int) or v <= 0:
-                raise PolicyFormatError(f"architecture size {key!r} must be positive integers, got {value!r}")
-            elif v > (MAX_IMAGE_SIDE if key.startswith("image_") else MAX_DIM):
-                raise PolicyFormatError(f"architecture size {key!r}={v} exceeds the limit")
-    try:
-        config = VisuomotorConfig(**net) if kind == "visuomotor_cnn" else MLPConfig(**net)
-    except (TypeError, ValueError) as exc:
-        raise PolicyFormatError(f"architecture sizes are invalid: {exc}") from exc
+    config = check_net(kind, net)
     for key in ("obs_dim", "action_dim"):
         want = config.config_dim if key == "obs_dim" else config.action_dim
         if arch.get(key) != want:
@@ -215,10 +247,6 @@ def deserialize_policy(architecture_json: str, weights: bytes | bytearray | memo
     except Exception as exc:  # safetensors raises its own error types; none of them executes code
         raise PolicyFormatError(f"weights are not a valid safetensors payload: {exc}") from exc
 
-    # Size check before building: a parameter count over the limit is rejected without allocating.
-    n_params = config.num_parameters()
-    if n_params > MAX_PARAMETERS:
-        raise PolicyFormatError(f"network has {n_params} parameters, over the {MAX_PARAMETERS} limit")
     policy = GaussianPolicy.from_architecture({"type": arch["type"], "net": config.to_dict()}, seed=0)
     policy.observes = arch.get("observes")
     expected = {k: v for k, v in policy.state_dict().items()}

@@ -176,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from gps_trainer.config import parse_overrides
+    from gps_trainer.config_schema import arg_int
     from gps_trainer.policy_opt import load_yaml_section
 
     ap = argparse.ArgumentParser(prog="gps_trainer.paper.architectures", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="YAML with a pose_pretrain section")
     ap.add_argument("--out", default="runs/results/architectures.json")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=arg_int(1, 256), default=1)
     ap.add_argument("--only", nargs="*", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     ap.add_argument("overrides", nargs="*", help="key=value (YAML values)")
     a = ap.parse_args(argv)

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from gps_controller.policies.neural import GaussianPolicy, images_to_tensor
 from gps_controller.policies.serialization import load_policy
+from gps_core import safe_yaml
 from gps_core.layout import EE_POINTS, EE_VELOCITIES, quat_wxyz_to_matrix
 from gps_core.progress import Progress
 from gps_core.tasks import TaskConfig, load_task, yaw_quaternion
@@ -46,7 +46,7 @@ METHOD_LABELS = {"end_to_end": "end-to-end training", "pose_features": "pose fea
 def _yaw_origin(task: TaskConfig) -> np.ndarray | None:
     if not task.path:
         return None
-    raw = yaml.safe_load(Path(task.path).read_text()) or {}
+    raw = safe_yaml.load(Path(task.path).read_text(), str(task.path)) or {}
     v = raw.get("face_targets_towards")
     return None if v is None else np.asarray(v, dtype=float)
 
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from gps_trainer.config import load_experiment, parse_overrides
+    from gps_trainer.config_schema import MAX_SEED, arg_float, arg_int
     from gps_trainer.procedure import train_in_simulation
 
     ap = argparse.ArgumentParser(prog="gps_trainer.paper.baselines", description=__doc__,
@@ -192,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-policy", default=None, help="state-based MDGPS policy.safetensors (pose prediction)")
     ap.add_argument("--controllers", default=None, help="initial local controllers (.npz) for the GPS runs")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    ap.add_argument("--fc-steps", type=int, default=300)
-    ap.add_argument("--e2e-steps", type=int, default=50)
-    ap.add_argument("--trials", type=int, default=None,
+    ap.add_argument("--fc-steps", type=arg_int(0, 10_000_000), default=300)
+    ap.add_argument("--e2e-steps", type=arg_int(0, 10_000_000), default=50)
+    ap.add_argument("--trials", type=arg_int(1, 100_000), default=None,
                     help="evaluation trials per condition set (default: the task's, e.g. 27 / 36 / 40)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--stop-at-success", type=float, default=None,
+    ap.add_argument("--seed", type=arg_int(0, MAX_SEED, "32 bits"), default=0)
+    ap.add_argument("--threads", type=arg_int(1, 256), default=1)
+    ap.add_argument("--stop-at-success", type=arg_float(0.0, 1.0), default=None,
                     help="end a GPS run once its policy's training-condition success rate reaches this")
     ap.add_argument("--out", default="runs/results")
     ap.add_argument("--select", choices=SELECT_RULES, default="last",

@@ -194,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     import shlex
     import sys
 
+    from gps_trainer.config_schema import MAX_SEED, arg_int
+
     ap = argparse.ArgumentParser(prog="gps_trainer.paper.sample_efficiency", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--steps", type=int, default=50_000, help="environment-step budget per run")
-    ap.add_argument("--eval-every", type=int, default=5_000)
-    ap.add_argument("--eval-episodes", type=int, default=8)
+    ap.add_argument("--seeds", nargs="+", type=arg_int(0, MAX_SEED, "32 bits"), default=[0, 1])
+    ap.add_argument("--steps", type=arg_int(1, 100_000_000), default=50_000, help="environment-step budget per run")
+    ap.add_argument("--eval-every", type=arg_int(1, 100_000_000), default=5_000)
+    ap.add_argument("--eval-episodes", type=arg_int(1, 100_000), default=8)
     ap.add_argument("--env", default="GpsReach-v0")
     ap.add_argument("--out", default="runs/results/model_free")
     ap.add_argument("--stop-at-threshold", action="store_true", help="stop a run once it reaches 90%%")
