@@ -47,35 +47,42 @@ def _experiment(tmp_path: Path, algorithm: str) -> Path:
     return path
 
 
+def _train_through_nodes(tmp_path: Path, ros_env: dict, experiment: Path, out: Path, iterations: int) -> dict:
+    """`gps up` with ``experiment``, ``iterations`` started by the service, the stack stopped (every node
+    gone); the trainer's last status."""
+    pids: list[int] = []
+    rclpy.init()
+    node = rclpy.create_node("mdgps_test_client")
+    try:
+        up = subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "up",
+                             "--experiment", str(experiment),
+                             "--trainer-params", str(trainer_params_file(
+                                 tmp_path, overrides=[f"samples_per_condition={SAMPLES}"], fsync=False,
+                                 trial_timeout_s=60.0, service_wait_s=30.0))],
+                            cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=60)
+        pids = stack_pids(out)
+        assert up.returncode == 0, up.stderr
+        assert len(pids) >= 3  # sim, controller, trainer (+ TF publisher)
+        start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
+        res = call_service(node, start, StartIteration.Request(iterations=iterations), timeout=90.0)
+        assert res.accepted, res.message
+        status = wait_for_iterations(node, node.create_client(GetStatus, "/gps_trainer/get_status"), iterations,
+                                     180.0 * iterations, pids)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop_stack(ros_env, out, pids)
+    assert not any(pid_alive(p) for p in pids)
+    return status
+
+
 @pytest.mark.parametrize("algorithm", ["mdgps", "badmm"])
 def test_one_gps_iteration_through_nodes_pushes_and_evaluates_the_policy(tmp_path, ros_env, algorithm):
     from gps_controller.policies.serialization import load_policy
     from gps_trainer.storage import CheckpointStore, RolloutStore
 
     out = tmp_path / "out"
-    pids: list[int] = []
-    rclpy.init()
-    node = rclpy.create_node("mdgps_test_client")
-    try:
-        up = subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "up",
-                             "--experiment", str(_experiment(tmp_path, algorithm)),
-                             "--trainer-params", str(trainer_params_file(tmp_path, overrides=[f"samples_per_condition={SAMPLES}"], fsync=False,
-                                                                    trial_timeout_s=60.0, service_wait_s=30.0))],
-                            cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=60)
-        pids = stack_pids(out)
-        assert up.returncode == 0, up.stderr
-        assert len(pids) >= 3  # sim, controller, trainer (+ TF publisher)
-        get_status = node.create_client(GetStatus, "/gps_trainer/get_status")
-        start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
-        res = call_service(node, start, StartIteration.Request(iterations=1), timeout=90.0)
-        assert res.accepted, res.message
-
-        st = wait_for_iterations(node, get_status, 1, 180.0, pids)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-        stop_stack(ros_env, out, pids)
-    assert not any(pid_alive(p) for p in pids)
+    st = _train_through_nodes(tmp_path, ros_env, _experiment(tmp_path, algorithm), out, iterations=1)
 
     # Status: the algorithm's; the policy's own cost and success come from the evaluation.
     assert st["algorithm"] == algorithm
@@ -134,26 +141,7 @@ def test_on_policy_mdgps_samples_the_pushed_policy_with_its_noise_through_the_co
     raw["algorithm"]["sample_on_policy"] = True
     experiment.write_text(yaml.safe_dump(raw))
     out = tmp_path / "out"
-    pids: list[int] = []
-    rclpy.init()
-    node = rclpy.create_node("mdgps_on_policy_client")
-    try:
-        up = subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), "up",
-                             "--experiment", str(experiment),
-                             "--trainer-params", str(trainer_params_file(
-                                 tmp_path, overrides=[f"samples_per_condition={SAMPLES}"], fsync=False,
-                                 trial_timeout_s=60.0, service_wait_s=30.0))],
-                            cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=60)
-        pids = stack_pids(out)
-        assert up.returncode == 0, up.stderr
-        start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
-        res = call_service(node, start, StartIteration.Request(iterations=2), timeout=90.0)
-        assert res.accepted, res.message
-        wait_for_iterations(node, node.create_client(GetStatus, "/gps_trainer/get_status"), 2, 300.0, pids)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-        stop_stack(ros_env, out, pids)
+    _train_through_nodes(tmp_path, ros_env, experiment, out, iterations=2)
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["sampled"] for r in rows] == ["local_controllers", "global_policy"]
