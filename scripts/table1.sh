@@ -25,6 +25,9 @@ export OMP_NUM_THREADS=1   # one BLAS/torch thread per process was 5-10x faster 
 # success at the training positions is evaluated (the earliest of equals); reach runs its 5 iterations and
 # evaluates the last, as validated.
 GPS_LENGTH=(--stop-at-success 1.0 --select best iterations=6)
+# The state policy stops at its first iteration with every training condition solved, except toy_hammer's: it
+# samples the policy itself (on-policy MDGPS) for its config's 12 iterations (validation 24/40 -> 38/40)
+STATE_LENGTH=(--stop-at-success 1.0)
 SCENES=1.0   # share of pose-pretraining images with a random scene (the rest: the task's own scene)
 case "$TASK" in
   reach)
@@ -55,6 +58,7 @@ case "$TASK" in
     SCENES=0.75
     CTRL=(--config config/experiments/toy_hammer_traj_opt.yaml)
     STATE=(--config config/experiments/toy_hammer_mdgps.yaml)
+    STATE_LENGTH=()
     VISUAL=(--config config/experiments/toy_hammer_mdgps_visual.yaml) ;;
   bottle_cap)
     NPOS=4
@@ -75,7 +79,7 @@ log "phase 2: local controllers by trajectory optimization on the $NPOS training
 python -m gps_trainer.procedure controllers "${CTRL[@]}" --out "$OUT/controllers" --threads 1
 log "state policy by MDGPS (sees the true target): pose prediction's controller"
 python -m gps_trainer.procedure gps "${STATE[@]}" --controllers "$OUT/controllers" --out "$OUT/gps_mdgps_state" \
-  --threads 1 --stop-at-success 1.0
+  --threads 1 "${STATE_LENGTH[@]}"
 [ -f "$OUT/eval_state_oracle.json" ] ||
   gps eval --policy "$OUT/gps_mdgps_state" --task "$TASK" --seed 0 --threads 1 \
     --method state_oracle --out "$OUT/eval_state_oracle.json"
