@@ -55,3 +55,13 @@ def test_train_refuses_an_iteration_count_its_field_cannot_carry():
     for n in (2**32 + 1, -1, 0, True):
         with pytest.raises(ValueError, match="iterations: must be between 1 and 10000"):
             train(n, timeout=1.0)
+
+
+def test_baselines_refuse_an_override_written_after_sets(capsys):
+    """`--sets validation iterations=6` took the override for a set name and failed only after the GPS runs
+    (and a run's overrides after it were silently dropped): argparse now refuses it before anything runs."""
+    from gps_trainer.paper.baselines import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--vision", "v.safetensors", "--sets", "validation", "iterations=6"])
+    assert exc.value.code == 2 and "invalid choice: 'iterations=6'" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from gps_controller.policies.serialization import load_policy
 from gps_core import safe_yaml
 from gps_core.layout import EE_POINTS, EE_VELOCITIES, quat_wxyz_to_matrix
 from gps_core.progress import Progress
+from gps_core.tasks import CONDITION_SETS as TASK_CONDITION_SETS
 from gps_core.tasks import TaskConfig, load_task, yaw_quaternion
 from gps_trainer.pose_pretraining import PoseRegressor, load_pose_regressor
 
@@ -209,9 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-task", default=None,
                     help="task whose condition sets evaluate the policies (default: the experiment's task; e.g. "
                          "shape_sorting for a run trained on shape_sorting_grid_dr)")
-    ap.add_argument("--sets", nargs="+", default=None,
+    # choices: an override written after --sets (`--sets validation iterations=6`) is refused before any
+    # training, not taken for a set name that fails the evaluation after the GPS runs
+    ap.add_argument("--sets", nargs="+", default=None, choices=TASK_CONDITION_SETS, metavar="SET",
                     help="condition sets to evaluate (default: Table I's; validation visual_validation "
-                         "train_validation for development choices)")
+                         "train_validation for development choices); key=value overrides go before it")
     ap.add_argument("--validate", default=None, metavar="SET[:TRIALS],...",
                     help="evaluate every GPS iteration's policy on these development sets of the --eval-task "
                          "(metrics.jsonl; gps report plots them)")
