@@ -124,7 +124,7 @@ def compare_architectures(train_images: np.ndarray, train_positions: np.ndarray,
     for name in architectures:
         t0 = time.perf_counter()
         model = make_pose_network(name, vis, cfg.seed)
-        train_pose_regressor(model, train_images, train_positions, dataclasses.replace(cfg, log_every=10**9))
+        train_pose_regressor(model, train_images, train_positions, dataclasses.replace(cfg, log_every=max(1, cfg.iterations)))
         te = pose_errors_cm(model, test_images, test_positions, device)
         tr = pose_errors_cm(model, train_images, train_positions, device)
         out["architectures"][name] = {
