@@ -150,6 +150,8 @@ class PolicyOptDiagnostics:
     pol_var: list[float] = field(default_factory=list)
     normalization_updated: bool = False
     wall_time_s: float = 0.0
+    fc_only_wall_time_s: float = 0.0  # the head phase: feature points of every sample + the head's steps
+    full_wall_time_s: float = 0.0     # the steps on every layer
     samples_per_s: float = 0.0
     device: str = "cpu"
     aux_pose_loss_before: float | None = None  # L_aux / aux_pose_weight on all samples (normalized units)
@@ -363,6 +365,7 @@ def train_policy(
     aux_before = full_aux_loss()
 
     fc_history: list[tuple[int, float]] = []
+    t_fc = time.perf_counter()
     if cfg.fc_only_iterations > 0 and policy.uses_images:
         # Feature points of every sample with the conv layers fixed, then train the head on them.
         with torch.no_grad(), train_autocast():
@@ -386,7 +389,9 @@ def train_policy(
             loss = loss + cfg.aux_pose_weight * aux_loss(points, idx)
         return loss
 
+    t_full = time.perf_counter()
     history = _run_steps(cfg.iterations, batches, optimizer, cfg.log_every, step_loss)
+    t_end = time.perf_counter()
     policy.eval()
     loss_after = full_loss() if cfg.evaluate_full_loss else None
     aux_after = full_aux_loss()
@@ -403,7 +408,8 @@ def train_policy(
         fc_only_iterations=cfg.fc_only_iterations if policy.uses_images else 0,
         loss_before=loss_before, loss_after=loss_after, loss_history=history,
         fc_only_loss_history=fc_history, pol_var=[float(v) for v in pol_var],
-        normalization_updated=updated_norm, wall_time_s=wall,
+        normalization_updated=updated_norm, wall_time_s=wall, fc_only_wall_time_s=t_full - t_fc,
+        full_wall_time_s=t_end - t_full,
         samples_per_s=steps * bs / wall if wall > 0 else math.inf, device=str(device),
         aux_pose_loss_before=aux_before, aux_pose_loss_after=aux_after,
     )
