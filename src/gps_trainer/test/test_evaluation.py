@@ -191,3 +191,22 @@ def test_workers_refuse_bad_counts_and_a_given_sim():
     with pytest.raises(ValueError, match="pass sim only with workers=1"):
         evaluate_policy(pol, "reach", ("train",), trials_per_set=1, horizon=1, workers=2,
                         sim=_ScriptedSim(load_task("reach")))
+
+
+def test_eval_cli_workers(tmp_path, capsys):
+    from gps_controller.policies import save_policy
+    from gps_trainer.cli import main
+
+    pol = make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0)
+    save_policy(pol, tmp_path / "policy.safetensors")
+    args = ["eval", "--policy", str(tmp_path / "policy.safetensors"), "--trials", "2", "--sets", "train_perturbed"]
+    for bad, why in (("0", "must be between 1 and 64"), ("two", "expected an integer")):
+        with pytest.raises(SystemExit):
+            main([*args, "--workers", bad])
+        assert f"--workers: {why}" in capsys.readouterr().err
+    assert main([*args, "--workers", "2", "--through-nodes"]) == 2
+    assert "--workers run on the simulation API only" in capsys.readouterr().err
+    assert main([*args, "--workers", "2", "--out", str(tmp_path / "two.json")]) == 0
+    assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["sets"] == two["sets"]
