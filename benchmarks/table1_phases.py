@@ -18,6 +18,8 @@ well below wall means the process waited (another job on the core, I/O).
 
 Stages inside the GPS loop's phases come from the metrics rows (wall only: they are timed inside one
 iteration); the loop's phases (sampling / iterating / evaluating / checkpointing) get CPU seconds too.
+With ``--sampler-workers`` / ``--eval-workers`` > 1 the workers' CPU seconds count once they have exited
+(the evaluation's pool ends with it, a sampler's with its GPS run).
 
     python benchmarks/table1_phases.py [--task reach] [--json out.json] [--threads 1]
 
@@ -95,7 +97,7 @@ class LoopPhases:
             self._cur = None
 
 
-def gps_phase(timer: Timer, name: str, cfg, out: Path, stages: dict[str, str], **kw) -> list[dict]:
+def gps_phase(timer: Timer, name: str, cfg, out: Path, *, stages: dict[str, str], **kw) -> list[dict]:
     """Run a GPS experiment, add its loop phases (wall + CPU) and its metrics-row stages (wall, summed)."""
     from gps_trainer.procedure import train_in_simulation
 
@@ -124,6 +126,7 @@ def main() -> None:
     ap.add_argument("--full-steps", type=int, default=20)
     ap.add_argument("--eval-trials", type=int, default=3, help="trials per Table I condition set")
     ap.add_argument("--eval-workers", type=int, default=1, help="worker processes of the evaluation")
+    ap.add_argument("--sampler-workers", type=int, default=1, help="worker processes of the GPS runs' sampling")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (table1.sh: 1)")
     ap.add_argument("--json", default=None, help="also write the JSON here")
     a = ap.parse_args()
@@ -163,15 +166,15 @@ def main() -> None:
 
         # phase 2: local controllers
         cfg = load_experiment(exp / traj_file, {**traj_over, **samples, "iterations": a.traj_opt_iterations})
-        traj_rows = gps_phase(timer, "traj opt", cfg, tmp / "controllers",
-                              {"sampling_s": "sampling", "dynamics_s": "dynamics fit", "cost_s": "cost",
+        traj_rows = gps_phase(timer, "traj opt", cfg, tmp / "controllers", sampler_workers=a.sampler_workers,
+                              stages={"sampling_s": "sampling", "dynamics_s": "dynamics fit", "cost_s": "cost",
                                "c_step_s": "C-step", "evaluation_s": "evaluation (loop)"})
 
         # phase 3: one end-to-end MDGPS iteration from the controllers and the pretrained trunk
         over = {**vis_over, **samples, **baseline_overrides("end_to_end", a.head_steps, a.full_steps),
                 "iterations": 1, "algorithm.policy_opt.device": "cpu"}
         cfg = load_experiment(exp / vis_file, over)
-        rows = gps_phase(timer, "MDGPS (1 iteration)", cfg, tmp / "gps", {
+        rows = gps_phase(timer, "MDGPS (1 iteration)", cfg, tmp / "gps", sampler_workers=a.sampler_workers, stages={
             "sampling_s": "sampling", "dynamics_s": "dynamics fit", "policy_fit_s": "policy linearization",
             "c_step_s": "C-step", "s_step_s": "S-step (all)", "s_step_head_s": "S-step head",
             "s_step_full_s": "S-step full network", "evaluation_s": "evaluation (loop)"},
@@ -195,7 +198,7 @@ def main() -> None:
                "traj_opt_iterations": len(traj_rows), "conditions_traj_opt": len(traj_rows[0]["cost_per_condition"]),
                "conditions_mdgps": len(row["cost_per_condition"]), "samples_per_condition": cfg.samples_per_condition,
                "head_steps": a.head_steps, "full_steps": a.full_steps, "eval_trials": trials,
-               "eval_workers": a.eval_workers, "threads": a.threads}
+               "eval_workers": a.eval_workers, "sampler_workers": a.sampler_workers, "threads": a.threads}
     print("budgets: " + ", ".join(f"{k} {v}" for k, v in budgets.items()))
     loadavg = os.getloadavg()
     result = {"benchmark": "table1_phases", "task": a.task, "cpu_count": os.cpu_count(), "loadavg_1_5_15": loadavg,
