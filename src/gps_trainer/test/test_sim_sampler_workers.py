@@ -71,3 +71,26 @@ def test_workers_refuse_bad_counts_and_a_given_sim():
             SimSampler("reach", 4, sim=sim, workers=2)
     finally:
         sim.close()
+
+
+def test_a_gps_run_with_sampler_workers_equals_the_one_process_run(tmp_path):
+    """Two tiny MDGPS iterations (state policy) through train_in_simulation: every metrics row (timings
+    aside), the controllers and the policy's weights equal with sampler_workers=2 and 1."""
+    import json
+    from pathlib import Path
+
+    from gps_trainer.config import load_experiment
+    from gps_trainer.procedure import train_in_simulation
+
+    exp = Path(__file__).resolve().parents[3] / "config" / "experiments" / "reach_mdgps.yaml"
+    cfg = load_experiment(exp, {"conditions": 2, "samples_per_condition": 2, "horizon": 8, "iterations": 2,
+                                "algorithm.dynamics.prior.max_clusters": 2, "algorithm.policy_prior.max_clusters": 2,
+                                "algorithm.policy_opt.iterations": 5, "algorithm.policy_opt.device": "cpu"})
+    runs = {w: train_in_simulation(cfg, tmp_path / f"w{w}", sampler_workers=w) for w in (1, 2)}
+    strip = lambda row: json.dumps({k: v for k, v in row.items() if not k.endswith("_s")}, sort_keys=True)  # noqa: E731
+    assert [strip(r) for r in runs[1].rows] == [strip(r) for r in runs[2].rows]
+    for a, b in zip(runs[1].controllers, runs[2].controllers, strict=True):
+        np.testing.assert_array_equal(a.K, b.K)
+        np.testing.assert_array_equal(a.k, b.k)
+    for (name, p), (_, q) in zip(runs[1].policy.state_dict().items(), runs[2].policy.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
