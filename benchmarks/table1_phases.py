@@ -40,6 +40,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,9 +57,14 @@ RECIPES = {
 SCENES = {"toy_hammer": 0.75}  # share of pose images with a random scene (table1.sh's SCENES)
 
 
-def cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def cpu_seconds(who: str = "all") -> float:
+    """User + system CPU seconds of this process ("self"), of its reaped children ("children"), or both."""
+    total = 0.0
+    for kind, which in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN)):
+        if who in (kind, "all"):
+            r = resource.getrusage(which)
+            total += r.ru_utime + r.ru_stime
+    return total
 
 
 class Timer:
@@ -79,7 +85,8 @@ class Timer:
 
 
 class LoopPhases:
-    """``on_phase`` of the GPS loop: wall and CPU seconds of each loop phase, summed over iterations."""
+    """``on_phase`` of the GPS loop: wall and CPU seconds (this process's: worker processes are reaped only
+    when the run closes its sampler) of each loop phase, summed over iterations."""
 
     def __init__(self):
         self.sums: dict[str, list[float]] = {}
@@ -87,14 +94,14 @@ class LoopPhases:
 
     def __call__(self, phase: str) -> None:
         self.stop()
-        self._cur = (phase, time.perf_counter(), cpu_seconds())
+        self._cur = (phase, time.perf_counter(), cpu_seconds("self"))
 
     def stop(self) -> None:
         if self._cur is not None:
             name, w0, c0 = self._cur
             s = self.sums.setdefault(name, [0.0, 0.0])
             s[0] += time.perf_counter() - w0
-            s[1] += cpu_seconds() - c0
+            s[1] += cpu_seconds("self") - c0
             self._cur = None
 
 
@@ -103,16 +110,52 @@ def gps_phase(timer: Timer, name: str, cfg, out: Path, *, stages: dict[str, str]
     from gps_trainer.procedure import train_in_simulation
 
     loop = LoopPhases()
+    children = cpu_seconds("children")
     with timer.phase(name):
         run = train_in_simulation(cfg, out, on_phase=loop, resume=False, **kw)
         loop.stop()
     for phase, (wall, cpu) in loop.sums.items():
         timer.add(name, f"loop: {phase}", wall, cpu)
+    if kw.get("sampler_workers", 1) > 1:
+        timer.add(name, "sampler workers' CPU", 0.0, cpu_seconds("children") - children)
     for key, label in stages.items():
         vals = [r[key] for r in run.rows if key in r]
         if vals:
             timer.add(name, label, sum(vals))
     return run.rows
+
+
+def compare_workers(a, cfg, tmp: Path, timer: Timer) -> dict:
+    """Sampling and evaluation with 1 and with ``a.compare_workers`` processes, back to back."""
+    from gps_trainer.paper.evaluation import CONDITION_SETS, evaluate_policy
+    from gps_trainer.run_dir import load_controllers
+    from gps_trainer.sim_sampler import SimSampler
+
+    n = a.compare_workers
+    controllers = load_controllers(tmp / "controllers")  # the sampler extends them to T + 1 steps
+    out: dict = {"workers": n}
+    batches = {}
+    for w in (1, n):
+        with timer.phase(f"compare: {w} process(es)", "sampling, cold"):
+            sampler = SimSampler(cfg.task, cfg.horizon, image_size=cfg.image_size, record_images=True, base_seed=0,
+                                 workers=w)
+            batches[w] = sampler.sample(0, controllers[:cfg.conditions], cfg.samples_per_condition)
+        with timer.phase(f"compare: {w} process(es)", "sampling, warm"):
+            sampler.sample(1, controllers[:cfg.conditions], cfg.samples_per_condition)
+            sampler.close()
+    out["sampling_identical"] = all(
+        all(np.array_equal(getattr(x, k), getattr(y, k)) for k in ("X", "U", "obs", "images", "noise"))
+        for x, y in zip(batches[1], batches[n], strict=True))
+    results = {}
+    for w in (1, n):
+        with timer.phase(f"compare: {w} process(es)", f"evaluation, {3 * a.compare_trials} trials"):
+            results[w] = evaluate_policy(tmp / "gps" / "policy.safetensors", task=a.task,
+                                         condition_sets=CONDITION_SETS, trials_per_set=a.compare_trials, seed=1,
+                                         workers=w).to_dict()["sets"]
+    out["evaluation_identical"] = results[1] == results[n]
+    print(f"compare: {n} processes give the same rollouts: {out['sampling_identical']}, the same evaluation: "
+          f"{out['evaluation_identical']}")
+    return out
 
 
 def main() -> None:
@@ -129,6 +172,10 @@ def main() -> None:
     ap.add_argument("--eval-workers", type=int, default=1, help="worker processes of the evaluation")
     ap.add_argument("--sampler-workers", type=int, default=1, help="worker processes of the GPS runs' sampling")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (table1.sh: 1)")
+    ap.add_argument("--compare-workers", type=int, default=0, metavar="N",
+                    help="afterwards, under the same load: one MDGPS iteration's sampling (a cold and a warm pool) "
+                         "and the evaluation (--compare-trials per set) with 1 and with N processes, results compared")
+    ap.add_argument("--compare-trials", type=int, default=9)
     ap.add_argument("--json", default=None, help="also write the JSON here")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -189,14 +236,15 @@ def main() -> None:
         with timer.phase("evaluation"):
             ev = evaluate_policy(tmp / "gps" / "policy.safetensors", task=a.task, condition_sets=CONDITION_SETS,
                                  trials_per_set=a.eval_trials, seed=0, workers=a.eval_workers)
-    total_wall = time.perf_counter() - t_start
+        total_wall = time.perf_counter() - t_start
+        compare = compare_workers(a, cfg, tmp, timer) if a.compare_workers > 1 else None
     trials = sum(s.trials for s in ev.sets.values())
 
     print(f"{'phase':<22}{'stage':<24}{'wall s':>9}{'CPU s':>9}")
     for r in timer.rows:
         cpu = "" if r["cpu_s"] is None else f"{r['cpu_s']:.2f}"
         print(f"{r['phase']:<22}{r['stage']:<24}{r['wall_s']:>9.2f}{cpu:>9}")
-    print(f"{'all':<22}{'':<24}{total_wall:>9.2f}")
+    print(f"{'all (pipeline)':<22}{'':<24}{total_wall:>9.2f}")
     budgets = {"pose_images": a.pose_images, "pose_steps": a.pose_steps,
                "traj_opt_iterations": len(traj_rows), "conditions_traj_opt": len(traj_rows[0]["cost_per_condition"]),
                "conditions_mdgps": len(row["cost_per_condition"]), "samples_per_condition": cfg.samples_per_condition,
@@ -206,7 +254,8 @@ def main() -> None:
     loadavg = os.getloadavg()
     result = {"benchmark": "table1_phases", "task": a.task, "cpu_count": os.cpu_count(), "loadavg_1_5_15": loadavg,
               "machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
-              "torch": torch.__version__, "budgets": budgets, "rows": timer.rows, "total_wall_s": total_wall}
+              "torch": torch.__version__, "budgets": budgets, "rows": timer.rows, "total_wall_s": total_wall,
+              "compare_workers": compare}
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
