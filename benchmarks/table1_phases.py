@@ -240,11 +240,11 @@ def main() -> None:
         compare = compare_workers(a, cfg, tmp, timer) if a.compare_workers > 1 else None
     trials = sum(s.trials for s in ev.sets.values())
 
-    print(f"{'phase':<22}{'stage':<24}{'wall s':>9}{'CPU s':>9}")
+    print(f"{'phase':<26}{'stage':<24}{'wall s':>9}{'CPU s':>9}")
     for r in timer.rows:
         cpu = "" if r["cpu_s"] is None else f"{r['cpu_s']:.2f}"
-        print(f"{r['phase']:<22}{r['stage']:<24}{r['wall_s']:>9.2f}{cpu:>9}")
-    print(f"{'all (pipeline)':<22}{'':<24}{total_wall:>9.2f}")
+        print(f"{r['phase']:<26}{r['stage']:<24}{r['wall_s']:>9.2f}{cpu:>9}")
+    print(f"{'all (pipeline)':<26}{'':<24}{total_wall:>9.2f}")
     budgets = {"pose_images": a.pose_images, "pose_steps": a.pose_steps,
                "traj_opt_iterations": len(traj_rows), "conditions_traj_opt": len(traj_rows[0]["cost_per_condition"]),
                "conditions_mdgps": len(row["cost_per_condition"]), "samples_per_condition": cfg.samples_per_condition,
