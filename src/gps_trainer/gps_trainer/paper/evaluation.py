@@ -388,16 +388,17 @@ def evaluate_policy(
         if progress is not None:
             progress.restart(total, f"evaluating: 0/{total} trials")
         outcomes: list[tuple[bool, float] | None] = [None] * total
-        done = successes = 0
+        done = 0
+        set_done, set_successes = [0] * len(condition_sets), [0] * len(condition_sets)
 
         def record(index: int, outcome: tuple[bool, float]) -> None:
-            nonlocal done, successes
+            nonlocal done
             outcomes[index] = outcome
-            done, successes = done + 1, successes + bool(outcome[0])
+            k, cset = trials[index][:2]
+            done, set_done[k], set_successes[k] = done + 1, set_done[k] + 1, set_successes[k] + bool(outcome[0])
             if progress is not None:
-                _, cset, i, _, _ = trials[index]
-                progress.update(done, f"evaluating: {done}/{total} trials ({cset} {i + 1}/"
-                                      f"{set_trials[condition_sets.index(cset)]}, {successes} successes so far)")
+                progress.update(done, f"evaluating: {done}/{total} trials ({cset} {set_done[k]}/{set_trials[k]}, "
+                                      f"{set_successes[k]} successes)")
 
         if workers == 1:
             for index, (_, cset, _, m, trial_seed) in enumerate(trials):
