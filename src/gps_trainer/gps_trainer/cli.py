@@ -447,8 +447,8 @@ def cmd_eval(a) -> int:
     if a.through_nodes:
         from gps_trainer.paper.node_evaluation import evaluate_policy_through_nodes
 
-        if a.ablation:
-            print("--ablation runs on the simulation API only (drop --through-nodes)", file=sys.stderr)
+        if a.ablation or a.workers > 1:
+            print("--ablation and --workers run on the simulation API only (drop --through-nodes)", file=sys.stderr)
             return 2
 
         try:
@@ -462,7 +462,7 @@ def cmd_eval(a) -> int:
     else:
         res = evaluate_policy(a.policy, a.task, tuple(a.sets), a.trials, a.seed, a.image_size,
                               policy_obs=a.policy_obs, joint_limit_margin=a.joint_limit_guard, ablation=a.ablation,
-                              progress=progress)
+                              progress=progress, workers=a.workers)
     progress.finish(f"{sum(r.trials for r in res.sets.values())} trials")
     print(format_table(res))
     out = Path(a.out) if a.out else Path(a.policy).parent / "eval.json"
@@ -540,6 +540,9 @@ def main(argv=None) -> int:
     ev.add_argument("--method", default="", help="label for the report (end_to_end, pose_features, ...)")
     ev.add_argument("--out", default="", help="JSON path (default: eval.json next to the policy)")
     ev.add_argument("--threads", type=arg_int(1, 256), default=1)
+    ev.add_argument("--workers", type=arg_int(1, 64), default=1,
+                    help="processes the trials run in (each its own simulator, one torch thread); the result equals "
+                         "one process's with --threads 1")
     ev.add_argument("--through-nodes", action="store_true",
                     help="run the trials through the running stack (`gps up` first): controller + lockstep sim")
     ev.add_argument("--namespace", default="", help="--through-nodes: the controller's namespace (robot1, ...)")

@@ -139,6 +139,10 @@ def _iteration_metrics(algo: Any, result: Any) -> dict[str, Any]:
     m = result.as_metrics()
     m.pop("iteration", None)
     m["step_mult_per_condition"] = list(getattr(algo, "step_mults", [result.step_mult] * len(algo.controllers)))
+    # the S-step's split over its S-steps (the first iteration also trains on the initial controllers)
+    m["s_step_head_s"] = float(sum(d.fc_only_wall_time_s for d in result.policy_opt))
+    m["s_step_full_s"] = float(sum(d.full_wall_time_s for d in result.policy_opt))
+    m["s_step_loss_eval_s"] = float(sum(d.loss_eval_wall_time_s for d in result.policy_opt))
     last = result.policy_opt[-1] if result.policy_opt else None
     if last is not None and last.loss_after is not None:
         m["policy_loss"] = float(last.loss_after)

@@ -150,6 +150,9 @@ class PolicyOptDiagnostics:
     pol_var: list[float] = field(default_factory=list)
     normalization_updated: bool = False
     wall_time_s: float = 0.0
+    fc_only_wall_time_s: float = 0.0  # the head phase: feature points of every sample + the head's steps
+    full_wall_time_s: float = 0.0     # the steps on every layer
+    loss_eval_wall_time_s: float = 0.0  # evaluate_full_loss: the loss on all samples before and after
     samples_per_s: float = 0.0
     device: str = "cpu"
     aux_pose_loss_before: float | None = None  # L_aux / aux_pose_weight on all samples (normalized units)
@@ -359,10 +362,13 @@ def train_policy(
         params += list(aux_head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     policy.train()
+    t_loss = time.perf_counter()
     loss_before = full_loss() if cfg.evaluate_full_loss else None
+    loss_eval_s = time.perf_counter() - t_loss
     aux_before = full_aux_loss()
 
     fc_history: list[tuple[int, float]] = []
+    t_fc = time.perf_counter()
     if cfg.fc_only_iterations > 0 and policy.uses_images:
         # Feature points of every sample with the conv layers fixed, then train the head on them.
         with torch.no_grad(), train_autocast():
@@ -386,9 +392,13 @@ def train_policy(
             loss = loss + cfg.aux_pose_weight * aux_loss(points, idx)
         return loss
 
+    t_full = time.perf_counter()
     history = _run_steps(cfg.iterations, batches, optimizer, cfg.log_every, step_loss)
+    t_end = time.perf_counter()
     policy.eval()
+    t_loss = time.perf_counter()
     loss_after = full_loss() if cfg.evaluate_full_loss else None
+    loss_eval_s += time.perf_counter() - t_loss
     aux_after = full_aux_loss()
     if aux_head is not None:
         aux_pose.head[...] = np.hstack([aux_head.weight.detach().cpu().double().numpy(),
@@ -403,7 +413,8 @@ def train_policy(
         fc_only_iterations=cfg.fc_only_iterations if policy.uses_images else 0,
         loss_before=loss_before, loss_after=loss_after, loss_history=history,
         fc_only_loss_history=fc_history, pol_var=[float(v) for v in pol_var],
-        normalization_updated=updated_norm, wall_time_s=wall,
+        normalization_updated=updated_norm, wall_time_s=wall, fc_only_wall_time_s=t_full - t_fc,
+        full_wall_time_s=t_end - t_full, loss_eval_wall_time_s=loss_eval_s,
         samples_per_s=steps * bs / wall if wall > 0 else math.inf, device=str(device),
         aux_pose_loss_before=aux_before, aux_pose_loss_after=aux_after,
     )

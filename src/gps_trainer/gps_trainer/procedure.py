@@ -42,15 +42,16 @@ def train_in_simulation(cfg: Any, out: str | Path, *, init_controllers: str | Pa
                         pretrained_vision: str | Path | None = None, stop_at_success: float | None = None,
                         resume: bool = True, iterations: int | None = None, sim: Any = None,
                         validate: list[str] | None = None, validate_task: str | None = None,
-                        on_phase: Callable[[str], None] | None = None) -> GPSRun:
+                        on_phase: Callable[[str], None] | None = None, sampler_workers: int = 1) -> GPSRun:
     """Run experiment ``cfg`` in run directory ``out`` on the simulator's Python API (phases 2 and 3);
     returns the finished :class:`GPSRun` (``.rows``, ``.algorithm``, ``.policy``, ``.controllers``).
     ``validate``: condition sets (``name`` or ``name:trials``) of ``validate_task`` (default: the
     experiment's task) on which every iteration's policy is evaluated (:func:`validation_hook`).
-    ``on_phase(phase)``: as each phase of an iteration starts (:class:`GPSRun`'s)."""
+    ``on_phase(phase)``: as each phase of an iteration starts (:class:`GPSRun`'s). ``sampler_workers``:
+    processes the rollouts run in (:class:`SimSampler`'s ``workers``; the same rollouts as one process)."""
     visual = cfg.algorithm.type != "traj_opt" and cfg.algorithm.policy.get("type") == "visuomotor_cnn"
     sampler = SimSampler(cfg.task, cfg.horizon, image_size=getattr(cfg, "image_size", 64), record_images=visual,
-                         base_seed=cfg.seed, sim=sim)
+                         base_seed=cfg.seed, sim=sim, workers=sampler_workers)
     try:
         hook = validation_hook(validate_task or cfg.task, validate) if validate else None
         run = GPSRun(cfg, out, sampler, init_controllers=init_controllers, pretrained_vision=pretrained_vision,
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--threads", type=arg_int(0, 256), default=0, help="torch threads (0: torch default)")
         p.add_argument("overrides", nargs="*", help="key=value (dotted keys, YAML values)")
         if name != "pose":
+            p.add_argument("--workers", type=arg_int(1, 64), default=1,
+                           help="processes the rollouts run in (each its own simulator, one torch thread); the "
+                                "same rollouts as one process with --threads 1")
             p.add_argument("--stop-at-success", type=arg_float(0.0, 1.0), default=None,
                            help="stop once the evaluated success rate reaches this")
             p.add_argument("--restart", action="store_true",
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         run = train_in_simulation(cfg, a.out, init_controllers=getattr(a, "controllers", None),
                                   pretrained_vision=getattr(a, "vision", None), stop_at_success=a.stop_at_success,
                                   resume=not a.restart, validate=_split(getattr(a, "validate", None)),
-                                  validate_task=getattr(a, "validate_task", None))
+                                  validate_task=getattr(a, "validate_task", None), sampler_workers=a.workers)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"gps_trainer.procedure {a.phase}: {exc}") from None
     last = run.rows[-1] if run.rows else {}

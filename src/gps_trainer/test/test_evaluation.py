@@ -149,3 +149,64 @@ def test_eval_cli_writes_json(tmp_path, capsys):
     d = json.loads((tmp_path / "eval.json").read_text())
     assert d["method"] == "end_to_end" and d["command"].startswith("gps eval --policy")
     assert d["policy_obs"] == "state"
+
+
+TINY_CNN = {"type": "visuomotor_cnn", "init_var": 0.1,
+            "net": {"image_height": 16, "image_width": 16, "conv_filters": [4, 4, 4], "conv_kernels": [3, 3, 3],
+                    "conv_strides": [2, 1, 1], "fc_hidden": [8]}}
+
+
+def test_trials_over_worker_processes_equal_one_process(tmp_path):
+    """workers=2 (spawned processes, each its own rendering ArmSim and one torch thread) gives the one-process
+    result bit for bit: per trial success, final distance (exact floats), condition, reset seed. The
+    workers take trials in another order than the single process, so a reset that left state behind
+    (scene, arm, renderer) or a policy with state between calls would show here."""
+    from gps_controller.policies import save_policy
+
+    cnn = make_policy(TINY_CNN, 32, 7, seed=2)
+    with torch.no_grad():  # an untrained head acts near zero; larger outputs move the arm differently per trial
+        for p in cnn.net.parameters():
+            p.mul_(4.0)
+    path = tmp_path / "policy.safetensors"
+    save_policy(cnn, path)
+    kw = dict(task="reach", condition_sets=("train_perturbed", "visual_test"), trials_per_set=5, seed=7,
+              horizon=6, joint_limit_margin=0.05)
+    one = evaluate_policy(path, workers=1, **kw)
+    two = evaluate_policy(path, workers=2, **kw)
+    assert one.to_dict() == two.to_dict()
+    dists = [d for s in one.sets.values() for d in s.final_distance]
+    assert len(dists) == 10 and len(set(dists)) == 10  # every trial its own situation and outcome
+    assert one.sets["visual_test"].reset_seeds == two.sets["visual_test"].reset_seeds
+    # an in-memory policy travels to the workers with its weights
+    assert evaluate_policy(cnn, workers=2, **kw).sets == evaluate_policy(cnn, workers=1, **kw).sets
+
+
+def test_workers_refuse_bad_counts_and_a_given_sim():
+    from gps_core.tasks import load_task
+
+    pol = make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+            evaluate_policy(pol, "reach", ("train",), trials_per_set=1, horizon=1, workers=bad)
+    with pytest.raises(ValueError, match="pass sim only with workers=1"):
+        evaluate_policy(pol, "reach", ("train",), trials_per_set=1, horizon=1, workers=2,
+                        sim=_ScriptedSim(load_task("reach")))
+
+
+def test_eval_cli_workers(tmp_path, capsys):
+    from gps_controller.policies import save_policy
+    from gps_trainer.cli import main
+
+    pol = make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0)
+    save_policy(pol, tmp_path / "policy.safetensors")
+    args = ["eval", "--policy", str(tmp_path / "policy.safetensors"), "--trials", "2", "--sets", "train_perturbed"]
+    for bad, why in (("0", "must be between 1 and 64"), ("two", "expected an integer")):
+        with pytest.raises(SystemExit):
+            main([*args, "--workers", bad])
+        assert f"--workers: {why}" in capsys.readouterr().err
+    assert main([*args, "--workers", "2", "--through-nodes"]) == 2
+    assert "--workers run on the simulation API only" in capsys.readouterr().err
+    assert main([*args, "--workers", "2", "--out", str(tmp_path / "two.json")]) == 0
+    assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["sets"] == two["sets"]

@@ -108,10 +108,11 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
                        state_policy: str | Path | None = None, end_to_end: str | Path | None = None,
                        pose_features: str | Path | None = None, trials_per_set: int | None = None, seed: int = 0,
                        condition_sets: tuple[str, ...] | None = None,
-                       command: str = "", progress: Progress | None = None) -> dict[str, Any]:
+                       command: str = "", progress: Progress | None = None, workers: int = 1) -> dict[str, Any]:
     """Evaluate the methods whose inputs are given (on Table I's condition sets by default, with the task's
     trial counts); writes <out_dir>/eval_<method>.json each. ``progress``: told each trial; the tables are
-    printed through it (so a live progress line ends first)."""
+    printed through it (so a live progress line ends first). ``workers``: processes per evaluation
+    (:func:`~gps_trainer.paper.evaluation.evaluate_policy`)."""
     from gps_trainer.paper.evaluation import CONDITION_SETS, evaluate_policy, format_table
 
     condition_sets = condition_sets or CONDITION_SETS
@@ -130,7 +131,7 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
         if progress is not None:
             progress.label = f"baselines, {method}"
         res = evaluate_policy(task=task, condition_sets=condition_sets, trials_per_set=trials_per_set, seed=seed,
-                              progress=progress, **kw)
+                              progress=progress, workers=workers, **kw)
         res.write_json(out / f"eval_{method}.json", {"method": method, "command": command})
         table = f"{METHOD_LABELS[method]}:\n{format_table(res)}"
         if progress is not None:
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="evaluation trials per condition set (default: the task's, e.g. 27 / 36 / 40)")
     ap.add_argument("--seed", type=arg_int(0, MAX_SEED, "32 bits"), default=0)
     ap.add_argument("--threads", type=arg_int(1, 256), default=1)
+    ap.add_argument("--workers", type=arg_int(1, 64), default=1,
+                    help="processes the evaluation trials run in (each its own simulator, one torch thread); "
+                         "the result equals one process's with --threads 1")
     ap.add_argument("--stop-at-success", type=arg_float(0.0, 1.0), default=None,
                     help="end a GPS run once its policy's training-condition success rate reaches this")
     ap.add_argument("--out", default="runs/results")
@@ -260,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                            state_policy=a.state_policy if "pose_prediction" in a.methods else None,
                            end_to_end=policies.get("end_to_end"), pose_features=policies.get("pose_features"),
                            trials_per_set=a.trials, seed=a.seed, command=command,
-                           condition_sets=tuple(a.sets) if a.sets else None, progress=progress)
+                           condition_sets=tuple(a.sets) if a.sets else None, progress=progress,
+                           workers=a.workers)
     progress.label = "baselines"
     progress.finish(f"results in {out}")
     return 0

@@ -261,6 +261,56 @@ def run_trial(sim: Any, actor: Any, policy_obs: str, condition: int, condition_s
     return bool(sim.is_success()), float(sim.mean_distance())
 
 
+@dataclass
+class _EvalWorkerSetup:
+    """What an evaluation worker builds its simulator and actor from (pickled to it once)."""
+
+    task: Any
+    image_size: int
+    render_images: bool
+    actor: Any
+    policy_obs: str
+    horizon: int
+    joint_limit_margin: float | None
+    ablation: str | None
+    gravity: bool
+
+
+_WORKER: dict[str, Any] = {}  # an evaluation worker's simulator, actor, safety layer, ablation
+
+
+def _init_eval_worker(setup: _EvalWorkerSetup) -> None:
+    import torch
+
+    from gps_sim import ArmSim
+
+    torch.set_num_threads(1)
+    sim = ArmSim(setup.task, image_size=setup.image_size, render_images=setup.render_images, gravity=setup.gravity)
+    _WORKER.update(setup=setup, sim=sim,
+                   safety=None if setup.joint_limit_margin is None else safety_layer_for(sim, setup.joint_limit_margin),
+                   ablation=None if setup.ablation is None else ImageAblation(setup.ablation, sim))
+
+
+def _eval_worker_trial(job: tuple[int, int, str, int]) -> tuple[int, tuple[bool, float]]:
+    index, m, cset, reset_seed = job
+    w, setup = _WORKER, _WORKER["setup"]
+    return index, run_trial(w["sim"], setup.actor, setup.policy_obs, m, cset, reset_seed, setup.horizon,
+                            safety=w["safety"], ablation=w["ablation"])
+
+
+def _run_trials_in_workers(setup: _EvalWorkerSetup, trials: list[tuple[int, str, int, int, int]], workers: int
+                           ) -> Any:
+    """Yield (trial index, (success, final distance)) as the worker processes finish trials."""
+    import multiprocessing
+
+    jobs = [(index, m, cset, trial_seed) for index, (_, cset, _, m, trial_seed) in enumerate(trials)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(min(workers, len(jobs)) or 1, initializer=_init_eval_worker, initargs=(setup,)) as pool:
+        # one trial per task: trials differ in length (a visual trial renders distractors), so workers
+        # that finish early take the next one
+        yield from pool.imap_unordered(_eval_worker_trial, jobs, chunksize=1)
+
+
 def evaluate_policy(
     policy_or_path: GaussianPolicy | str | Path,
     task: str = "reach",
@@ -276,6 +326,7 @@ def evaluate_policy(
     joint_limit_margin: float | None = None,
     ablation: str | None = None,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> EvalResult:
     """Run the policy alone ``trials_per_set`` times on each condition set (conditions cycled; None: the
     task's default per set, :func:`default_trials`).
@@ -288,6 +339,13 @@ def evaluate_policy(
     docstring; 0.05 = config/controller.yaml); None: effort clamp only. ``ablation``: "blank" or "swap"
     (:class:`ImageAblation`; needs a policy that sees images). ``progress``: told each trial (set, trials
     done of all sets, successes).
+
+    ``workers`` > 1 spreads the trials over that many processes ('spawn': MuJoCo's GL context and torch's
+    thread pools do not survive a fork), each with its own simulator, the policy (or actor) pickled with
+    its weights and inference precision, and one torch thread; the results come back in trial order.
+    Every trial's situation is a function of (set, condition, reset seed) alone (``ArmSim.reset``) and
+    the policy has no state between calls, so the result equals a one-process run at one torch thread
+    (``--threads 1``) bit for bit (tested). ``sim`` must then be None (the workers build their own).
     """
     from gps_sim import ArmSim
 
@@ -298,16 +356,22 @@ def evaluate_policy(
         policy_obs = "observation" if policy_obs == "auto" else policy_obs
     if trials_per_set is not None and trials_per_set < 1:
         raise ValueError("trials_per_set must be >= 1")
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    workers = int(workers)
+    if workers > 1 and sim is not None:
+        raise ValueError("workers > 1 build their own simulators: pass sim only with workers=1")
     if ablation is not None and (ablation not in ABLATIONS or not policy.uses_images):
         raise ValueError(f"ablation {ablation!r}: expected one of {ABLATIONS}, for a policy that sees images")
     if image_size is None:
         image_size = policy.image_shape[0] if getattr(policy, "image_shape", None) else 64
     own_sim = sim is None
     if own_sim:
-        sim = ArmSim(task, image_size=image_size, render_images=bool(policy.uses_images))
+        # with workers this one only lists the conditions: the workers render
+        sim = ArmSim(task, image_size=image_size, render_images=bool(policy.uses_images) and workers == 1)
     T = int(horizon or sim.task.horizon)
     safety = None if joint_limit_margin is None else safety_layer_for(sim, joint_limit_margin)
-    ablate = None if ablation is None else ImageAblation(ablation, sim)
+    ablate = None if ablation is None or workers > 1 else ImageAblation(ablation, sim)
     sets: dict[str, SetResult] = {}
     try:
         missing = [cset for cset in condition_sets if sim.num_conditions(cset) == 0]
@@ -315,28 +379,48 @@ def evaluate_policy(
             raise ValueError(f"task {sim.task.name!r} has no {', '.join(map(repr, missing))} conditions")
         set_trials = [default_trials(sim.task, c) if trials_per_set is None else int(trials_per_set)
                       for c in condition_sets]
+        # every trial (set index, set, trial index, condition, reset seed) before any runs: a trial's
+        # situation depends on nothing else, so they may run in any order and in any process
+        trials = [(k, cset, i, i % sim.num_conditions(cset),
+                   int(np.random.default_rng([int(seed), k, i]).integers(2**31)))
+                  for k, cset in enumerate(condition_sets) for i in range(set_trials[k])]
+        total = len(trials)
         if progress is not None:
-            progress.restart(sum(set_trials), f"evaluating: 0/{sum(set_trials)} trials")
-        trials_done = 0
+            progress.restart(total, f"evaluating: 0/{total} trials")
+        outcomes: list[tuple[bool, float] | None] = [None] * total
+        done = 0
+        set_done, set_successes = [0] * len(condition_sets), [0] * len(condition_sets)
+
+        def record(index: int, outcome: tuple[bool, float]) -> None:
+            nonlocal done
+            outcomes[index] = outcome
+            k, cset = trials[index][:2]
+            done, set_done[k], set_successes[k] = done + 1, set_done[k] + 1, set_successes[k] + bool(outcome[0])
+            if progress is not None:
+                progress.update(done, f"evaluating: {done}/{total} trials ({cset} {set_done[k]}/{set_trials[k]}, "
+                                      f"{set_successes[k]} successes)")
+
+        if workers == 1:
+            for index, (_, cset, _, m, trial_seed) in enumerate(trials):
+                record(index, run_trial(sim, policy, policy_obs, m, cset, trial_seed, T, safety=safety,
+                                        ablation=ablate))
+        else:
+            setup = _EvalWorkerSetup(sim.task, int(image_size), bool(policy.uses_images), policy, policy_obs, T,
+                                     joint_limit_margin, ablation, sim.gravity)
+            for index, outcome in _run_trials_in_workers(setup, trials, workers):
+                record(index, outcome)
         for k, cset in enumerate(condition_sets):
-            n_cond = sim.num_conditions(cset)
             conds = sim.task.condition_list(cset)
-            n_trials = set_trials[k]
-            res = SetResult(cset, n_trials, 0, 0.0, 1.0)
-            for i in range(n_trials):
-                m = i % n_cond
-                trial_seed = int(np.random.default_rng([int(seed), k, i]).integers(2**31))
-                ok, dist = run_trial(sim, policy, policy_obs, m, cset, trial_seed, T, safety=safety,
-                                     ablation=ablate)
-                res.success.append(ok)
+            res = SetResult(cset, set_trials[k], 0, 0.0, 1.0)
+            for index, (k_, _, _, m, trial_seed) in enumerate(trials):
+                if k_ != k:
+                    continue
+                ok, dist = outcomes[index]
+                res.success.append(bool(ok))
                 res.conditions.append(m)
                 res.reset_seeds.append(trial_seed)
                 res.initial_target_positions.append([float(v) for v in conds[m].target_pose[:3]])
-                res.final_distance.append(dist)
-                trials_done += 1
-                if progress is not None:
-                    progress.update(trials_done, f"evaluating: {trials_done}/{sum(set_trials)} trials ({cset} "
-                                                 f"{i + 1}/{n_trials}, {sum(res.success)} successes)")
+                res.final_distance.append(float(dist))
             res.successes = int(sum(res.success))
             res.ci_low, res.ci_high = wilson_interval(res.successes, res.trials)
             res.situations = count_situations(sim.task, cset, res.conditions, res.reset_seeds)
