@@ -299,8 +299,8 @@ def test_a_signal_mid_trial_releases_the_arm_and_exits_without_a_traceback(tmp_p
         trainer = domain.trainer
         assert trainer.call("set_linear_gaussian", lg_request(0, pd_controller(T=400, bias_joint4=3.0))).success
         future = trainer.clients["run_trial"].call_async(RunTrial.Request(condition=0, policy_type="linear_gaussian"))
-        # the trial is running (20 s long); with both cores busy its reset and settle took over 1.5 s (and
-        # the signal arrive after one command in a loaded suite run here), so the signal comes 4 s in
+        # the trial is running (20 s long); with both cores busy its reset and settle took over 1.5 s (the signal
+        # then arrived after one command in a loaded suite run here), so the signal comes 4 s in
         trainer.spin_for(4.0)
         assert not future.done()
         peers.controller.send_signal(sig)
