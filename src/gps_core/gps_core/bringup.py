@@ -13,6 +13,7 @@ and its trial timeouts must still fire when a sim stops, so it runs on the syste
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from gps_core.tasks import repo_root
 
@@ -73,11 +74,34 @@ def clock_topic(namespace: str) -> str:
     return f"/{namespace}/clock" if namespace else "/clock"
 
 
+def experiment_sim_shape(experiment: str, overrides=()) -> dict:
+    """The robot parameters an experiment fixes: its task (conditions, scenes, EE and target points) and
+    camera image size, for the sim and the controller. The robot must run the trainer's task, or the
+    trainer's start states and the robot's resets disagree (a 9-position task on a 4-position robot);
+    `key=value` trainer overrides win."""
+    if not experiment:
+        return {}
+    from gps_core import safe_yaml
+
+    path = Path(experiment)
+    data = safe_yaml.load(path.read_text(), str(path))
+    shape = {k: data[k] for k in ("task", "image_size") if isinstance(data, dict) and k in data}
+    for item in overrides or ():
+        key, sep, text = str(item).partition("=")
+        if sep and key.strip() in ("task", "image_size"):
+            shape[key.strip()] = safe_yaml.load_value(text, key.strip(), "trainer overrides")
+    return shape
+
+
 def sim_stack(robots: int = 1, namespace: str = "", experiment: str = "", output_dir: str = "",
               use_sim_time: bool = USE_SIM_TIME, sim_params: str = "", controller_params: str = "",
-              trainer_params: str = "", trainer_overrides: dict | None = None, tf: bool = True) -> list[NodeSpec]:
-    """The nodes of the simulated stack, trainer last. Empty parameter-file arguments mean config/'s."""
+              trainer_params: str = "", trainer_overrides: dict | None = None, tf: bool = True,
+              publish_images: bool | None = None) -> list[NodeSpec]:
+    """The nodes of the simulated stack, trainer last. Empty parameter-file arguments mean config/'s;
+    ``publish_images`` None keeps the sim's parameter file's (False: no rendering, for state-only runs)."""
     namespaces = robot_namespaces(robots, namespace)
+    sim_shape = experiment_sim_shape(experiment, (trainer_overrides or {}).get("overrides", ()))
+    camera = {} if publish_images is None else {"publish_images": bool(publish_images)}
     sim_params = sim_params or config_path("sim.yaml")
     controller_params = controller_params or config_path("controller.yaml")
     trainer_params = trainer_params or config_path("trainer.yaml")
@@ -86,9 +110,9 @@ def sim_stack(robots: int = 1, namespace: str = "", experiment: str = "", output
         clock = (("/clock", clock_topic(ns)),) if ns else ()
         timing = {"use_sim_time": use_sim_time}
         specs.append(NodeSpec("sim", "gps_sim", "gps_sim", "gps_sim.sim_node", "gps_sim", ns, (sim_params,),
-                              {"publish_clock": True}))
+                              {"publish_clock": True, **sim_shape, **camera}))
         specs.append(NodeSpec("controller", "gps_controller", "gps_controller", "gps_controller.controller_node",
-                              "gps_controller", ns, (controller_params,), timing, clock))
+                              "gps_controller", ns, (controller_params,), {**timing, **sim_shape}, clock))
         if tf:
             specs.append(NodeSpec("tf", "gps_sim", "gps_tf", "gps_sim.tf_publisher", "gps_tf", ns, (),
                                   dict(timing), clock))
