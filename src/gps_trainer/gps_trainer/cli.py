@@ -86,11 +86,14 @@ def _stack_specs(a, out: Path) -> list:
     for key in ("init_controllers", "pretrained_vision"):  # start a GPS run from earlier phases' outputs
         if getattr(a, key, ""):
             overrides[key] = str(Path(getattr(a, key)).resolve())
+    if getattr(a, "experiment_overrides", ()):  # key=value changes to the experiment (the trainer's `overrides`)
+        overrides["overrides"] = list(a.experiment_overrides)
     resolve = lambda p: str((ROOT / p) if not Path(p).is_absolute() and (ROOT / p).exists() else Path(p).resolve())  # noqa: E731
     return sim_stack(robots=a.robots, experiment=str(Path(a.experiment).resolve()) if a.experiment else "",
                      output_dir=str(out), use_sim_time=not getattr(a, "wall_time", False),
                      sim_params=resolve(a.sim_params), controller_params=resolve(a.controller_params),
-                     trainer_params=resolve(a.trainer_params), trainer_overrides=overrides)
+                     trainer_params=resolve(a.trainer_params), trainer_overrides=overrides,
+                     publish_images=False if getattr(a, "no_images", False) else None)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -338,7 +341,10 @@ def cmd_train(a) -> int:
     return 0
 
 
-DEMO_GPS_EXPERIMENT = "config/experiments/reach_mdgps_visual_demo.yaml"
+DEMO_CONTROLLERS_EXPERIMENT = "config/experiments/reach_grid_traj_opt.yaml"
+DEMO_GPS_EXPERIMENT = "config/experiments/reach_grid_dr_mdgps_visual_demo.yaml"
+DEMO_POSE_PRETRAIN = "config/policy/pose_pretrain_demo.yaml"
+DEMO_SETS = ("spatial_test", "visual_test")
 
 
 def _demo_phase(a, name: str, experiment: str, iterations: int, **trainer_params) -> dict:
@@ -357,56 +363,105 @@ def _demo_phase(a, name: str, experiment: str, iterations: int, **trainer_params
     return st
 
 
-def _demo_vision(a, out: Path) -> str:
-    """Phase 0 (paper Sec. V): pose-pretrain the CNN's conv layers on rendered images (Python API, no
-    nodes; the conv sizes are the GPS experiment's). Reuses <out>/vision/vision.safetensors if present."""
-    weights = out / "vision" / "vision.safetensors"
-    if weights.exists():
-        print(f"== vision: reusing {weights}")
-        return str(weights)
-    import torch
+class _DemoVision:
+    """Phase 0 (paper Sec. V), pose pretraining of the CNN's conv layers on rendered images with random
+    scenes, in its own process (one torch thread) beside phase 1, which runs on the other core. The conv
+    sizes are the GPS experiment's; <out>/vision/vision.safetensors is reused if present."""
 
-    from gps_trainer.config import load_experiment
-    from gps_trainer.procedure import pretrain_vision
+    def __init__(self, a, out: Path):
+        from gps_trainer.config import load_experiment
 
-    torch.set_num_threads(1)  # measured 5-10x faster than 2 threads on 2 cores
-    cfg = load_experiment(ROOT / a.gps_experiment)
-    net = {k: v for k, v in cfg.algorithm.policy.get("net", {}).items() if k.startswith("conv_")}
-    print(f"== vision: pose pretraining of the conv layers ({a.vision_iterations} steps) -> {weights}", flush=True)
-    t0 = time.monotonic()
-    m = pretrain_vision(None, weights.parent, {"image_size": cfg.image_size, "num_train": 200, "num_test": 40,
-                                               "iterations": a.vision_iterations, "device": "cpu", "net": net})
-    print(f"vision: target position test error {m.get('test_error_cm', float('nan')):.1f} cm "
-          f"(mean-guess baseline {m.get('baseline_mean_error_cm', float('nan')):.1f} cm), "
-          f"{time.monotonic() - t0:.0f} s")
-    return str(weights)
+        self.dir = out / "vision"
+        self.weights = self.dir / "vision.safetensors"
+        self.log = self.dir / "pretrain.log"
+        self.proc: subprocess.Popen | None = None
+        self.t0 = time.monotonic()
+        if self.weights.exists():
+            print(f"== vision: reusing {self.weights}", flush=True)
+            return
+        cfg = load_experiment(ROOT / a.gps_experiment)
+        net = {k: v for k, v in cfg.algorithm.policy.get("net", {}).items() if k.startswith("conv_")}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "gps_trainer.procedure", "pose", "--config", str(ROOT / DEMO_POSE_PRETRAIN),
+               "--out", str(self.dir), "--threads", "1", f"iterations={a.vision_iterations}",
+               f"image_size={cfg.image_size}", f"seed={a.seed}", f"net={json.dumps(net)}"]
+        print(f"== vision: pose pretraining of the conv layers ({a.vision_iterations} steps) beside the "
+              f"controllers, log {self.log}", flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "GPS_PROGRESS_INTERVAL": "30"}
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def _last_line(self) -> str:
+        try:
+            lines = [x for x in self.log.read_text(errors="replace").splitlines() if "pose pretraining" in x]
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
+
+    def wait(self) -> str:
+        """The weights, once the process ends (its progress line every 30 s meanwhile)."""
+        if self.proc is not None:
+            while True:
+                try:
+                    rc = self.proc.wait(timeout=30)
+                    break
+                except subprocess.TimeoutExpired:
+                    print(f"vision: {self._last_line()}", flush=True)
+            if rc != 0 or not self.weights.exists():
+                tail = self.log.read_text(errors="replace").splitlines()[-5:] if self.log.exists() else []
+                raise RuntimeError(f"vision: pose pretraining failed (exit {rc}):\n" + "\n".join(tail))
+            try:
+                m = json.loads((self.dir / "vision.metrics.json").read_text())
+                print(f"vision: target position error {m['test_error_cm']:.1f} cm on held-out images with random "
+                      f"scenes (mean-guess baseline {m['baseline_mean_error_cm']:.1f} cm), "
+                      f"{time.monotonic() - self.t0:.0f} s", flush=True)
+            except (OSError, ValueError, KeyError):
+                pass
+        return str(self.weights)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def cmd_demo(a) -> int:
-    """The README's main job: (0) pose-pretrained conv layers, (1) trajectory-only local controllers on
-    the full state, (2) the visuomotor CNN by MDGPS starting from both, (1) and (2) through the ROS nodes;
-    then the CNN alone on the training positions and on new positions (spatial test, simulation API)."""
+    """The README's main job: (0) pose-pretrained conv layers, beside (1) trajectory-only local
+    controllers on the full state at 9 target positions, then (2) the visuomotor CNN by MDGPS from both
+    with a random distractor scene in every sample, (1) and (2) through the ROS nodes; then the CNN alone
+    at new target positions and in new distractor scenes (reach's spatial and visual test sets)."""
     out = Path(a.output_dir).resolve()
     t0 = time.monotonic()
+    vision = None
     try:
-        vision = a.pretrained_vision or (_demo_vision(a, out) if a.vision_iterations > 0 else "")
-        p1 = _demo_phase(a, "controllers", a.experiment or "config/experiments/reach_traj_opt.yaml", a.iterations,
-                         pretrained_vision="")
+        if not a.pretrained_vision and a.vision_iterations > 0:
+            vision = _DemoVision(a, out)
+        seeds = [f"seed={a.seed}"]  # the controllers' noise and init; the policy's init too in phase 2
+        p1 = _demo_phase(a, "controllers", a.experiment or DEMO_CONTROLLERS_EXPERIMENT, a.iterations,
+                         pretrained_vision="", experiment_overrides=seeds, no_images=True)
         print(f"controllers: success {100 * p1['success_rate']:.0f}% (noise-free local controllers), "
               f"{100 * p1['sample_success_rate']:.0f}% of the noisy samples, {p1['wall_s']:.0f} s")
+        weights = a.pretrained_vision or (vision.wait() if vision else "")
         p2 = _demo_phase(a, "visuomotor", a.gps_experiment, a.gps_iterations,
-                         init_controllers=str(out / "controllers"), pretrained_vision=vision)
+                         init_controllers=str(out / "controllers"), pretrained_vision=weights,
+                         experiment_overrides=[*seeds, f"algorithm.policy_seed={a.seed}"], no_images=False)
     except (RuntimeError, TimeoutError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if vision is not None:
+            vision.stop()
     sr = p2["success_rate"]
     print(f"visuomotor policy: success rate {100 * sr:.0f}% (policy alone, no noise, through the nodes), "
           f"policy cost {p2['policy_cost']:.4g}, {p2['wall_s']:.0f} s")
     policy = out / "visuomotor"
-    generalization = _demo_generalization(policy, a.demo_trials)
+    generalization = _demo_generalization(policy, tuple(a.demo_sets), a.demo_trials, a.demo_workers)
     for p in sorted(out.glob("*/*.png")):
         print(f"image: {p}")
-    print(f"success rate: {100 * sr:.0f}% on the 4 training positions (through the nodes)" if math.isfinite(sr)
+    print(f"success rate: {100 * sr:.0f}% at the training positions (through the nodes)" if math.isfinite(sr)
           else "success rate: -")
     print(generalization)
     print(f"evaluate it fully (Table I protocol): gps eval --policy {policy} --task reach --seed 0")
@@ -414,21 +469,24 @@ def cmd_demo(a) -> int:
     return 0
 
 
-def _demo_generalization(policy: Path, trials: int) -> str:
-    """The CNN alone on perturbed starts at the training positions and at new target positions (the
-    spatial test), on the simulation API: what a newcomer should see of generalization."""
+def _demo_generalization(policy: Path, sets: tuple[str, ...], trials: int | None, workers: int) -> str:
+    """The CNN alone at target positions never trained on and in distractor scenes never seen (reach's
+    spatial and visual test sets, the task's trial counts by default), on the simulation API."""
     import torch
 
     from gps_core.progress import Progress
     from gps_trainer.paper.evaluation import evaluate_policy
 
     torch.set_num_threads(1)
-    sets = ("train_perturbed", "spatial_test")
     progress = Progress("generalization")
-    res = evaluate_policy(str(policy / "policy.safetensors"), "reach", sets, trials, 0, progress=progress)
-    progress.finish(f"{len(sets) * trials} trials")
-    parts = [f"{name} {r.successes}/{r.trials} ({100 * r.rate:.0f}%)" for name, r in res.sets.items()]
-    return "CNN alone, simulation API: " + ", ".join(parts) + " (spatial_test = target positions never trained on)"
+    res = evaluate_policy(str(policy / "policy.safetensors"), "reach", sets, trials, 0, progress=progress,
+                          workers=workers)
+    progress.finish(f"{sum(r.trials for r in res.sets.values())} trials")
+    what = {"spatial_test": "new target positions", "visual_test": "new distractor scenes",
+            "validation": "new target positions", "visual_validation": "new distractor scenes"}
+    parts = [f"{name} {r.successes}/{r.trials} ({100 * r.rate:.0f}%, {what.get(name, name)})"
+             for name, r in res.sets.items()]
+    return "CNN alone, simulation API: " + ", ".join(parts)
 
 
 def cmd_eval(a) -> int:
@@ -509,17 +567,31 @@ def main(argv=None) -> int:
         p.add_argument("--pretrained-vision", default="", help="pose-pretraining vision.safetensors (GPS)")
     up.add_argument("--wait-timeout", type=arg_float(0.0, 3600.0), default=45.0,
                     help="seconds to wait until every node answers (0: do not wait); non-zero exit otherwise")
+    up.add_argument("--no-images", action="store_true",
+                    help="the sims render and publish no camera images (state-only experiments run faster)")
     up.add_argument("--wall-time", action="store_true",
                     help="controllers on the system clock instead of their sim's clock (the launch's use_sim_time:=false)")
     up.add_argument("--init-controllers", default="",
                     help="GPS: start from these local controllers (.npz, checkpoint or trajectory-only output dir)")
     demo.add_argument("--iterations", type=iterations, default=5, help="trajectory-only iterations (phase 1)")
     demo.add_argument("--gps-experiment", default=DEMO_GPS_EXPERIMENT, help="phase 2 experiment")
-    demo.add_argument("--gps-iterations", type=iterations, default=5, help="MDGPS iterations (phase 2)")
-    demo.add_argument("--demo-trials", type=arg_int(1, MAX_TRIALS), default=12,
-                      help="trials per condition set of the closing evaluation (training / new positions)")
-    demo.add_argument("--vision-iterations", type=arg_int(0, 10_000_000), default=600,
+    demo.add_argument("--gps-iterations", type=iterations, default=2, help="MDGPS iterations (phase 2)")
+    demo.add_argument("--demo-trials", type=arg_int(1, MAX_TRIALS), default=None,
+                      help="trials per set of the closing evaluation (default: the task's, 36 new positions, "
+                           "40 distractor scenes)")
+    from gps_core.tasks import CONDITION_SETS
+
+    demo.add_argument("--demo-sets", nargs="+", default=list(DEMO_SETS), metavar="SET",
+                      choices=[c for c in CONDITION_SETS if c != "train"],
+                      help="reach's condition sets of the closing evaluation (development: validation "
+                           "visual_validation)")
+    demo.add_argument("--demo-workers", type=arg_int(1, 64), default=2,
+                      help="processes of the closing evaluation (the same trials and results as one)")
+    demo.add_argument("--vision-iterations", type=arg_int(0, 10_000_000), default=2000,
                       help="pose-pretraining steps of the conv layers (phase 0; 0 = none)")
+    demo.add_argument("--seed", type=arg_int(0, 2**32 - 1), default=0,
+                      help="seed of every phase: pose-pretraining images and network, the controllers' noise, "
+                           "the policy's initialization (the demo's spread over seeds: README)")
     tr = sub.add_parser("train", help="run iterations with a live progress bar")
     tr.add_argument("--iterations", type=iterations, default=1)
     sub.add_parser("status", help="print the trainer status")
