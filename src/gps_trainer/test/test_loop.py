@@ -203,3 +203,21 @@ def test_select_policy_validation_counts_successes_over_the_development_sets(tmp
     (run / "checkpoints" / "iter_00002" / "policy.safetensors").unlink()
     # 20 successes at iterations 1, 3, 4: the higher training success, then the later iteration
     assert select_policy(run, "validation") == run / "checkpoints" / "iter_00004" / "policy.safetensors"
+
+
+def test_the_demo_keeps_the_latest_iteration_with_the_most_training_successes(tmp_path):
+    from gps_trainer.cli import _demo_policy
+
+    run = tmp_path / "visuomotor"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "experiment.json").write_text("{}")
+    with open(run / "metrics.jsonl", "w") as f:
+        for i, r in enumerate([0.89, 0.44, 0.89, 0.67]):  # a drop (the drift), a recovery, a drop
+            f.write(json.dumps({"iteration": i, "success_rate": r}) + "\n")
+            (run / "checkpoints" / f"iter_{i:05d}").mkdir()
+            (run / "checkpoints" / f"iter_{i:05d}" / "policy.safetensors").write_bytes(b"x")
+    policy, row = _demo_policy(run)
+    assert policy == run / "checkpoints" / "iter_00002" / "policy.safetensors" and row["iteration"] == 2
+    (run / "checkpoints" / "iter_00002" / "policy.safetensors").unlink()
+    policy, row = _demo_policy(run)
+    assert policy == run / "checkpoints" / "iter_00000" / "policy.safetensors" and row["success_rate"] == 0.89
