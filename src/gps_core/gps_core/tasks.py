@@ -12,14 +12,16 @@ import numpy as np
 
 from gps_core import safe_yaml
 from gps_core.layout import ee_points, mean_ee_distance, quat_wxyz_to_matrix
+from gps_core.ood import OOD_SETS, ood_spec, parse_ood_set_name
 
 # train: the GPS training positions (the trainer's resets, never perturbed). The evaluation sets
 # (gps_trainer.paper.evaluation): train_perturbed (the training positions, perturbed starts), spatial_test
 # (positions drawn over the training region), visual_test (training positions, random distractor scenes),
 # and their validation twins for development decisions: validation (drawn positions), visual_validation,
 # train_validation (the training positions with other start perturbations: train_perturbed's twin).
+# Then the out-of-distribution families (gps_core.ood, issue 24): ood_<kind>_<strength>_<validation|test>.
 CONDITION_SETS = ("train", "spatial_test", "visual_test", "train_perturbed", "validation", "visual_validation",
-                  "train_validation")
+                  "train_validation") + OOD_SETS
 NUM_JOINTS = 7
 
 
@@ -82,6 +84,9 @@ class Condition:
     # The held object's grasp where a task varies it (toy_hammer): [offset along the handle (m), pitch about
     # the tool y axis (rad)]; the EE points on the held object follow it (condition_ee_points).
     grasp: np.ndarray | None = None
+    # An out-of-distribution family's draw at reset (gps_core.ood.ood_spec: kind, strength, split, scene):
+    # only in the sets named after it (ood_<kind>_<strength>_<split>).
+    ood: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -152,10 +157,12 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
             entries = [{**e, "random_scene": dict(data["sample_scenes"])} for e in entries]
         if set_trials:
             trials[cset] = set_trials
+        named_ood = parse_ood_set_name(cset)
         for i, entry in enumerate(entries):
             q = entry.get("joint_angles", default_q)
             if q is None:
                 raise ValueError(f"{cset}[{i}]: no joint_angles and no initial_joint_angles")
+            ood = _condition_ood(entry, cset, i, named_ood, path)
             conds.append(
                 Condition(
                     joint_angles=_vec(q, NUM_JOINTS, f"{cset}[{i}].joint_angles"),
@@ -165,6 +172,7 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
                     perturbation=float(entry.get("perturbation", 0.0)),
                     random_scene=entry.get("random_scene"),
                     grasp=None if entry.get("grasp") is None else _vec(entry["grasp"], 2, f"{cset}[{i}].grasp"),
+                    ood=ood,
                 )
             )
         conditions[cset] = conds
@@ -191,7 +199,28 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
     )
 
 
-_SET_KEYS = {"positions", "draw", "entries", "perturbation", "random_scene", "trials"}
+def _condition_ood(entry: dict[str, Any], cset: str, i: int, named: tuple[str, int, str] | None,
+                   path: str | None) -> dict[str, Any] | None:
+    """A condition's validated OOD spec. A set named ood_<kind>_<strength>_<split> has that family in every
+    condition and no other set has one, so a set's name says what it draws (and a test family's name
+    ends in _test, which the rule "no test set steers a choice" refuses)."""
+    where = f"{path or '<task dict>'}: conditions.{cset}[{i}].ood"
+    if entry.get("ood") is None:
+        if named is not None:
+            raise ValueError(f"{where}: set {cset!r} needs an ood spec {{kind: {named[0]}, strength: {named[1]}, "
+                             f"split: {named[2]}}}")
+        return None
+    spec = ood_spec(entry["ood"], where)
+    if named != (spec["kind"], spec["strength"], spec["split"]):
+        raise ValueError(f"{where}: {entry['ood']!r} does not match the set's name {cset!r} (an ood spec belongs "
+                         "in the set ood_<kind>_<strength>_<split> it names)")
+    if entry.get("random_scene") is not None:
+        raise ValueError(f"{where}: an OOD set draws no random_scene of the visual sets (give the placement rules "
+                         "as ood.scene)")
+    return spec
+
+
+_SET_KEYS = {"positions", "draw", "entries", "perturbation", "random_scene", "trials", "ood"}
 _DRAW_KEYS = {"count", "seed", "from", "min_separation"}
 
 
@@ -225,6 +254,8 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
         if not isinstance(spec["random_scene"], dict):
             raise ValueError(f"{where}.random_scene: expected a mapping, got {spec['random_scene']!r}")
         common["random_scene"] = dict(spec["random_scene"])
+    if spec.get("ood") is not None:
+        common["ood"] = spec["ood"]
     trials = int(spec.get("trials", 0))
     if trials < 0:
         raise ValueError(f"{where}.trials: expected >= 0, got {spec['trials']!r}")

@@ -11,7 +11,9 @@ import mujoco
 import numpy as np
 
 from gps_core.kinematics import TOOL_BODY, TOOL_SITE, ee_jacobians_from_data, ee_points_from_data
+from gps_core.ood import frame_rng, perturb_image
 from gps_core.tasks import TaskConfig, load_task, task_success
+from gps_sim.ood_scene import OodScene
 from gps_sim.scenes import (
     DISTRACTOR_PARK,
     DISTRACTOR_SHAPES,
@@ -94,6 +96,9 @@ class ArmSim:
                                         self.model.geom_pos[table[0], :2] + self.model.geom_size[table[0], :2]])
                               if table else np.array([[-np.inf, -np.inf], [np.inf, np.inf]]))
         self._renderer: mujoco.Renderer | None = None
+        self._ood = OodScene(self.model)
+        #: What the last reset's out-of-distribution family drew (gps_sim.ood_scene); None: nominal visuals.
+        self.ood_draw: dict | None = None
         self._ee_offsets = np.asarray(self.task.ee_points, dtype=float)  # the condition's grasp moves them
         self.condition: tuple[str, int] | None = None
         self.reset(0) if self.task.num_conditions("train") else mujoco.mj_forward(self.model, self.data)
@@ -124,8 +129,10 @@ class ArmSim:
     def reset(self, condition: int, seed: int | None = 0, condition_set: str = "train") -> Observation:
         """Move arm and scene to a task condition. ``seed`` drives the jitter of a condition's listed
         distractors and, for conditions with ``perturbation`` / ``random_scene`` (the evaluation sets), the
-        start-angle perturbation and the random distractor scene: a deterministic function of
-        (condition_set, condition, seed) (:func:`reset_rng`), so a reset through gps_sim/reset repeats it."""
+        start-angle perturbation and the random distractor scene, and for the out-of-distribution sets
+        (``ood``, gps_core.ood) the family's draw (lights, camera pose, textures, distractors, image noise):
+        a deterministic function of (condition_set, condition, seed) (:func:`reset_rng`), so a reset through
+        gps_sim/reset repeats it. Every reset first restores the model's nominal visuals."""
         conds = self.task.condition_list(condition_set)
         if not 0 <= int(condition) < len(conds):
             raise IndexError(f"condition {condition} out of range for set {condition_set!r} "
@@ -135,11 +142,13 @@ class ArmSim:
         mujoco.mj_resetData(self.model, self.data)
         self._ee_offsets = apply_grasp(self.model, self.task, cond.grasp)
         self.model.geom_rgba[:] = self._default_rgba
+        self._ood.restore()
+        self.ood_draw = None
         self.data.qpos[:7] = cond.joint_angles
         self.data.mocap_pos[self._target_mocap] = cond.target_pose[:3]
         self.data.mocap_quat[self._target_mocap] = cond.target_pose[3:]
         distractors, colors = cond.distractors, cond.colors
-        if cond.perturbation > 0.0 or cond.random_scene is not None:
+        if cond.perturbation > 0.0 or cond.random_scene is not None or cond.ood is not None:
             r = reset_rng(condition_set, int(condition), seed)
             if cond.perturbation > 0.0:
                 q = cond.joint_angles + r.uniform(-cond.perturbation, cond.perturbation, 7)
@@ -150,6 +159,10 @@ class ArmSim:
                                                            self._target_colors, self._table_rgba,
                                                            self._table_bounds)
                 colors = {**cond.colors, "table": table}
+            if cond.ood is not None:
+                extra, ood_colors, self.ood_draw = self._ood.apply(
+                    cond.ood, r, cond.target_pose, self._target_colors, self._table_rgba, self._table_bounds)
+                distractors, colors = list(distractors) + extra, {**colors, **ood_colors}
         self._place_scene(distractors, colors, rng, cond.target_pose[:3])
         self.condition = (condition_set, int(condition))
         mujoco.mj_forward(self.model, self.data)
@@ -286,7 +299,12 @@ class ArmSim:
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
         self._renderer.update_scene(self.data, camera=CAMERA)
-        return self._renderer.render()
+        image = self._renderer.render()
+        noise = self._ood.image_noise
+        if noise is not None:  # the image_noise family: the frame's noise from the trial's seed and the step
+            step = int(round(self.data.time / self.control_dt))
+            image = perturb_image(image, noise["noise_std"], noise["blur"], frame_rng(noise["noise_seed"], step))
+        return image
 
     def observation(self) -> Observation:
         return Observation(image=self.render() if self.render_images else None, config=self.config(),

@@ -249,6 +249,9 @@ def build_model(task: TaskConfig | None, gravity: bool = False) -> mujoco.MjMode
             raise KeyError(f"unknown scene {task.scene!r}; known: {sorted(SCENES)}")
         SCENES[task.scene](spec, task)
         _distractor_geoms(spec, task)
+        from gps_sim.ood_scene import add_ood_assets  # (it imports this module)
+
+        add_ood_assets(spec)
         spec.option.timestep = task.physics_dt
     if not gravity:
         spec.option.gravity = np.zeros(3)
