@@ -138,7 +138,8 @@ class ControllerCore:
                 dU=self.dU, default_horizon=self.horizon, max_horizon=p.max_horizon, safety=self.safety,
                 assembler=self.assembler_for(request.condition), period=p.period, deadline_slack=p.deadline_slack,
                 max_consecutive_misses=p.max_consecutive_deadline_misses, periodic=p.trigger_mode == "timer",
-                target_from_task=p.target_source == "task")
+                target_from_task=p.target_source == "task",
+                image_perturbation=(p.image_noise_std, p.image_blur))
             return self.trial
 
     def set_linear_gaussian(self, condition: int, msg) -> str:

@@ -26,7 +26,8 @@ PR2_RIGHT_ARM = (
 #: Parameters every rclpy node may carry; they are not the controller's and are never rejected.
 ROS_BUILTIN = frozenset({"use_sim_time", "start_type_description_service"})
 #: Parameters that ``ros2 param set`` may change (validated, refused while a trial runs).
-RUNTIME = frozenset({"condition_set", "publish_overlay", "deadline_slack", "max_consecutive_deadline_misses"})
+RUNTIME = frozenset({"condition_set", "publish_overlay", "deadline_slack", "max_consecutive_deadline_misses",
+                     "image_noise_std", "image_blur"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class ControllerParams:
     publish_overlay: bool = True
     torch_threads: int = 1
     executor: str = "single"
+    # Robustness probing (issue 24): pixel noise and blur on the camera image before the policy sees it
+    # (gps_core.ood.perturb_image, as the image_noise condition sets); 0 = the image as received.
+    image_noise_std: float = 0.0
+    image_blur: float = 0.0
 
     @property
     def period(self) -> float:
@@ -143,6 +148,10 @@ SPECS: dict[str, tuple[str, Callable[[Any], str], str]] = {
     "publish_overlay": ("bool", lambda v: "", "publish the feature-point overlay (run time)"),
     "torch_threads": ("int", num_range(1, 256), "CNN inference threads, [1, 256]"),
     "executor": ("str", one_of("single", "multi"), "single | multi"),
+    "image_noise_std": ("float", num_range(0.0, 100.0), "pixel noise std on the policy's image, of 255, [0, 100] "
+                                                         "(run time)"),
+    "image_blur": ("float", num_range(0.0, 20.0), "Gaussian blur sigma on the policy's image, px of a 64-px image, "
+                                                  "[0, 20] (run time)"),
 }
 assert set(SPECS) == {f.name for f in dataclasses.fields(ControllerParams)}
 

@@ -24,6 +24,7 @@ import numpy as np
 from gps_controller import conversions as conv
 from gps_controller.safety import DeadlineCounter, SafetyLayer
 from gps_core.linear_gaussian import smooth_noise
+from gps_core.ood import frame_rng, perturb_image
 
 #: Observation stamps further than this from the node's clock are on another clock (e.g. sim-time
 #: stamps read by a node on wall time): the observation age is then not reported rather than absurd.
@@ -97,6 +98,9 @@ class Trial:
     joint_angles: np.ndarray | None = None  # the condition's initial joint angles
     max_consecutive_misses: int = 0  # 0 = never abort for late commands
     periodic: bool = False  # timer mode: a skipped period is a miss too
+    # (noise std of 255, blur px of a 64-px image): the image the policy sees is perturbed so (robustness probing;
+    # each step's noise from the request's seed and the step); None: the image as received
+    image_perturbation: tuple[float, float] | None = None
     joint_seq: int = 0  # last joint-state sequence number a tick used
     image_seq: int = 0
     step: int = 0
@@ -155,8 +159,12 @@ class Trial:
         if target is None and self.policy_type == "linear_gaussian":
             return self.abort(f"no target pose received on {target_topic} (the state x needs it)")
         x, o = self.assembler.assemble(sensors.q, sensors.qd, target)
+        image = sensors.image
+        if self.image_perturbation is not None and image is not None:
+            noise_std, blur = self.image_perturbation
+            image = perturb_image(image, noise_std, blur, frame_rng(int(self.request.seed), t))
         try:
-            u, points = self.act(x, o, sensors.image, t, self.noise[t])
+            u, points = self.act(x, o, image, t, self.noise[t])
         except Exception as exc:  # a policy must never take the controller down
             return self.abort(f"policy failed at step {t}: {type(exc).__name__}: {exc}")
         safe = self.safety.filter(u, sensors.q)
@@ -169,8 +177,8 @@ class Trial:
         self.stamps.append(ros_now)
         self.observation_stamp = sensors.observation_stamp(self.need_image)
         if self.request.record_images:
-            self.images.append(sensors.image)
-        return TickResult(safe.torque, points=points, image=sensors.image, observation_stamp=self.observation_stamp)
+            self.images.append(image)
+        return TickResult(safe.torque, points=points, image=image, observation_stamp=self.observation_stamp)
 
     def published(self, publish_time: float, obs_time: float | None, ros_publish_time: float | None = None) -> str:
         """Record the publish time of the step's command (``publish_time`` on the steady clock,
@@ -232,9 +240,10 @@ class Policies:
 def prepare_trial(request, *, conditions: Sequence, condition_set: str, policies: Policies, dU: int,
                   default_horizon: int, max_horizon: int, safety: SafetyLayer, assembler, period: float,
                   deadline_slack: float, max_consecutive_misses: int, periodic: bool,
-                  target_from_task: bool) -> Trial:
+                  target_from_task: bool, image_perturbation: tuple[float, float] | None = None) -> Trial:
     """Validate a RunTrial request against this robot and bind its policy and noise; raises
-    MessageValidationError / ValueError with the reason."""
+    MessageValidationError / ValueError with the reason. ``image_perturbation``: (noise std, blur) on the
+    images the policy sees (None or zeros: none)."""
     conv.check_run_trial_request(request, len(conditions), max_horizon)
     horizon = int(request.horizon or default_horizon)
     if request.policy_type == "linear_gaussian":
@@ -272,7 +281,8 @@ def prepare_trial(request, *, conditions: Sequence, condition_set: str, policies
         deadline=DeadlineCounter(period, deadline_slack),
         target_pose=np.asarray(condition.target_pose, dtype=np.float64) if target_from_task else None,
         condition_set=condition_set, joint_angles=np.asarray(condition.joint_angles, dtype=np.float64),
-        max_consecutive_misses=max_consecutive_misses, periodic=periodic)
+        max_consecutive_misses=max_consecutive_misses, periodic=periodic,
+        image_perturbation=image_perturbation if image_perturbation and any(image_perturbation) else None)
 
 
 def time_policy(policy, obs_dim: int, image_shape: tuple | None, budget_s: float, runs: int = 5,

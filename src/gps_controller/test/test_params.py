@@ -75,6 +75,13 @@ def test_runtime_updates_are_validated_and_read_only_ones_refused():
     with pytest.raises(P.ParameterError, match="a trial is running"):
         P.check_runtime_update(p, {"condition_set": "train"}, True)
     assert P.check_runtime_update(p, {"use_sim_time": True}, True) == {}
+    # robustness probing (issue 24): image noise and blur change at run time, range-checked
+    assert P.check_runtime_update(p, {"image_noise_std": 12.0, "image_blur": 1}, False) == {
+        "image_noise_std": 12.0, "image_blur": 1.0}
+    assert P.check_runtime_update(p, {"condition_set": "ood_lighting_2_validation"}, False)
+    for key, bad in (("image_noise_std", -1.0), ("image_noise_std", float("nan")), ("image_blur", 21.0)):
+        with pytest.raises(P.ParameterError, match=key):
+            P.check_runtime_update(p, {key: bad}, False)
 
 
 # --------------------------------------------------------------------------- the core, without ROS

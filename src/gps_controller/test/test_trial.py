@@ -225,3 +225,45 @@ def test_time_policy_accepts_a_policy_that_meets_the_budget_once_and_rejects_one
     noisy = Ticking([0.5, 0.2, 0.03, 0.5, 0.5, 0.5])  # warm-up, one slow call under load, then fast
     ok, best = time_policy(noisy, 32, None, budget_s=0.04, clock=lambda: noisy.now)
     assert ok and best == pytest.approx(0.03)
+
+
+def test_image_perturbation_reaches_the_policy_and_the_rollout_seeded_per_step(robot):
+    """Robustness probing (issue 24): with image_noise_std / image_blur the policy acts on (and the rollout
+    records) the perturbed image, each step's noise a function of the request's seed and the step."""
+    from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy
+    from gps_core.ood import frame_rng, perturb_image
+
+    policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=DU, image_height=32, image_width=32),
+                                    seed=0)
+    image = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+
+    def run(perturbation):
+        req = request(policy_type="neural", horizon=2, record_images=True, use_noise=False)
+        trial = prepare_trial(req, conditions=robot.conditions, condition_set="train",
+                              policies=Policies(neural=policy), dU=DU, default_horizon=8, max_horizon=100,
+                              safety=robot.safety, assembler=robot.assembler, period=PERIOD, deadline_slack=0.5,
+                              max_consecutive_misses=0, periodic=False, target_from_task=True,
+                              image_perturbation=perturbation)
+        s = sensors_at(Q0)
+        s.set_image(image, rx=0.0)
+        trial.start(s, image_is_fresh=True)
+        out = []
+        for t in range(2):
+            out.append(trial.tick(s, lambda: 0.0, ros_now=float(t), obs_time=0.0))
+            trial.published(0.001, 0.0)
+            s.set_image(image, rx=0.01 * (t + 1))
+        return trial, out
+
+    plain, plain_out = run((0.0, 0.0))
+    assert plain.image_perturbation is None and plain_out[0].image is image
+    trial, out = run((20.0, 1.0))
+    want = [perturb_image(image, 20.0, 1.0, frame_rng(11, t)) for t in range(2)]
+    for t in range(2):
+        np.testing.assert_array_equal(out[t].image, want[t])
+        np.testing.assert_array_equal(trial.images[t], want[t])
+    assert not np.array_equal(want[0], want[1])  # other noise each step
+    _, o = robot.assembler.assemble(Q0, np.zeros(DU), None)
+    np.testing.assert_allclose(out[0].torque, robot.safety.filter(policy.act(o, want[0], None), Q0).torque, atol=1e-6)
+    assert not np.allclose(out[0].torque, plain_out[0].torque)
+    again, _ = run((20.0, 1.0))
+    np.testing.assert_array_equal(np.array(again.images), np.array(trial.images))

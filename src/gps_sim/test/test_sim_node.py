@@ -228,3 +228,35 @@ def test_the_shipped_parameter_file_names_every_parameter_with_its_default():
     values = yaml.safe_load((repo_root() / "config" / "sim.yaml").read_text())["/**/gps_sim"]["ros__parameters"]
     assert set(values) == set(SPECS) == set(DEFAULTS)
     assert values == DEFAULTS
+
+
+def test_a_reset_to_an_ood_set_publishes_the_perturbed_images_the_api_renders(sim_process):
+    """Robustness probing through the nodes (issue 24): gps_sim/reset to an out-of-distribution set applies
+    its family at run time; the published images are those ArmSim renders for the same reset and steps
+    (image noise per frame included)."""
+    from gps_sim import ArmSim
+
+    proc, probe, log = sim_process
+    api = ArmSim("reach", image_size=32, render_images=True)
+    try:
+        def node_image(**fields) -> np.ndarray:
+            n = len(probe.images)
+            assert probe.reset(**fields).success
+            assert probe.wait_for(lambda: len(probe.images) > n, 10.0), log.read_text()
+            return np.frombuffer(bytes(probe.images[-1].data), np.uint8).reshape(32, 32, 3)
+
+        plain = node_image(condition=1, condition_set="train_perturbed", seed=3)
+        np.testing.assert_array_equal(plain, api.reset(1, seed=3, condition_set="train_perturbed").image)
+        for cset in ("ood_lighting_3_validation", "ood_camera_3_test", "ood_image_noise_2_validation"):
+            img = node_image(condition=1, condition_set=cset, seed=3)
+            want = api.reset(1, seed=3, condition_set=cset).image
+            np.testing.assert_array_equal(img, want)
+            assert not np.array_equal(img, plain)
+        n = len(probe.images)
+        probe.cmd_pub.publish(Float64MultiArray(data=[0.0] * 7))
+        assert probe.wait_for(lambda: len(probe.images) > n, 10.0)
+        np.testing.assert_array_equal(np.frombuffer(bytes(probe.images[-1].data), np.uint8).reshape(32, 32, 3),
+                                      api.step(np.zeros(7)).image)
+    finally:
+        api.close()
+    assert proc.poll() is None

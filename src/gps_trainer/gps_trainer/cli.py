@@ -520,6 +520,23 @@ def cmd_eval(a) -> int:
     from gps_trainer.paper.evaluation import evaluate_policy, format_table
 
     torch.set_num_threads(max(1, a.threads))
+    if a.robustness:
+        from gps_trainer.paper.robustness import robustness_sets
+
+        if a.sets is not None:
+            print("--robustness evaluates its own sets (every out-of-distribution family at every strength); "
+                  "drop --sets", file=sys.stderr)
+            return 2
+        if a.ablation:
+            print("--robustness and --ablation: one at a time", file=sys.stderr)
+            return 2
+        a.sets = robustness_sets(a.robustness)
+        from gps_core.tasks import load_task
+
+        if not load_task(a.task).conditions.get(a.sets[0]):  # no strength-0 reference in this task
+            a.sets = a.sets[1:]
+    elif a.sets is None:
+        a.sets = ["train_perturbed", "spatial_test", "visual_test"]
     progress = Progress("eval")
     if a.through_nodes:
         from gps_trainer.paper.node_evaluation import evaluate_policy_through_nodes
@@ -542,10 +559,18 @@ def cmd_eval(a) -> int:
                               progress=progress, workers=a.workers)
     progress.finish(f"{sum(r.trials for r in res.sets.values())} trials")
     print(format_table(res))
-    out = Path(a.out) if a.out else Path(a.policy).parent / "eval.json"
+    name = f"robustness_{a.robustness}.json" if a.robustness else "eval.json"
+    out = Path(a.out) if a.out else Path(a.policy).parent / name
     command = "gps " + " ".join(shlex.quote(x) for x in a.argv)
     extra = {"command": command, "through_nodes": bool(a.through_nodes)}
-    res.write_json(out, {"method": a.method, **extra} if a.method else extra)
+    extra = {"method": a.method, **extra} if a.method else extra
+    if a.robustness:
+        from gps_trainer.paper.robustness import format_robustness, write_robustness_json
+
+        print(format_robustness(res, a.robustness))
+        write_robustness_json(res, a.robustness, out, extra)
+    else:
+        res.write_json(out, extra)
     print(f"wrote {out}")
     return 0
 
@@ -622,9 +647,13 @@ def main(argv=None) -> int:
     ev.add_argument("--trials", type=arg_int(1, MAX_TRIALS), default=None,
                     help="trials per condition set (default: the task's per set, e.g. 27 / 36 / 40)")
     ev.add_argument("--seed", type=arg_int(0, MAX_SEED, "32 bits"), default=0)
-    ev.add_argument("--sets", nargs="+", default=["train_perturbed", "spatial_test", "visual_test"],
-                    help="condition sets (Table I's by default; validation visual_validation train_validation "
-                         "for development)")
+    ev.add_argument("--sets", nargs="+", default=None,
+                    help="condition sets (Table I's by default: train_perturbed spatial_test visual_test; validation "
+                         "visual_validation train_validation for development; ood_<family>_<strength>_<split>)")
+    ev.add_argument("--robustness", nargs="?", const="validation", default=None, choices=["validation", "test"],
+                    help="robustness curves: every out-of-distribution family (lighting, camera, clutter, same_colour, "
+                         "texture, image_noise) at strengths 1-3 and the nominal strength 0, a table per family and "
+                         "robustness_<split>.json; validation families by default, test ones for final numbers only")
     ev.add_argument("--ablation", default=None, choices=["blank", "swap"],
                     help="vision ablation: the policy sees a black image or another condition's image")
     ev.add_argument("--image-size", type=arg_int(8, 1024), default=None, help="default: the policy's input size")

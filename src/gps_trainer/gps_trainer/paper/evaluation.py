@@ -14,7 +14,11 @@ gps_core.tasks; drawn in ``ArmSim.reset`` from (condition set, condition, reset 
   shapes, random sizes and colours, >= 6 cm from the target's footprint, never the target's colour) and a
   new table colour; the target keeps its look; 40 trials;
 - ``validation`` (24 drawn positions) and ``visual_validation`` (24 other distractor scenes): for every
-  development decision; the test sets give final numbers only.
+  development decision; the test sets give final numbers only;
+- beyond the paper, ``ood_<kind>_<strength>_<validation|test>``: the training positions under one
+  out-of-distribution family (lighting, camera pose, clutter, same-colour distractors, textures, image
+  noise; gps_core.ood) at strengths 1-3; :mod:`gps_trainer.paper.robustness` runs them as robustness
+  curves (``gps eval --robustness``).
 
 :func:`evaluate_policy` runs the policy alone (its mean action, no noise, no local controllers) for the
 task horizon; a trial succeeds when ``ArmSim.is_success()`` holds at the end. Each rate comes with a
@@ -154,10 +158,11 @@ def default_trials(task: Any, condition_set: str) -> int:
 
 def count_situations(task: Any, condition_set: str, conditions: list[int], seeds: list[int]) -> int:
     """Distinct situations among a set's trials: distinct (condition, seed) pairs where the reset draws
-    something from the seed (a start perturbation or a random scene, or listed distractors, which the
-    seed jitters), else distinct conditions (a deterministic reset repeats the same situation)."""
+    something from the seed (a start perturbation, a random scene, an out-of-distribution family's draw, or
+    listed distractors, which the seed jitters), else distinct conditions (a deterministic reset repeats the same situation)."""
     conds = task.condition_list(condition_set)
-    keys = {(m, s) if (conds[m].perturbation > 0 or conds[m].random_scene is not None or conds[m].distractors)
+    keys = {(m, s) if (conds[m].perturbation > 0 or conds[m].random_scene is not None or conds[m].distractors
+                       or getattr(conds[m], "ood", None) is not None)
             else (m, None) for m, s in zip(conditions, seeds, strict=True)}
     return len(keys)
 
