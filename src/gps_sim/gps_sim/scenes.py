@@ -10,6 +10,7 @@ import numpy as np
 
 from gps_core.kinematics import ARM_MODEL
 from gps_core.tasks import TaskConfig, condition_ee_points, grasp_transform
+from gps_sim.ood_textures import add_ood_assets
 
 NUM_DISTRACTORS = 4
 DISTRACTOR_PARK = np.array([0.0, 0.0, -5.0])
@@ -249,8 +250,6 @@ def build_model(task: TaskConfig | None, gravity: bool = False) -> mujoco.MjMode
             raise KeyError(f"unknown scene {task.scene!r}; known: {sorted(SCENES)}")
         SCENES[task.scene](spec, task)
         _distractor_geoms(spec, task)
-        from gps_sim.ood_scene import add_ood_assets  # (it imports this module)
-
         add_ood_assets(spec)
         spec.option.timestep = task.physics_dt
     if not gravity:

@@ -14,7 +14,7 @@ import pytest
 from gps_core import ood
 from gps_core.tasks import CONDITION_SETS, load_task, task_from_dict, tasks_dir
 from gps_sim import ArmSim
-from gps_sim.ood_scene import TEXTURED_GEOMS, texture_image
+from gps_sim.ood_textures import TEXTURED_GEOMS, texture_image
 from gps_sim.scenes import scene_spec
 
 BASE_TASKS = ("reach", "shape_sorting", "coat_hanger", "toy_hammer", "bottle_cap")

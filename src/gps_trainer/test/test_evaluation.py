@@ -99,18 +99,18 @@ def test_success_counting_and_intervals_per_set():
 
 
 def test_a_set_the_task_lacks_fails_before_any_trial():
-    """`gps eval --sets validation visual_validation train_validation` on toy_hammer (no train_validation)
-    ran the first two sets for 7 minutes, then failed."""
+    """`gps eval --sets validation visual_validation train_validation` on toy_hammer (then without
+    train_validation) ran the first two sets for 7 minutes, then failed. (reach_grid has no train_validation.)"""
     from gps_core.tasks import load_task
 
     pol = make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0)
-    sim = _ScriptedSim(load_task("toy_hammer"))
+    sim = _ScriptedSim(load_task("reach_grid"))
     sim.reset = None  # any trial would fail with a TypeError instead of the errors below
     with pytest.raises(ValueError, match="no 'train_validation' conditions"):
-        evaluate_policy(pol, "toy_hammer", ("train", "validation", "train_validation"), trials_per_set=2,
+        evaluate_policy(pol, "reach_grid", ("train", "validation", "train_validation"), trials_per_set=2,
                         horizon=2, sim=sim)
     with pytest.raises(KeyError, match="unknown condition set 'no_such_set'"):
-        evaluate_policy(pol, "toy_hammer", ("train", "no_such_set"), trials_per_set=2, horizon=2, sim=sim)
+        evaluate_policy(pol, "reach_grid", ("train", "no_such_set"), trials_per_set=2, horizon=2, sim=sim)
 
 
 def test_evaluation_is_deterministic_and_sets_differ(tmp_path):

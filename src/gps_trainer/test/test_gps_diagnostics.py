@@ -97,7 +97,12 @@ def test_validation_refuses_test_sets_and_bad_specs():
             parse_validation_sets([bad])
     with pytest.raises(ValueError, match="test set"):
         validation_hook("reach", ["spatial_test"])
-    with pytest.raises(ValueError, match="no condition set"):  # toy_hammer has no train_validation
-        validation_hook("toy_hammer", ["validation", "train_validation"])
+    with pytest.raises(ValueError, match="no condition set"):  # reach_grid has no train_validation
+        validation_hook("reach_grid", ["validation", "train_validation"])
+    # the out-of-distribution families (issue 24): the validation ones may steer, the test ones may not
+    validation_hook("toy_hammer", ["train_validation", "ood_lighting_2_validation:4"])
+    for test_family in ("ood_lighting_2_test", "ood_clutter_3_test"):
+        with pytest.raises(ValueError, match="test set"):
+            validation_hook("shape_sorting", ["ood_camera_1_validation", test_family])
     with pytest.raises(ValueError, match="no condition set"):
         validation_hook("reach", ["iterations=12"])
