@@ -87,6 +87,12 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
     # a second task's evaluation in a subfolder -> its own Table I, listed first (the paper's task)
     ev2 = evaluate_policy(res / "e2e" / "policy.safetensors", "shape_sorting", trials_per_set=1, seed=0, horizon=3)
     ev2.write_json(res / "shape_sorting" / "eval_end_to_end.json", {"method": "end_to_end"})
+    # robustness curves of the same policy (every validation family, one 3-step trial per set)
+    from gps_trainer.paper.robustness import evaluate_robustness, write_robustness_json
+
+    rob = evaluate_robustness(res / "e2e" / "policy.safetensors", "reach", "validation", trials_per_set=1, horizon=3)
+    write_robustness_json(rob, "validation", res / "e2e" / "robustness_validation.json",
+                          {"method": "end_to_end", "command": "gps eval --robustness ..."})
     # architecture comparison on 10 rendered images
     run_architecture_table({"image_size": 16, "num_train": 6, "num_test": 4, "iterations": 2, "batch_size": 3,
                             "device": "cpu", "output": "", "net": SMALL_CNN["net"] | {"fc_hidden": [8]}},
@@ -120,8 +126,12 @@ def test_report_has_every_section_from_a_tiny_run(tmp_path):
     gps_rows = [ln for ln in text.splitlines() if ln.startswith("| GPS (MDGPS, state) |")]
     assert len(gps_rows) == 1 and "| 32 |" in gps_rows[0]  # the reach run: 1 x 2 conditions x 2 x T 8
     imgs = tmp_path / "docs" / "images" / "results"
+    robustness = text.split(SECTIONS[6])[1].split(SECTIONS[7])[0]
+    assert "**Task `reach`, validation families** (strength 0 = `train_validation`)" in robustness
+    assert sum(ln.startswith("| end-to-end training | ") for ln in robustness.splitlines()) == 6  # a row per family
+    assert "gps eval --robustness ..." in text.split(SECTIONS[7])[1]
     for name in ("cost_per_iteration.png", "success_vs_env_steps.png", "pose_error_per_architectures.png",
-                 "rollout_visual_test.gif", "diagnostics_gps_state.png"):
+                 "rollout_visual_test.gif", "diagnostics_gps_state.png", "robustness_reach_validation.png"):
         assert (imgs / name).stat().st_size > 1000, name
     from PIL import Image
 
@@ -144,6 +154,7 @@ def test_report_says_what_is_missing(tmp_path):
     text = generate_report(tmp_path / "nothing", tmp_path / "results.md").read_text()
     assert all(s in text for s in SECTIONS)
     assert "No policy evaluation found" in text and "No visuomotor (CNN) policy available" in text
+    assert "No robustness evaluation found" in text
 
 
 def test_gif_replays_the_chosen_visual_test_trial(tmp_path):

@@ -10,6 +10,8 @@ Reads (all optional; a missing input gives a section that says so and how to pro
 - ``<results>/model_free/<algo>_seed<s>/progress.json``  SB3 runs (python -m gps_trainer.paper.sample_efficiency)
 - GPS runs: every run directory (``<results>/**/experiment.json`` + ``metrics.jsonl``, gps_trainer.run_dir)
   written by ``python -m gps_trainer.procedure gps`` or the trainer node
+- ``<results>/**/robustness_*.json``  robustness curves (``gps eval --robustness``, gps_trainer.paper.robustness),
+  one figure and table per task and split, the methods side by side
 
 Writes the markdown file, PNG plots (cost per iteration, success vs environment steps, pose error per
 architecture) and, when a visuomotor policy is available, a GIF of one visual-test rollout with the
@@ -49,7 +51,8 @@ SETS = ("train", "spatial_test", "visual_test")
 ENV_TASKS = {"GpsReach-v0": "reach", "GpsShapeSorting-v0": "shape_sorting"}  # gymnasium id -> task
 SECTIONS = ("## Table I: success rates", "## Network architecture vs pose error",
             "## Sample efficiency: GPS vs model-free RL", "## GPS cost per iteration",
-            "## GPS diagnostics per iteration", "## Rollout with feature points", "## How to reproduce")
+            "## GPS diagnostics per iteration", "## Rollout with feature points",
+            "## Robustness: out-of-distribution families", "## How to reproduce")
 
 
 def _fmt_rate(s: dict[str, Any]) -> str:
@@ -252,6 +255,47 @@ def _gps_cost(runs: list[tuple[Path, dict[str, Any]]], img_dir: Path, md_dir: Pa
     return lines + ["", f"![cost per iteration]({_rel(png, md_dir)})"]
 
 
+def _load_robustness(results: Path) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """{(task, split): {method: result}} from every robustness_*.json (gps eval --robustness) under ``results``."""
+    found: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for p in sorted(results.rglob("robustness_*.json")):
+        d = json.loads(p.read_text())
+        if isinstance(d.get("robustness"), dict):
+            key = (d.get("task", "?"), d["robustness"].get("split", "?"))
+            found.setdefault(key, {})[d.get("method") or p.stem] = d | {"_file": str(p)}
+    return found
+
+
+def _robustness(found: dict[tuple[str, str], dict[str, dict[str, Any]]], img_dir: Path, md_dir: Path) -> list[str]:
+    """Per task and split: the robustness curves (one panel per family, the methods side by side) and a table
+    of successes per family and strength."""
+    from gps_core.ood import OOD_STRENGTHS
+    from gps_trainer.paper.robustness import REFERENCE_SETS, curves, plot_robustness
+
+    if not found:
+        return ["No robustness evaluation found (`gps eval --policy P --task T --robustness --method M` writes "
+                "robustness_validation.json; `--robustness test` the final numbers' robustness_test.json)."]
+    lines = ["Success of the policy alone under each out-of-distribution family (gps_core.ood: the training "
+             "positions, perturbed starts, and one change the training never draws) at strengths 1-3; strength 0 "
+             "is the plain scene (`train_validation` for the validation families, `train_perturbed` for the test "
+             "families). Validation families steer choices; test families give final numbers only.", ""]
+    for (task, split), by_method in sorted(found.items()):
+        labelled = [(METHOD_LABELS.get(m, m), d) for m, d in by_method.items()]
+        png = plot_robustness(labelled, img_dir / f"robustness_{task}_{split}.png",
+                              f"{task}: {split} families (Wilson 95% intervals)")
+        lines += [f"**Task `{task}`, {split} families** (strength 0 = `{REFERENCE_SETS.get(split, '?')}`)", "",
+                  f"![robustness curves of {task}]({_rel(png, md_dir)})", "",
+                  "| method | family | " + " | ".join(f"strength {k}" for k in (0, *OOD_STRENGTHS)) + " |",
+                  "|---|---|" + "---|" * (1 + len(OOD_STRENGTHS))]
+        for label, d in labelled:
+            for kind, points in curves(d, split).items():
+                cells = {p["strength"]: f"{100 * p['rate']:.0f}% ({p['successes']}/{p['trials']})" for p in points}
+                lines.append(f"| {label} | {kind} | " + " | ".join(cells.get(k, "-") for k in (0, *OOD_STRENGTHS))
+                             + " |")
+        lines.append("")
+    return lines
+
+
 def _gps_diagnostics(runs: list[tuple[Path, dict[str, Any]]], results: Path, img_dir: Path,
                      md_dir: Path) -> list[str]:
     """One diagnostics figure (gps_trainer.paper.diagnostics) per GPS run that records the MDGPS terms."""
@@ -399,7 +443,8 @@ def pose_overrides(config: dict[str, Any]) -> str:
 
 
 def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[tuple[Path, dict[str, Any]]],
-               mf: list[dict[str, Any]], runs: list[tuple[Path, dict[str, Any]]], results: Path | None = None) -> list[str]:
+               mf: list[dict[str, Any]], runs: list[tuple[Path, dict[str, Any]]], results: Path | None = None,
+               robust: dict[tuple[str, str], dict[str, dict[str, Any]]] | None = None) -> list[str]:
     lines = ["Every result file records the command that produced it; all runs are seeded "
              "(numpy Generators, seeded torch), so the same command gives the same numbers on the same machine.", ""]
     items: list[tuple[str, str, str]] = []
@@ -428,6 +473,11 @@ def _reproduce(evals_by_task: dict[str, dict[str, dict[str, Any]]], archs: list[
         items.append((f"evaluation `{e.get('task')}`: {METHOD_LABELS.get(m, m)}", e.get("command") or
                       f"gps eval --policy {e['policy']} --task {e['task']} --trials {e['trials_per_set']} "
                       f"--seed {e['seed']}", f"seed {e['seed']}, {e['trials_per_set']} trials per set"))
+    for (task, split), by_method in sorted((robust or {}).items()):
+        for m, e in by_method.items():
+            items.append((f"robustness `{task}` ({split} families): {METHOD_LABELS.get(m, m)}",
+                          e.get("command") or f"gps eval --policy {e['policy']} --task {task} --robustness {split}",
+                          f"seed {e['seed']}"))
     for what, cmd, note in items:
         lines += [f"- {what} ({note}):", "", "  ```", f"  {_current_command(cmd)}", "  ```"]
     lines += ["- this report:", "", "  ```", "  gps report --results runs/results --out docs/results.md", "  ```"]
@@ -452,6 +502,7 @@ def generate_report(results_dir: str | Path = "runs/results", out: str | Path = 
     archs.sort(key=lambda a: a[1].get("config", {}).get("task") not in TASK_ORDER)  # the paper's task first
     mf = load_model_free_curves(results / "model_free")
     runs = _gps_runs(results, [Path(p) for p in (gps_runs or [])])
+    robust = _load_robustness(results)
     # GPS is compared with the model-free runs on their environment's task only (reach by default).
     mf_tasks = {ENV_TASKS.get(r.get("env_id", "GpsReach-v0"), "reach") for r in mf} or {"reach"}
     state_runs = [gps_curve(p) for p, d in runs
@@ -466,7 +517,8 @@ def generate_report(results_dir: str | Path = "runs/results", out: str | Path = 
              SECTIONS[3], "", *_gps_cost(runs, img_dir, md_dir), "",
              SECTIONS[4], "", *_gps_diagnostics(runs, results, img_dir, md_dir), "",
              SECTIONS[5], "", *(_gif(evals, runs, img_dir, md_dir) if gif else ["(skipped: --no-gif)"]), "",
-             SECTIONS[6], "", *_reproduce(evals, archs, mf, runs, results), ""]
+             SECTIONS[6], "", *_robustness(robust, img_dir, md_dir), "",
+             SECTIONS[7], "", *_reproduce(evals, archs, mf, runs, results, robust), ""]
     # Hand-written notes live beside the report (committed), so regenerating it never drops them;
     # <results>/notes.md, if present, is added for notes that belong to one set of runs.
     for notes_file in (out.with_name(out.stem + "-notes.md"), results / "notes.md"):
