@@ -17,7 +17,7 @@ from typing import Any
 
 from gps_core import node_params
 from gps_core.node_params import ParameterError, each, nonempty, not_nan, num_range, one_of
-from gps_core.tasks import CONDITION_SETS
+from gps_core.tasks import CONDITION_SETS, CONDITION_SETS_HELP
 
 PR2_RIGHT_ARM = (
     "r_shoulder_pan_joint", "r_shoulder_lift_joint", "r_upper_arm_roll_joint", "r_elbow_flex_joint",
@@ -132,7 +132,7 @@ SPECS: dict[str, tuple[str, Callable[[Any], str], str]] = {
     "precision": ("str", one_of("fp32", "bf16", "auto"),
                   "neural policy inference: fp32 | bf16 | auto (bf16 only where the CPU has it natively)"),
     "task": ("str", nonempty, "config/tasks/<task>.yaml or a path"),
-    "condition_set": ("str", one_of(*CONDITION_SETS), " | ".join(CONDITION_SETS) + " (run time)"),
+    "condition_set": ("str", one_of(*CONDITION_SETS), CONDITION_SETS_HELP + " (run time)"),
     "target_source": ("str", one_of("topic", "task"), "topic | task"),
     "robot_model": ("str", nonempty, "mujoco | a URDF path"),
     "tool_frame": ("str", nonempty, "URDF tool frame"),

@@ -308,10 +308,10 @@ def time_policy(policy, obs_dim: int, image_shape: tuple | None, budget_s: float
 
 def validate_condition_set(task, value: str) -> list:
     """The conditions of ``value`` in ``task``; ValueError when the set is unknown or empty."""
-    from gps_core.tasks import CONDITION_SETS
+    from gps_core.tasks import CONDITION_SETS, CONDITION_SETS_HELP
 
     if value not in CONDITION_SETS:
-        raise ValueError(f"condition_set must be one of {list(CONDITION_SETS)}, got {value!r}")
+        raise ValueError(f"condition_set must be one of {CONDITION_SETS_HELP}, got {value!r}")
     conditions = task.condition_list(value)
     if not conditions:
         raise ValueError(f"condition_set: task {task.name!r} has no {value!r} conditions")

@@ -12,7 +12,7 @@ import numpy as np
 
 from gps_core import safe_yaml
 from gps_core.layout import ee_points, mean_ee_distance, quat_wxyz_to_matrix
-from gps_core.ood import OOD_SETS, ood_spec, parse_ood_set_name
+from gps_core.ood import OOD_KINDS, OOD_SETS, ood_spec, parse_ood_set_name
 
 # train: the GPS training positions (the trainer's resets, never perturbed). The evaluation sets
 # (gps_trainer.paper.evaluation): train_perturbed (the training positions, perturbed starts), spatial_test
@@ -22,6 +22,9 @@ from gps_core.ood import OOD_SETS, ood_spec, parse_ood_set_name
 # Then the out-of-distribution families (gps_core.ood, issue 24): ood_<kind>_<strength>_<validation|test>.
 CONDITION_SETS = ("train", "spatial_test", "visual_test", "train_perturbed", "validation", "visual_validation",
                   "train_validation") + OOD_SETS
+#: The condition sets in words (parameter descriptions, error messages): 36 OOD names spelled out read badly.
+CONDITION_SETS_HELP = (" | ".join(CONDITION_SETS[:-len(OOD_SETS)]) + " | ood_<family>_<1-3>_<validation|test> "
+                       f"(family: {', '.join(OOD_KINDS)})")
 NUM_JOINTS = 7
 
 

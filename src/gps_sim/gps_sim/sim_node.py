@@ -32,7 +32,7 @@ from std_msgs.msg import Float64MultiArray, UInt64
 
 from gps_core.logging_bridge import install_ros_logging
 from gps_core.node_params import ParameterError, check_value, nonempty, num_range, one_of, param_sources
-from gps_core.tasks import CONDITION_SETS, load_task, repo_root
+from gps_core.tasks import CONDITION_SETS, CONDITION_SETS_HELP, load_task, repo_root
 from gps_core.wire import array_to_pose, image_to_msg
 from gps_msgs.srv import ResetCondition
 from gps_sim.arm_sim import ArmSim
@@ -61,7 +61,7 @@ SPECS = {
     "gravity": ("bool", lambda v: "", "gravity on the arm"),
     "seed": ("int", num_range(0, 2**32 - 1), "seed of the start-up reset, [0, 2^32 - 1]"),
     "condition": ("int", num_range(0, 1_000_000), "condition at start-up (of condition_set)"),
-    "condition_set": ("str", one_of(*CONDITION_SETS), " | ".join(CONDITION_SETS)),
+    "condition_set": ("str", one_of(*CONDITION_SETS), CONDITION_SETS_HELP),
     "publish_clock": ("bool", lambda v: "", "publish the sim's clock"),
     "frame_id": ("str", nonempty, "frame of joint states and the target pose"),
     "camera_frame_id": ("str", nonempty, "frame of the camera images"),
@@ -217,7 +217,7 @@ class SimNode(Node):
         cset = request.condition_set or "train"
         if request.condition >= 0:
             if cset not in CONDITION_SETS:
-                return False, f"unknown condition_set {cset!r}; expected one of {list(CONDITION_SETS)}"
+                return False, f"unknown condition_set {cset!r}; expected one of {CONDITION_SETS_HELP}"
             n = self.sim.num_conditions(cset)
             if request.condition >= n:
                 return False, f"unknown condition {request.condition} in set {cset!r} ({n} conditions)"

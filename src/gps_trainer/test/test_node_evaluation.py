@@ -147,10 +147,12 @@ def _eval_through_nodes(tmp_path, ros_env):
             assert cli.get_parameters(["condition_set"]) == {"condition_set": "train"}
         finally:
             cli.close()
-        # The CLI path on the same stack (saved policy, JSON written), train set only.
+        # The CLI path on the same stack (saved policy, JSON written): the train set and an out-of-distribution
+        # family (issue 24: the controller takes the set, gps_sim's reset applies it).
         path = tmp_path / "policy.safetensors"
         save_policy(policy, path)
         ev = gps_cli(ros_env, out, "--timeout", "60", "eval", "--policy", str(path), "--sets", "train",
+                     "ood_camera_2_validation",
                      "--trials", str(trials), "--seed", str(seed), "--policy-obs", "observation",
                      "--through-nodes", "--out", str(tmp_path / "eval.json"), timeout=170)
         assert ev.returncode == 0, ev.stderr
@@ -185,3 +187,7 @@ def _eval_through_nodes(tmp_path, ros_env):
     assert cli_res["sets"]["train"]["success"] == api.sets["train"].success
     assert cli_res["sets"]["train"]["final_distance"] == api.sets["train"].final_distance
     assert cli_res["joint_limit_margin"] == 0.05
+    ood = evaluate_policy(policy, "reach", ("train", "ood_camera_2_validation"), trials, seed, policy_obs="observation",
+                          joint_limit_margin=0.05).sets["ood_camera_2_validation"]
+    assert cli_res["sets"]["ood_camera_2_validation"]["reset_seeds"] == ood.reset_seeds
+    assert cli_res["sets"]["ood_camera_2_validation"]["final_distance"] == ood.final_distance
