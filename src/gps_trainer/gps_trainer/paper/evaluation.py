@@ -140,11 +140,12 @@ class EvalResult:
 def format_table(result: EvalResult) -> str:
     """Plain-text table: set, successes/trials, rate, 95% Wilson interval, distinct situations, mean final
     distance."""
-    lines = [f"{'set':<18}{'success':>10}{'rate':>9}   {'95% CI (Wilson)':<17}{'situations':>11}"
+    w = max([18] + [len(name) + 1 for name in result.sets])  # the OOD sets' names are longer
+    lines = [f"{'set':<{w}}{'success':>10}{'rate':>9}   {'95% CI (Wilson)':<17}{'situations':>11}"
              f"{'final dist (cm)':>16}"]
     for name, s in result.sets.items():
         dist = 100 * float(np.mean(s.final_distance)) if s.final_distance else float("nan")
-        lines.append(f"{name:<18}{f'{s.successes}/{s.trials}':>10}{100 * s.rate:>8.1f}%   "
+        lines.append(f"{name:<{w}}{f'{s.successes}/{s.trials}':>10}{100 * s.rate:>8.1f}%   "
                      f"[{100 * s.ci_low:5.1f}, {100 * s.ci_high:5.1f}]%  {s.situations:>10d}{dist:>16.2f}")
     if result.ablation:
         lines.append(f"(ablation: the policy saw the {result.ablation!r} image, not the true one)")
