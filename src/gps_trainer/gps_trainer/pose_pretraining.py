@@ -72,6 +72,7 @@ class PosePretrainConfig(Checked):
     # constant, or cosine: decayed to zero over the run (Loshchilov & Hutter 2017, without restarts); at a
     # fixed budget the constant rate leaves the end of training noisy (train error above held-out error)
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = ranged(0, ge=0, le=10_000_000)  # linear learning-rate ramp from 0 (see lr_at)
     weight_decay: float = ranged(0.0, ge=0.0)
     seed: int = ranged(0, ge=0, le=MAX_SEED)
     device: str = "auto"                        # auto | cpu | cuda[:n]
@@ -218,12 +219,16 @@ def _mean_error_cm(model: PoseRegressor, images: torch.Tensor, positions: np.nda
     return float(np.mean(np.linalg.norm(np.concatenate(preds) - positions, axis=1)) * 100.0)
 
 
-def lr_at(step: int, n_steps: int, base: float, schedule: str) -> float:
+def lr_at(step: int, n_steps: int, base: float, schedule: str, warmup_steps: int = 0) -> float:
     """The learning rate of (1-based) ``step`` of ``n_steps``: constant, or cosine from ``base`` at step 1
-    towards 0 after the last step."""
+    towards 0 after the last step; times step / warmup_steps for the first ``warmup_steps`` steps. Adam's
+    first steps move every weight by about the full rate whatever its gradient, and at 3e-3 that pushed
+    all of a small trunk's ReLUs below zero for some seeds (dead features: the loss stays at the mean
+    guess for good); the ramp lets the moment estimates settle first."""
+    ramp = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
     if schedule == "constant":
-        return base
-    return 0.5 * base * (1.0 + math.cos(math.pi * (step - 1) / n_steps))
+        return base * ramp
+    return ramp * 0.5 * base * (1.0 + math.cos(math.pi * (step - 1) / n_steps))
 
 
 def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np.ndarray,
@@ -260,9 +265,9 @@ def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np
             batch = augment_images(batch, cfg.augment_shift, cfg.augment_color, gen)
         pred, _ = model(batch)
         loss = (((pred - pos_t[idx]) / model.pose_std) ** 2).sum(-1).mean()
-        if cfg.lr_schedule == "cosine":
+        if cfg.lr_schedule == "cosine" or step <= cfg.warmup_steps:
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, n_steps, cfg.learning_rate, "cosine")
+                group["lr"] = lr_at(step, n_steps, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

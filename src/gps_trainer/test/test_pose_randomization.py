@@ -49,6 +49,46 @@ def test_cosine_schedule_decays_from_the_base_rate_towards_zero():
     assert lr_at(37, 100, 1e-3, "constant") == 1e-3
 
 
+def test_warmup_ramps_the_rate_linearly_then_leaves_the_schedule_alone():
+    ramp = [lr_at(k, 100, 3e-3, "constant", warmup_steps=10) for k in range(1, 13)]
+    assert ramp[:10] == pytest.approx([3e-3 * k / 10 for k in range(1, 11)])
+    assert ramp[10:] == [3e-3, 3e-3]
+    # with cosine: the product of both, equal to the plain cosine once the ramp is over
+    assert lr_at(5, 100, 1e-3, "cosine", 10) == pytest.approx(0.5 * lr_at(5, 100, 1e-3, "cosine"))
+    assert lr_at(50, 100, 1e-3, "cosine", 10) == lr_at(50, 100, 1e-3, "cosine")
+    with pytest.raises(Exception, match="warmup_steps"):
+        PosePretrainConfig.from_dict({"warmup_steps": -1})
+
+
+def test_warmup_rates_reach_the_optimizer():
+    """The rates Adam used, read back per step from a short real training run."""
+    import torch
+
+    from gps_controller.policies.neural import VisuomotorConfig
+    from gps_trainer.pose_pretraining import PoseRegressor, train_pose_regressor
+
+    cfg = PosePretrainConfig.from_dict({"iterations": 6, "batch_size": 2, "learning_rate": 1e-3, "warmup_steps": 4,
+                                        "log_every": 100, "image_size": 16})
+    model = PoseRegressor(VisuomotorConfig(image_height=16, image_width=16, conv_filters=(4, 4, 4),
+                                           conv_kernels=(3, 3, 3), conv_strides=(1, 1, 1), fc_hidden=(8,),
+                                           config_dim=1, action_dim=1))
+    seen = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    images = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    positions = np.random.default_rng(1).normal(size=(4, 3))
+    torch.optim.Adam.step = spy
+    try:
+        train_pose_regressor(model, images, positions, cfg)
+    finally:
+        torch.optim.Adam.step = step
+    assert seen == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
 def test_scene_randomized_images_follow_the_visual_rules():
     sim = ArmSim("shape_sorting", image_size=32, render_images=True)
     box = pose_target_box(PosePretrainConfig.from_dict({"task": "shape_sorting"}), sim.task)
