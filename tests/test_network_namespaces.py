@@ -1,0 +1,218 @@
+"""Robots on other machines (issue 25): the stack across a real network, as a user runs it.
+
+Network namespaces on one machine stand for the hosts (tests/netns.py): a trainer host and robot hosts
+on one bridge, each with its own address and loopback, DDS discovery over the subnet
+(ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET, this session's ROS_DOMAIN_ID), data over UDP on the link. On
+each robot host `ros2 launch launch/sim.launch.py part:=robot namespace:=robotN` (sim, controller, TF);
+on the trainer host `part:=trainer robots:=N` alone; `ros2 service call` on the trainer host starts an
+iteration. Rollouts carry camera images (64x64; horizon 20, 2 conditions x 2 samples: small, so an
+iteration takes well under a minute on 2 busy cores).
+
+Discovery: multicast, or a Fast DDS discovery server on the trainer host with multicast made
+impossible (no multicast route anywhere). Link faults: a 20 Mbit/s limit, a robot's cable pulled for
+10 s mid-iteration, a robot that joins after the iteration was started, a robot that stays gone.
+
+Needs root (`ip netns`) and the ros2-tools kit; skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import netns
+from tests.ros2_cli import ROOT, Launch, assert_clean_shutdown, require_ros2
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+HORIZON, CONDITIONS, SAMPLES, IMAGE = 20, 2, 2, 64
+DISCOVERY_PORT = 11811
+ITERATION_DONE = r"iteration 0: sample cost"
+ITERATION_FAILED = r"iteration \d+ failed: (.*)"
+
+
+@pytest.fixture
+def lab(ros_env):
+    require_ros2()
+    reason = netns.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    net = netns.Network()
+    stacks: list[Stack] = []
+    try:
+        yield lambda tmp_path, **kw: stacks.append(Stack(net, tmp_path, ros_env, **kw)) or stacks[-1]
+    finally:
+        for stack in stacks:
+            stack.close()
+        net.close()
+
+
+def experiment(tmp_path: Path) -> Path:
+    cfg = yaml.safe_load((ROOT / "config" / "experiments" / "reach_traj_opt.yaml").read_text())
+    cfg.update(conditions=CONDITIONS, samples_per_condition=SAMPLES, horizon=HORIZON, image_size=IMAGE)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def trainer_params(tmp_path: Path, **values) -> Path:
+    """config/trainer.yaml with images recorded and ``values`` changed."""
+    cfg = yaml.safe_load((ROOT / "config" / "trainer.yaml").read_text())
+    cfg["gps_trainer"]["ros__parameters"].update(record_images=True, fsync=False, **values)
+    path = tmp_path / "trainer.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class Stack:
+    """A trainer host and robot hosts on the lab network, each with its `ros2 launch`."""
+
+    def __init__(self, net: netns.Network, tmp_path: Path, env: dict, robots: int = 2,
+                 discovery_server: bool = False, **trainer_values):
+        self.tmp, self.base_env = tmp_path, env
+        self.trainer = net.add_host("trainer")
+        self.robots = [net.add_host(f"robot{i + 1}") for i in range(robots)]
+        self.out = tmp_path / "out"
+        self.server = f"{self.trainer.address}:{DISCOVERY_PORT}" if discovery_server else ""
+        self.args = [f"experiment:={experiment(tmp_path)}"] + ([f"discovery_server:={self.server}"]
+                                                              if self.server else [])
+        self.trainer_params = trainer_params(tmp_path, **trainer_values)
+        self.launches: dict[str, Launch] = {}
+        if self.server:
+            for host in net.hosts.values():  # multicast cannot leave any host: discovery needs the server
+                subprocess.run(["ip", "-n", host.netns, "route", "del", "224.0.0.0/4"], check=True, timeout=30)
+            log = open(tmp_path / "discovery_server.log", "w")
+            self.trainer.popen(["bash", str(ROOT / "scripts" / "discovery_server.sh"), self.trainer.address,
+                                str(DISCOVERY_PORT)], env, stdout=log, stderr=subprocess.STDOUT)
+
+    def env(self, host: netns.Host) -> dict:
+        """What a user's shell on ``host`` has: the domain, subnet discovery (and the server, if any)."""
+        env = host.env(self.base_env)
+        if self.server:
+            env["ROS_DISCOVERY_SERVER"] = self.server
+        return env
+
+    def launch(self, host: netns.Host, args: list[str]) -> Launch:
+        # The launch process itself gets no ROS_DISCOVERY_SERVER: the nodes get it from discovery_server:=.
+        env = host.env(self.base_env)
+        self.launches[host.name] = Launch(["launch/sim.launch.py", *self.args, *args], env,
+                                          self.tmp / f"{host.name}.log", prefix=host.command([]))
+        return self.launches[host.name]
+
+    def start_robot(self, host: netns.Host) -> Launch:
+        return self.launch(host, ["part:=robot", f"namespace:={host.name}"])
+
+    def start_trainer(self) -> Launch:
+        return self.launch(self.trainer, ["part:=trainer", f"robots:={len(self.robots)}", f"output_dir:={self.out}",
+                                          f"trainer_params:={self.trainer_params}"])
+
+    def start_all(self) -> None:
+        for host in self.robots:
+            self.start_robot(host)
+        self.start_trainer()
+        self.wait_ready()
+
+    def wait_ready(self, robots: list[netns.Host] | None = None) -> None:
+        self.launches["trainer"].wait_for(r"trainer ready", 120)
+        for host in robots or self.robots:
+            self.launches[host.name].wait_for(r"\[gps_controller\]: ready", 120)
+
+    def ros2(self, *args: str, timeout: float = 90.0, retry_s: float = 60.0) -> str:
+        """`ros2 <args>` in a shell on the trainer host (retried while discovery fills in)."""
+        deadline = time.monotonic() + retry_s
+        while True:
+            r = self.trainer.run(["ros2", *args], self.env(self.trainer), timeout=timeout, cwd=ROOT)
+            if r.returncode == 0:
+                return r.stdout
+            if time.monotonic() > deadline:
+                raise AssertionError(f"ros2 {' '.join(args)} on the trainer host -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+            time.sleep(1.0)
+
+    def start_iteration(self) -> None:
+        out = self.ros2("service", "call", "/gps_trainer/start_iteration", "gps_msgs/srv/StartIteration",
+                        "{iterations: 1}")
+        assert "accepted=True" in out, out
+
+    def status(self) -> dict:
+        out = self.ros2("topic", "echo", "--once", "--no-daemon", "/gps/status", "gps_msgs/msg/TrainerStatus")
+        return yaml.safe_load(out.split("\n---")[0])
+
+    def wait_for_trainer(self, pattern: str, timeout: float) -> re.Match:
+        """The trainer's log matches ``pattern``; an iteration that fails first fails the test with its reason."""
+        launch = self.launches["trainer"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = launch.text()
+            found = re.search(pattern, text)
+            if found:
+                return found
+            failed = re.search(ITERATION_FAILED, text)
+            if failed:
+                raise AssertionError(f"the iteration failed: {failed.group(1)}\n{text[-4000:]}")
+            assert launch.proc.poll() is None, f"the trainer's launch exited:\n{text[-4000:]}"
+            time.sleep(0.5)
+        raise AssertionError(f"no {pattern!r} in the trainer's log within {timeout:g} s:\n{launch.text()[-4000:]}")
+
+    def stop(self) -> None:
+        """Ctrl-C on every host; each launch ends cleanly (3 robot processes, 1 trainer)."""
+        for name, launch in self.launches.items():
+            rc = launch.interrupt()
+            assert_clean_shutdown(rc, launch.text(), processes=1 if name == "trainer" else 3)
+
+    def close(self) -> None:
+        for launch in self.launches.values():
+            launch.close()
+
+    def rollouts(self) -> list:
+        from gps_trainer.storage import RolloutStore
+
+        return RolloutStore(self.out, fsync=False).load(0)
+
+
+def assert_iteration_complete(stack: Stack) -> dict:
+    """Status: one iteration, every expected rollout received; the stored rollouts came from every robot,
+    each with its images; every robot sent at least its rollouts' image bytes over its link."""
+    status = stack.status()
+    assert status["phase"] == "idle" and status["iterations_completed"] == 1, status
+    assert status["rollouts_received"] == status["rollouts_expected"] == CONDITIONS * (SAMPLES + 1), status
+    rollouts = stack.rollouts()
+    samples = {(r.condition, r.sample_index) for r in rollouts if r.sample_index >= 0}
+    assert samples >= {(m, i) for m in range(CONDITIONS) for i in range(SAMPLES)}, samples
+    by_robot: dict[str, int] = {}
+    for r in rollouts:
+        assert not r.aborted and r.horizon == HORIZON + 1
+        assert r.images is not None and r.images.shape == (HORIZON + 1, IMAGE, IMAGE, 3)
+        by_robot[r.robot_namespace] = by_robot.get(r.robot_namespace, 0) + r.images.nbytes
+    assert set(by_robot) == {host.name for host in stack.robots}, by_robot
+    for host in stack.robots:
+        _rx, tx = host.counters()
+        assert tx >= by_robot[host.name], (host.name, tx, by_robot[host.name])
+    return status
+
+
+def test_two_robot_hosts_train_over_multicast_discovery(lab, tmp_path, ros_env):
+    stack = lab(tmp_path)
+    stack.start_all()
+    stack.start_iteration()
+    stack.wait_for_trainer(ITERATION_DONE, 240)
+    assert_iteration_complete(stack)
+    # Nothing of the stack is on the machine's own loopback: a node there (localhost discovery, same
+    # domain) sees none of it.
+    host_view = subprocess.run(["ros2", "node", "list", "--no-daemon", "--spin-time", "3"], env=ros_env,
+                               capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "gps_" not in host_view.stdout, host_view.stdout
+    stack.stop()
+
+
+def test_discovery_server_without_multicast(lab, tmp_path):
+    stack = lab(tmp_path, discovery_server=True)
+    stack.start_all()
+    stack.start_iteration()
+    stack.wait_for_trainer(ITERATION_DONE, 240)
+    assert_iteration_complete(stack)
+    stack.stop()
