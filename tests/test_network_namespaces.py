@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gps_trainer.sim_sampler import EVAL_SAMPLE_INDEX
 from tests import netns
 from tests.ros2_cli import ROOT, Launch, assert_clean_shutdown, require_ros2
 
@@ -120,7 +121,7 @@ class Stack:
     def wait_ready(self, robots: list[netns.Host] | None = None) -> None:
         self.launches["trainer"].wait_for(r"trainer ready", 120)
         for host in robots or self.robots:
-            self.launches[host.name].wait_for(r"\[gps_controller\]: ready", 120)
+            self.launches[host.name].wait_for(r"gps_controller\]: ready", 120)
 
     def ros2(self, *args: str, timeout: float = 90.0, retry_s: float = 60.0) -> str:
         """`ros2 <args>` in a shell on the trainer host (retried while discovery fills in)."""
@@ -181,13 +182,17 @@ def assert_iteration_complete(stack: Stack) -> dict:
     assert status["phase"] == "idle" and status["iterations_completed"] == 1, status
     assert status["rollouts_received"] == status["rollouts_expected"] == CONDITIONS * (SAMPLES + 1), status
     rollouts = stack.rollouts()
-    samples = {(r.condition, r.sample_index) for r in rollouts if r.sample_index >= 0}
-    assert samples >= {(m, i) for m in range(CONDITIONS) for i in range(SAMPLES)}, samples
+    samples = [r for r in rollouts if r.sample_index != EVAL_SAMPLE_INDEX]
+    assert sorted((r.condition, r.sample_index) for r in samples) == [
+        (m, i) for m in range(CONDITIONS) for i in range(SAMPLES)]
+    assert len(rollouts) == CONDITIONS * (SAMPLES + 1)  # the samples and one noise-free evaluation each
     by_robot: dict[str, int] = {}
     for r in rollouts:
         assert not r.aborted and r.horizon == HORIZON + 1
-        assert r.images is not None and r.images.shape == (HORIZON + 1, IMAGE, IMAGE, 3)
-        by_robot[r.robot_namespace] = by_robot.get(r.robot_namespace, 0) + r.images.nbytes
+        if r.sample_index != EVAL_SAMPLE_INDEX:  # the trainer asks for images on its samples (the evaluation of a linear-Gaussian
+            # controller needs none)
+            assert r.images is not None and r.images.shape == (HORIZON + 1, IMAGE, IMAGE, 3)
+            by_robot[r.robot_namespace] = by_robot.get(r.robot_namespace, 0) + r.images.nbytes
     assert set(by_robot) == {host.name for host in stack.robots}, by_robot
     for host in stack.robots:
         _rx, tx = host.counters()
