@@ -17,6 +17,7 @@ decides which participants share a host: everything crosses the link, as between
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -102,6 +103,13 @@ class Host:
         subprocess.run(["tc", "qdisc", "del", "dev", self.port, "root"], capture_output=True, timeout=30)
         subprocess.run(["tc", "-n", self.netns, "qdisc", "del", "dev", "eth0", "root"], capture_output=True,
                        timeout=30)
+
+    def shaped_bytes(self) -> int:
+        """Bytes this host sent through the rate limit on its link (0 without one)."""
+        r = subprocess.run(["tc", "-s", "-n", self.netns, "qdisc", "show", "dev", "eth0"], capture_output=True,
+                           text=True, timeout=30)
+        found = re.search(r"qdisc tbf .*?Sent (\d+) bytes", r.stdout, re.S)
+        return int(found.group(1)) if found else 0
 
     def counters(self) -> tuple[int, int]:
         """(bytes received, bytes sent) by this host on its link (eth0 in its namespace)."""
