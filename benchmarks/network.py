@@ -113,7 +113,7 @@ def peer_discovery(role: str, name: str, timeout: float = 60.0) -> None:
     node = rclpy.create_node(f"network_bench_{role}")
     if role == "service":
         node.create_service(GetStatus, name, lambda req, res: res)
-        print(json.dumps({"t": started}), flush=True)
+        print(json.dumps({"t": started, "created": time.time()}), flush=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.1)
@@ -175,7 +175,9 @@ def policy_push(robot: netns.Host, trainer: netns.Host, env: dict, count: int) -
     return res
 
 
-def discovery_time(robot: netns.Host, trainer: netns.Host, env: dict, repeats: int) -> list[float]:
+def discovery_time(robot: netns.Host, trainer: netns.Host, env: dict, repeats: int) -> list[dict]:
+    """Per repeat: seconds from the robot node's start (participant creation) and from its service's
+    creation until the trainer host's client sees the service ready."""
     times = []
     for i in range(repeats):
         # a new name each time: a discovery server still knows the killed service of the last round
@@ -186,12 +188,16 @@ def discovery_time(robot: netns.Host, trainer: netns.Host, env: dict, repeats: i
             pass
         time.sleep(1.0)  # the client's own participant is announced and settled
         service = robot.popen([*SELF, "--peer", "discovery-service", *name], env, stdout=subprocess.PIPE, text=True)
-        t_service = json.loads(service.stdout.readline())["t"]
+        t_service = json.loads(service.stdout.readline())
         t_client = json.loads(client.stdout.readline())["t"]
         service.kill()
         service.wait(10)
         client.wait(30)
-        times.append(None if t_client is None else t_client - t_service)
+        if t_client is not None:
+            times.append({"from_node_start_s": t_client - t_service["t"],
+                          "from_service_created_s": t_client - t_service["created"]})
+        else:
+            times.append(None)
     return times
 
 
@@ -294,7 +300,9 @@ def main() -> None:
             figures["discovery_server_s"] = discovery_time(
                 robot, trainer, {**env, "ROS_DISCOVERY_SERVER": f"{trainer.address}:{DISCOVERY_PORT}"}, a.repeats)
             for key in ("discovery_multicast_s", "discovery_server_s"):
-                print(f"{key}: " + ", ".join("none" if t is None else f"{t:.3f} s" for t in figures[key]), flush=True)
+                print(f"{key}: node start -> service seen " + ", ".join(
+                    "never" if t is None else f"{t['from_node_start_s']:.3f} s (service created -> seen "
+                    f"{t['from_service_created_s']:.3f} s)" for t in figures[key]), flush=True)
         if not a.skip_iterations:
             runs = [(n, "") for n in a.robots] + [(2, LIMIT)]
             figures["iterations"] = []
