@@ -256,6 +256,7 @@ def main() -> None:
     ap.add_argument("--robots", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--repeats", type=int, default=3, help="rollouts, pushes and discoveries per figure")
     ap.add_argument("--skip-iterations", action="store_true")
+    ap.add_argument("--skip-link", action="store_true", help="only the iteration runs")
     a = ap.parse_args()
     if a.peer == "push":
         return peer_push(a.count)
@@ -272,37 +273,38 @@ def main() -> None:
           f"240x240 {figures['rollout_cdr_bytes']['240'] / 1e6:.2f} MB", flush=True)
     with tempfile.TemporaryDirectory(prefix="gps_net_bench_") as tmpdir:
         tmp = Path(tmpdir)
-        with netns.Network() as net:
-            trainer, robot = net.add_host("trainer"), net.add_host("robot1")
-            for limit in ("", LIMIT):
-                if limit:
-                    robot.limit_rate(limit)
-                key = limit or "free"
-                for image in (64, 240):
-                    # spaced: each transfer alone on the link (a 240x240 rollout takes ~7 s at 20 Mbit/s)
-                    period = 2.0 if image == 64 else (3.0 if not limit else 20.0)
-                    r = rollout_transfer(robot, trainer, env, image, a.repeats, period, tmp)
-                    figures[f"rollout_{image}_{key}"] = r
-                    print(f"rollout {image}x{image}, {key} link: {r['received']}/{r['sent']} received "
-                          f"(content ok: {r['content_ok']}), transfer median {r['median_s']:.3f} s "
-                          f"(all: {', '.join(f'{x:.3f}' for x in r['latency_s'])}), "
-                          f"{r['link_bytes_per_rollout'] / 1e6:.2f} MB on the link per rollout", flush=True)
-                p = policy_push(robot, trainer, env, a.repeats)
-                figures[f"push_{key}"] = p
-                print(f"policy push ({p['bytes'] / 1e3:.0f} kB), {key} link: {p['accepted']}/{len(p['times_s'])} "
-                      f"accepted, round trip median {p['median_s'] * 1e3:.0f} ms", flush=True)
-            robot.unlimit_rate()
-            figures["discovery_multicast_s"] = discovery_time(robot, trainer, env, a.repeats)
-            server_log = open(tmp / "discovery_server.log", "w")
-            trainer.popen(["bash", str(ROOT / "scripts" / "discovery_server.sh"), trainer.address,
-                           str(DISCOVERY_PORT)], env, stdout=server_log, stderr=subprocess.STDOUT)
-            time.sleep(2.0)
-            figures["discovery_server_s"] = discovery_time(
-                robot, trainer, {**env, "ROS_DISCOVERY_SERVER": f"{trainer.address}:{DISCOVERY_PORT}"}, a.repeats)
-            for key in ("discovery_multicast_s", "discovery_server_s"):
-                print(f"{key}: node start -> service seen " + ", ".join(
-                    "never" if t is None else f"{t['from_node_start_s']:.3f} s (service created -> seen "
-                    f"{t['from_service_created_s']:.3f} s)" for t in figures[key]), flush=True)
+        if not a.skip_link:
+            with netns.Network() as net:
+                trainer, robot = net.add_host("trainer"), net.add_host("robot1")
+                for limit in ("", LIMIT):
+                    if limit:
+                        robot.limit_rate(limit)
+                    key = limit or "free"
+                    for image in (64, 240):
+                        # spaced: each transfer alone on the link (a 240x240 rollout takes ~7 s at 20 Mbit/s)
+                        period = 2.0 if image == 64 else (3.0 if not limit else 20.0)
+                        r = rollout_transfer(robot, trainer, env, image, a.repeats, period, tmp)
+                        figures[f"rollout_{image}_{key}"] = r
+                        print(f"rollout {image}x{image}, {key} link: {r['received']}/{r['sent']} received "
+                              f"(content ok: {r['content_ok']}), transfer median {r['median_s']:.3f} s "
+                              f"(all: {', '.join(f'{x:.3f}' for x in r['latency_s'])}), "
+                              f"{r['link_bytes_per_rollout'] / 1e6:.2f} MB on the link per rollout", flush=True)
+                    p = policy_push(robot, trainer, env, a.repeats)
+                    figures[f"push_{key}"] = p
+                    print(f"policy push ({p['bytes'] / 1e3:.0f} kB), {key} link: {p['accepted']}/{len(p['times_s'])} "
+                          f"accepted, round trip median {p['median_s'] * 1e3:.0f} ms", flush=True)
+                robot.unlimit_rate()
+                figures["discovery_multicast_s"] = discovery_time(robot, trainer, env, a.repeats)
+                server_log = open(tmp / "discovery_server.log", "w")
+                trainer.popen(["bash", str(ROOT / "scripts" / "discovery_server.sh"), trainer.address,
+                               str(DISCOVERY_PORT)], env, stdout=server_log, stderr=subprocess.STDOUT)
+                time.sleep(2.0)
+                figures["discovery_server_s"] = discovery_time(
+                    robot, trainer, {**env, "ROS_DISCOVERY_SERVER": f"{trainer.address}:{DISCOVERY_PORT}"}, a.repeats)
+                for key in ("discovery_multicast_s", "discovery_server_s"):
+                    print(f"{key}: node start -> service seen " + ", ".join(
+                        "never" if t is None else f"{t['from_node_start_s']:.3f} s (service created -> seen "
+                        f"{t['from_service_created_s']:.3f} s)" for t in figures[key]), flush=True)
         if not a.skip_iterations:
             runs = [(n, "") for n in a.robots] + [(2, LIMIT)]
             figures["iterations"] = []

@@ -87,7 +87,9 @@ class Stack:
         return self.launch(host, ["part:=robot", f"namespace:={host.name}"])
 
     def start_trainer(self) -> Launch:
-        return self.launch(self.trainer, ["part:=trainer", f"robots:={len(self.robots)}", f"output_dir:={self.out}",
+        # robots:=N serves robot1..robotN; one robot is named by its namespace
+        serves = f"robots:={len(self.robots)}" if len(self.robots) > 1 else f"namespace:={self.robots[0].name}"
+        return self.launch(self.trainer, ["part:=trainer", serves, f"output_dir:={self.out}",
                                           f"trainer_params:={self.trainer_params}"])
 
     def start_all(self) -> None:
