@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,8 @@ class Stack:
         self.robots = [net.add_host(f"robot{i + 1}") for i in range(robots)]
         self.out = tmp_path / "out"
         self.server = f"{self.trainer.address}:{DISCOVERY_PORT}" if discovery_server else ""
-        self.args = [f"experiment:={experiment(tmp_path, sizes)}"] + ([f"discovery_server:={self.server}"]
+        self.experiment = experiment(tmp_path, sizes)
+        self.args = [f"experiment:={self.experiment}"] + ([f"discovery_server:={self.server}"]
                                                               if self.server else [])
         self.trainer_params = trainer_params(tmp_path, **trainer_values)
         self.launches: dict[str, Launch] = {}
@@ -102,6 +104,12 @@ class Stack:
         self.launches["trainer"].wait_for(r"trainer ready", 120)
         for host in robots or self.robots:
             self.launches[host.name].wait_for(r"gps_controller\]: ready", 120)
+
+    def gps(self, host: netns.Host, *args: str, timeout: float = 300.0) -> str:
+        """The `gps` command (the install path without `ros2 launch`) in a shell on ``host``."""
+        r = host.run([sys.executable, "-m", "gps_trainer.cli", *args], self.env(host), timeout=timeout, cwd=ROOT)
+        assert r.returncode == 0, f"gps {' '.join(args)} on {host.name} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r.stdout
 
     def ros2(self, *args: str, timeout: float = 90.0, retry_s: float = 60.0) -> str:
         """`ros2 <args>` in a shell on the trainer host (retried while discovery fills in)."""

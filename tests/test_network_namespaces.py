@@ -17,6 +17,7 @@ Needs root (`ip netns`) and the ros2-tools kit; skipped with the reason otherwis
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -92,6 +93,25 @@ def test_two_robot_hosts_train_over_multicast_discovery(lab, tmp_path, ros_env):
                                capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert "gps_" not in host_view.stdout, host_view.stdout
     stack.stop()
+
+
+def test_gps_up_parts_on_separate_hosts(lab, tmp_path):
+    """The install path without `ros2 launch`: `gps up --part robot` on each robot host, `gps up --part
+    trainer` on the trainer host, `gps train` there, `gps down` everywhere."""
+    stack = lab(tmp_path)
+    for host in stack.robots:
+        out = stack.gps(host, "--output-dir", str(tmp_path / host.name), "up", "--part", "robot", "--namespace",
+                        host.name, "--experiment", str(stack.experiment))
+        assert "up: 3 processes" in out, out
+    out = stack.gps(stack.trainer, "--output-dir", str(stack.out), "up", "--part", "trainer", "--robots", "2",
+                    "--experiment", str(stack.experiment), "--trainer-params", str(stack.trainer_params))
+    assert "up: 1 processes (trainer)" in out, out
+    result = json.loads(stack.gps(stack.trainer, "--output-dir", str(stack.out), "train", "--iterations", "1")
+                        .strip().splitlines()[-1])
+    assert result["iterations_completed"] == 1, result
+    assert_iteration_complete(stack)
+    for host, out_dir in [(stack.trainer, stack.out)] + [(h, tmp_path / h.name) for h in stack.robots]:
+        assert "down: stopped" in stack.gps(host, "--output-dir", str(out_dir), "down")
 
 
 def test_discovery_server_without_multicast(lab, tmp_path):
