@@ -9,7 +9,7 @@ iteration. Rollouts carry camera images (64x64; horizon 20, 2 conditions x 2 sam
 iteration takes well under a minute on 2 busy cores).
 
 Discovery: multicast, or a Fast DDS discovery server on the trainer host with multicast made
-impossible (no multicast route anywhere). Link faults: a 20 Mbit/s limit, a robot's cable pulled for
+impossible (no multicast route anywhere). The install path without `ros2 launch`: `gps up --part ...`. Link faults: a 20 Mbit/s limit, a robot's cable pulled for
 10 s mid-iteration, a robot that joins after the iteration was started, a robot that stays gone.
 
 Needs root (`ip netns`) and the ros2-tools kit; skipped with the reason otherwise.
