@@ -25,6 +25,7 @@ import time
 import pytest
 
 from gps_trainer.sim_sampler import EVAL_SAMPLE_INDEX
+from gps_trainer.storage import RolloutStore
 from tests import netns
 from tests.network_stack import ITERATION_DONE, ITERATION_FAILED, Sizes, Stack
 from tests.ros2_cli import ROOT, require_ros2
@@ -141,10 +142,16 @@ def test_links_limited_to_20_mbit(lab, tmp_path):
 
 
 def test_robot_link_down_for_10_s_mid_iteration(lab, tmp_path):
-    """robot2's cable pulled for 10 s while trials run: its silent trials fail after service_wait_s and run
-    again, the rollouts its controller finished meanwhile arrive late (answered or rejected, never stored
-    twice), and the iteration completes with every rollout stored once. robot_failure_limit 5 x
-    service_wait_s 4: the trainer waits up to 20 s for a robot before it gives up on it."""
+    """robot2's cable pulled for 10 s while the iteration runs, then plugged back. Whatever robot2 was
+    doing, nothing is lost and nothing is stored twice, and the trainer either asked again or waited
+    for what it had been promised:
+    - a trial in flight whose robot went silent fails after service_wait_s and runs again (on whichever
+      robot is free); what robot2 finished meanwhile arrives late and is refused unless it answers a trial
+      still outstanding from robot2;
+    - a trial robot2 had answered before the cut but whose rollout was still on the wire: the rollout
+      arrives once the link is back (DDS repairs it) and answers the trial;
+    - a push in flight waits for the link (up to robot_failure_limit x service_wait_s = 5 x 4 s here).
+    In every case robot2 delivers rollouts after the link is back, or the trainer logged the re-ask."""
     stack = lab(tmp_path, service_wait_s=4.0, robot_failure_limit=5)
     stack.start_all()
     stack.start_iteration()
@@ -153,14 +160,15 @@ def test_robot_link_down_for_10_s_mid_iteration(lab, tmp_path):
     robot2.link(up=False)
     time.sleep(10.0)
     robot2.link(up=True)
+    link_back_ns = time.time_ns()
     stack.wait_for_trainer(ITERATION_DONE, 240)
     # robot1 may have run every sample while robot2 was away: the iteration needs them, not both robots.
     assert_iteration_complete(stack, every_robot=False)
-    # The trainer noticed and asked again (a trial on robot2 that got no answer); what robot2 finished
-    # while it was cut off arrived after the link came back and was either the answer to a trial sent
-    # to it again or refused (no duplicates: checked above).
     log = stack.launches["trainer"].text()
-    assert re.search(r"trial \(0, \d, \d+, 'linear_gaussian'\) on robot2 failed: no answer", log), log[-4000:]
+    asked_again = re.search(r"trial \(0, \d, \d+, 'linear_gaussian'\) on robot2 failed: no answer", log)
+    late = [r for r in RolloutStore(stack.out, fsync=False).records(0)
+            if r.robot_namespace == "robot2" and r.log_time > link_back_ns]
+    assert asked_again or late, log[-4000:]
     stack.stop()
 
 
