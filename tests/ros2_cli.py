@@ -38,12 +38,13 @@ def small_experiment(tmp_path: Path, conditions: int = 1, samples: int = 2) -> P
 class Launch:
     """`ros2 launch ...` as a user's terminal runs it: SIGINT (Ctrl-C) stops it; output in a file."""
 
-    def __init__(self, args: list[str], env: dict, log: Path, cwd: Path = ROOT):
+    def __init__(self, args: list[str], env: dict, log: Path, cwd: Path = ROOT, prefix: list[str] | None = None):
+        """``prefix``: what runs `ros2 launch` (e.g. `ip netns exec NAME`, which execs it: the same process)."""
         self.log = log
         self._out = open(log, "w")
         # Popen resets Python's SIGINT handler to the default in the child (only SIG_IGN would be inherited),
         # so `ros2 launch` sees the SIGINT sent below; its own process group for the SIGKILL clean-up.
-        self.proc = subprocess.Popen(["ros2", "launch", *args], cwd=cwd, env=env, stdout=self._out,
+        self.proc = subprocess.Popen([*(prefix or []), "ros2", "launch", *args], cwd=cwd, env=env, stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def text(self) -> str:

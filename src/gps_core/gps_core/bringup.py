@@ -8,6 +8,11 @@ Time: each sim publishes sim time on `clock` relative to its namespace (`/clock`
 root namespace, `/robot1/clock`, `/robot2/clock` with several), and the nodes of that robot read it
 through a `/clock` remapping, so two robots' clocks can never conflict. The trainer serves many robots
 and its trial timeouts must still fire when a sim stops, so it runs on the system clock.
+
+Parts (robots on other machines, docs/networking.md): ``part="robot"`` is what runs beside a robot (its
+sim, controller and TF), ``part="trainer"`` the trainer alone, ``part="all"`` both on one machine. Every
+host of one stack gives the same robot namespaces: a robot host its own (``namespace``), the trainer host
+all of them (``robots`` for robot1..robotN, or ``namespace`` for one).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from gps_core.tasks import repo_root
 
 USE_SIM_TIME = True  # the default of `ros2 launch` and `gps up` alike
+PARTS = ("all", "robot", "trainer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,9 +102,12 @@ def experiment_sim_shape(experiment: str, overrides=()) -> dict:
 def sim_stack(robots: int = 1, namespace: str = "", experiment: str = "", output_dir: str = "",
               use_sim_time: bool = USE_SIM_TIME, sim_params: str = "", controller_params: str = "",
               trainer_params: str = "", trainer_overrides: dict | None = None, tf: bool = True,
-              publish_images: bool | None = None) -> list[NodeSpec]:
-    """The nodes of the simulated stack, trainer last. Empty parameter-file arguments mean config/'s;
-    ``publish_images`` None keeps the sim's parameter file's (False: no rendering, for state-only runs)."""
+              publish_images: bool | None = None, part: str = "all") -> list[NodeSpec]:
+    """The nodes of the simulated stack, trainer last (``part``: all of it, or only the robots' nodes or
+    only the trainer). Empty parameter-file arguments mean config/'s; ``publish_images`` None keeps the
+    sim's parameter file's (False: no rendering, for state-only runs)."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
     namespaces = robot_namespaces(robots, namespace)
     sim_shape = experiment_sim_shape(experiment, (trainer_overrides or {}).get("overrides", ()))
     camera = {} if publish_images is None else {"publish_images": bool(publish_images)}
@@ -116,6 +125,10 @@ def sim_stack(robots: int = 1, namespace: str = "", experiment: str = "", output
         if tf:
             specs.append(NodeSpec("tf", "gps_sim", "gps_tf", "gps_sim.tf_publisher", "gps_tf", ns, (),
                                   dict(timing), clock))
+    if part == "robot":
+        return specs
+    if part == "trainer":
+        specs = []
     trainer = {"controller_namespaces": namespaces, "use_sim_time": False}
     if experiment:
         trainer["experiment"] = experiment

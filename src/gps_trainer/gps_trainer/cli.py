@@ -1,6 +1,8 @@
 """``gps``: run the GPS stack without ``ros2 launch`` (same nodes, same parameter files).
 
     gps up [--robots 2] [--output-dir runs/reach] [--experiment config/experiments/reach_traj_opt.yaml]
+    gps up --part robot --namespace robot1   # robots and trainer on separate machines (docs/networking.md):
+    gps up --part trainer --robots 2         #   a robot host's nodes; the trainer host's trainer alone
     gps train --iterations 5          # start_iteration + live progress from /gps/status
     gps status                        # get_status as JSON
     gps down                          # stop what `gps up` started (pids in <output-dir>/pids.json)
@@ -89,7 +91,8 @@ def _stack_specs(a, out: Path) -> list:
     if getattr(a, "experiment_overrides", ()):  # key=value changes to the experiment (the trainer's `overrides`)
         overrides["overrides"] = list(a.experiment_overrides)
     resolve = lambda p: str((ROOT / p) if not Path(p).is_absolute() and (ROOT / p).exists() else Path(p).resolve())  # noqa: E731
-    return sim_stack(robots=a.robots, experiment=str(Path(a.experiment).resolve()) if a.experiment else "",
+    return sim_stack(robots=a.robots, namespace=getattr(a, "namespace", ""), part=getattr(a, "part", "all"),
+                     experiment=str(Path(a.experiment).resolve()) if a.experiment else "",
                      output_dir=str(out), use_sim_time=not getattr(a, "wall_time", False),
                      sim_params=resolve(a.sim_params), controller_params=resolve(a.controller_params),
                      trainer_params=resolve(a.trainer_params), trainer_overrides=overrides,
@@ -104,8 +107,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _wait_until_answering(started: list[dict], timeout: float) -> dict | None:
-    """Wait until every started node is in the ROS graph and the trainer answers get_status; return the
-    first entry that died or never showed up (None when all answer)."""
+    """Wait until every started node is in the ROS graph and the trainer, if started, answers get_status;
+    return the first entry that died or never showed up (None when all answer)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -118,7 +121,7 @@ def _wait_until_answering(started: list[dict], timeout: float) -> dict | None:
     executor.add_node(node)
     client = node.create_client(GetStatus, "/gps_trainer/get_status")
     pending = {(e["namespace"], e["name"]): e for e in started}
-    answered = False
+    answered = not any(e["role"] == "trainer" for e in started)  # a robot host (--part robot) has none
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -592,6 +595,7 @@ MAX_TRIALS = 100_000
 
 def main(argv=None) -> int:
     from gps_controller.conversions import MAX_ITERATIONS_PER_REQUEST
+    from gps_core.bringup import PARTS
     from gps_trainer.config_schema import MAX_SEED, arg_float, arg_int
 
     # start_iteration's field is a uint32: a larger number would wrap on the wire, so it is refused here
@@ -609,6 +613,12 @@ def main(argv=None) -> int:
         p.add_argument("--controller-params", default="config/controller.yaml")
         p.add_argument("--trainer-params", default="config/trainer.yaml")
         p.add_argument("--pretrained-vision", default="", help="pose-pretraining vision.safetensors (GPS)")
+    up.add_argument("--part", choices=PARTS, default="all",
+                    help="all: robots and trainer here; robot: this host's robot (sim, controller, tf) in "
+                         "--namespace; trainer: the trainer alone for robots on other hosts (docs/networking.md)")
+    up.add_argument("--namespace", default="",
+                    help="the robot's namespace with --robots 1 (a robot host's own, or the one robot a trainer "
+                         "host serves)")
     up.add_argument("--wait-timeout", type=arg_float(0.0, 3600.0), default=45.0,
                     help="seconds to wait until every node answers (0: do not wait); non-zero exit otherwise")
     up.add_argument("--no-images", action="store_true",
