@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Table I for one task: pose pretraining, local controllers, the state policy (pose prediction's controller)
-# and the three visuomotor methods, each evaluated on the task's Table I condition sets
+# Table I for one task or all five: pose pretraining, local controllers, the state policy (pose prediction's
+# controller) and the three visuomotor methods, each evaluated on the task's Table I condition sets
 # (train_perturbed 27 / spatial_test 36 / visual_test 40 trials). The recipe was chosen on the validation
 # sets (docs/results-notes.md, issue 12): 9 training positions (the task's *_grid variant), a random
 # distractor scene + table colour in every pose-pretraining image and in every GPS sample (*_grid_dr), the
@@ -8,18 +8,187 @@
 # layer (end-to-end). coat_hanger, toy_hammer and bottle_cap train on their own 4 training conditions instead
 # (their trajectory optimization is tuned on those; *_dr: the same conditions with randomized sample scenes;
 # toy_hammer keeps the task's own scene in a quarter of the pretraining images and GPS samples).
-# Resumable: a finished phase is skipped, a stopped GPS run goes on at its first missing iteration.
 #   bash scripts/table1.sh reach|shape_sorting|coat_hanger|toy_hammer|bottle_cap [OUT]   (default OUT=runs/results/<task>)
-# CPU (one core of this 2-core machine): reach about 40 min, shape_sorting about 90 min; coat_hanger,
-# toy_hammer, bottle_cap 50-75 min each beside two other jobs, pose pretraining (15-20 min) not included.
+#   bash scripts/table1.sh all [OUT]   (the five tasks, OUT/<task> each; default OUT=runs/results)
+# At the end: OUT/summary.md, the three test-set rates of every method and the wall times (also printed).
+#
+# Both cores: the phases of a task are jobs with the inputs they need (pose pretraining and the controllers
+# need nothing; the state policy the controllers; pose features and end-to-end the trunk and the controllers;
+# pose prediction the trunk and the state policy), run TABLE1_SLOTS (2) at a time, each one process with one
+# torch thread, the earliest ready job first (with `all`, the next task's pose pretraining fills a core the
+# current task cannot use). A job that starts alone with nothing else ready takes both cores (`--workers 2`:
+# its rollouts or evaluation trials in two processes). Why results equal the sequential script's: every phase
+# is a separate process whose inputs are files the phases it depends on finished before it started, every
+# random stream is seeded from the config and the trial index (not from time or order), one torch thread per
+# process keeps each process's arithmetic the same, and `--workers N` gives the rollouts and trials of one
+# process (tests: test_sim_sampler_workers.py, test_evaluation.py); where a job runs changes only when.
+# Resumable: a finished phase leaves OUT/.table1/<phase>.done (its start and end) and is skipped on a rerun;
+# an interrupted one starts again (pose pretraining afresh, a GPS run at its first missing iteration, an
+# evaluation afresh). A job's output goes to OUT/logs/<phase>.log; a line at least every TABLE1_HEARTBEAT_S
+# (60) s names each running job, its time so far and its log's last line. A failing job stops the script:
+# the other jobs are ended and its log's tail printed.
+# TABLE1_BUDGET=smoke: tiny budgets (2 conditions, 1 iteration, 1 trial per set) to test the pipeline in
+# minutes; its results mean nothing. An OUT keeps the budget it was started with.
+# CPU, one core each (before the phases ran side by side): reach about 40 min, shape_sorting about 90 min;
+# coat_hanger, toy_hammer, bottle_cap 50-75 min each beside two other jobs, pose pretraining (15-20 min) not
+# included.
 set -eo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck disable=SC1091
-. "$ROOT/scripts/setup.sh" > /dev/null
+SELF="$ROOT/scripts/table1.sh"
+if [ "${GPS_ROOT:-}" != "$ROOT" ] || [ -z "${VIRTUAL_ENV:-}" ]; then   # (a job of the scheduler inherits it)
+  # shellcheck disable=SC1091
+  . "$ROOT/scripts/setup.sh" > /dev/null
+fi
 cd "$ROOT"
-TASK=${1:?usage: table1.sh reach|shape_sorting|coat_hanger|toy_hammer|bottle_cap [OUT]}
-OUT=${2:-runs/results/$TASK}
 export OMP_NUM_THREADS=1   # one BLAS/torch thread per process was 5-10x faster than two on these machines
+TASKS=(reach shape_sorting coat_hanger toy_hammer bottle_cap)
+BUDGET=${TABLE1_BUDGET:-full}
+case "$BUDGET" in full|smoke) ;; *) echo "table1.sh: TABLE1_BUDGET=$BUDGET: expected full or smoke" >&2; exit 2 ;; esac
+
+# ---------------------------------------------------------------------------------------------- scheduler
+# Phases in the order a free core takes them, and the phases each needs finished first.
+PHASES=(pose controllers state end_to_end pose_features state_oracle pose_prediction)
+declare -A NEEDS=([pose]="" [controllers]="" [state]="controllers" [state_oracle]="state"
+                  [end_to_end]="pose controllers" [pose_features]="pose controllers" [pose_prediction]="pose state")
+
+fmt_s() { local s=$1; if [ "$s" -ge 3600 ]; then printf '%dh%02dm' $((s / 3600)) $((s % 3600 / 60));
+          else printf '%dm%02ds' $((s / 60)) $((s % 60)); fi; }
+say() { echo "[$(date +%H:%M:%S)] table1 $*"; }
+
+schedule() {  # schedule OUT TASK...: run every phase of the tasks (task dirs: OUT itself for one task, else OUT/<task>)
+  local out=$1; shift
+  local slots=${TABLE1_SLOTS:-2} heartbeat=${TABLE1_HEARTBEAT_S:-60} poll=${TABLE1_POLL_S:-1}
+  [[ "$slots" =~ ^[1-9][0-9]*$ ]] || { echo "table1.sh: TABLE1_SLOTS=$slots: expected a positive integer" >&2; exit 2; }
+  [[ "$heartbeat" =~ ^[1-9][0-9]*$ ]] && [ "$heartbeat" -le 60 ] ||
+    { echo "table1.sh: TABLE1_HEARTBEAT_S=$heartbeat: expected whole seconds in 1..60" >&2; exit 2; }
+  declare -gA DIR_OF=() STATUS=() PID=() STARTED=() STARTED_S=() WORKERS=()
+  JOBS=()
+  local task job phase dir
+  for task in "$@"; do
+    if [ $# -eq 1 ]; then dir=$out; else dir=$out/$task; fi
+    DIR_OF[$task]=$dir
+    mkdir -p "$dir/.table1" "$dir/logs"
+    # results of one budget only: a smoke run's files must never count as a full run's
+    if [ -f "$dir/.table1/budget" ] && [ "$(cat "$dir/.table1/budget")" != "$BUDGET" ]; then
+      echo "table1.sh: $dir holds a run with TABLE1_BUDGET=$(cat "$dir/.table1/budget"), not $BUDGET; use another OUT" >&2
+      exit 2
+    fi
+    echo "$BUDGET" > "$dir/.table1/budget"
+    for phase in "${PHASES[@]}"; do
+      job=$task/$phase
+      JOBS+=("$job")
+      rm -f "$dir/.table1/$phase.rc"
+      if [ -f "$dir/.table1/$phase.done" ]; then
+        STATUS[$job]=done; say "$task: $phase done before, skipped"
+      else
+        STATUS[$job]=pending
+      fi
+    done
+  done
+  trap 'stop_jobs; exit 130' INT
+  trap 'stop_jobs; exit 143' TERM
+  trap stop_jobs EXIT
+  local t0=$EPOCHSECONDS last_beat=$EPOCHSECONDS busy pending running ready w j rc
+  while :; do
+    for job in "${JOBS[@]}"; do   # finished jobs
+      [ "${STATUS[$job]}" = running ] || continue
+      task=${job%%/*}; phase=${job#*/}; dir=${DIR_OF[$task]}
+      [ -f "$dir/.table1/$phase.rc" ] || continue
+      rc=$(cat "$dir/.table1/$phase.rc"); wait "${PID[$job]}" 2>/dev/null || true
+      rm -f "$dir/.table1/$phase.rc"
+      STATUS[$job]=done; unset "PID[$job]"
+      if [ "$rc" != 0 ]; then
+        say "$task: $phase FAILED (exit $rc); the last lines of $dir/logs/$phase.log:"
+        tail -n 40 "$dir/logs/$phase.log" | sed 's/^/    /'
+        exit 1   # (the EXIT trap ends the other jobs)
+      fi
+      printf '{"phase": "%s", "start": %s, "end": %s, "workers": %s, "budget": "%s"}\n' "$phase" \
+        "${STARTED[$job]}" "$EPOCHREALTIME" "${WORKERS[$job]}" "$BUDGET" > "$dir/.table1/$phase.done.tmp"
+      mv "$dir/.table1/$phase.done.tmp" "$dir/.table1/$phase.done"
+      say "$task: $phase done in $(fmt_s $((EPOCHSECONDS - ${STARTED_S[$job]})))"
+    done
+    busy=0; pending=0; running=0
+    for job in "${JOBS[@]}"; do
+      case "${STATUS[$job]}" in running) busy=$((busy + ${WORKERS[$job]})); running=$((running + 1)) ;;
+                                pending) pending=$((pending + 1)) ;; esac
+    done
+    while [ "$busy" -lt "$slots" ]; do   # start the earliest ready jobs
+      ready=()
+      for job in "${JOBS[@]}"; do
+        [ "${STATUS[$job]}" = pending ] || continue
+        task=${job%%/*}; w=1
+        for j in ${NEEDS[${job#*/}]}; do [ "${STATUS[$task/$j]}" = done ] || w=0; done
+        if [ $w = 1 ]; then ready+=("$job"); fi
+      done
+      [ ${#ready[@]} -gt 0 ] || break
+      job=${ready[0]}
+      # alone, with nothing else ready: both cores (pose pretraining stays one process, one thread)
+      w=1
+      if [ "$busy" -eq 0 ] && [ ${#ready[@]} -eq 1 ] && [ "$slots" -ge 2 ] && [ "${job#*/}" != pose ]; then w=2; fi
+      start_job "$job" "$w"
+      busy=$((busy + w)); running=$((running + 1)); pending=$((pending - 1))
+    done
+    if [ "$running" -eq 0 ]; then
+      if [ "$pending" -eq 0 ]; then break; fi
+      echo "table1.sh: $pending phases wait on phases that cannot finish" >&2; exit 1
+    fi
+    if [ $((EPOCHSECONDS - last_beat)) -ge "$heartbeat" ]; then
+      last_beat=$EPOCHSECONDS
+      for job in "${JOBS[@]}"; do
+        [ "${STATUS[$job]}" = running ] || continue
+        task=${job%%/*}; phase=${job#*/}
+        say "$task: $phase running for $(fmt_s $((EPOCHSECONDS - ${STARTED_S[$job]}))) (all: $(fmt_s $((EPOCHSECONDS - t0)))):" \
+          "$(tail -n 1 "${DIR_OF[$task]}/logs/$phase.log" | tr -d '\r' | cut -c1-160)"
+      done
+    fi
+    sleep "$poll"
+  done
+  trap - INT TERM EXIT
+  local args=()
+  for task in "$@"; do args+=("$task=${DIR_OF[$task]}"); done
+  say "all phases done; summary in $out/summary.md"
+  python -m gps_trainer.paper.table1_summary --budget "$BUDGET" --out "$out/summary.md" "${args[@]}"
+}
+
+start_job() {  # start_job TASK/PHASE WORKERS: `table1.sh --phase` in the background, its exit status to .rc
+  local job=$1 w=$2 task=${1%%/*} phase=${1#*/}
+  local dir=${DIR_OF[$task]}
+  STATUS[$job]=running; WORKERS[$job]=$w; STARTED[$job]=$EPOCHREALTIME; STARTED_S[$job]=$EPOCHSECONDS
+  say "$task: $phase starts$([ "$w" -gt 1 ] && echo " (2 processes)"): $(bash "$SELF" --describe "$phase" "$task")"
+  echo "== $(date '+%F %T') table1.sh --phase $phase $task $dir $w ($BUDGET)" >> "$dir/logs/$phase.log"
+  set -m   # the job in its own process group, so that stopping it stops the processes it started
+  (
+    rc=0
+    bash "$SELF" --phase "$phase" "$task" "$dir" "$w" < /dev/null >> "$dir/logs/$phase.log" 2>&1 || rc=$?
+    echo "$rc" > "$dir/.table1/$phase.rc.tmp" && mv "$dir/.table1/$phase.rc.tmp" "$dir/.table1/$phase.rc"
+  ) &
+  PID[$job]=$!
+  set +m   # (on, a foreground command would take the terminal and its Ctrl-C)
+}
+
+stop_jobs() {  # end every running job's process group (the processes this script started), then reap them
+  local job
+  for job in "${!PID[@]}"; do kill -TERM -- "-${PID[$job]}" 2>/dev/null || true; done
+  for job in "${!PID[@]}"; do wait "${PID[$job]}" 2>/dev/null || true; done
+  PID=()
+}
+
+if [ "${1:-}" != --phase ] && [ "${1:-}" != --describe ]; then
+  TASK=${1:?usage: table1.sh reach|shape_sorting|coat_hanger|toy_hammer|bottle_cap [OUT]  (or: table1.sh all [OUT])}
+  if [ "$TASK" = all ]; then
+    schedule "${2:-runs/results}" "${TASKS[@]}"
+  elif [[ " ${TASKS[*]} " == *" $TASK "* ]]; then
+    schedule "${2:-runs/results/$TASK}" "$TASK"
+  else
+    echo "table1.sh: no Table I recipe for task '$TASK' (reach, shape_sorting, coat_hanger, toy_hammer, bottle_cap; or all)" >&2
+    exit 2
+  fi
+  exit 0
+fi
+
+# ------------------------------------------------------------------------------------ one phase of one task
+# table1.sh --phase PHASE TASK OUT WORKERS (run by the scheduler) / --describe PHASE TASK (its start line)
+MODE=$1; PHASE=${2:?}; TASK=${3:?}; OUT=${4:-}; W=${5:-1}
 # The visuomotor GPS runs stop at the first iteration whose policy succeeds at every training position (MDGPS
 # drifts after convergence on shape_sorting), at most 6, and the policy of the iteration with the highest
 # success at the training positions is evaluated (the earliest of equals); reach runs its 5 iterations and
@@ -68,32 +237,70 @@ case "$TASK" in
   *) echo "table1.sh: no Table I recipe for task '$TASK' (reach, shape_sorting, coat_hanger, toy_hammer, bottle_cap)" >&2
      exit 2 ;;
 esac
-mkdir -p "$OUT"
-log() { echo "[$(date +%H:%M:%S)] table1 $TASK: $*"; }
+POSE=(image_size=64 num_train=2000 num_test=100 iterations=3000)
+FEATURE_STEPS=(--fc-steps 5000 --e2e-steps 0)   # pose features: the head alone, 5000 steps per S-step
+E2E_STEPS=(--fc-steps 5000 --e2e-steps 500)     # end-to-end: 5000 head steps, then 500 on every layer
+TRIALS=()                                       # the task's trials per set (27 / 36 / 40)
 
-log "phase 1: pose pretraining (2000 images, a share $SCENES with random scenes, 3000 Adam steps)"
-[ -f "$OUT/pose_pretrain/vision.safetensors" ] ||
-  python -m gps_trainer.procedure pose --config config/policy/pose_pretrain.yaml --out "$OUT/pose_pretrain" \
-    task="$TASK" image_size=64 num_train=2000 num_test=100 iterations=3000 scene_randomization="$SCENES" seed=0 --threads 1
-log "phase 2: local controllers by trajectory optimization on the $NPOS training positions"
-python -m gps_trainer.procedure controllers "${CTRL[@]}" --out "$OUT/controllers" --threads 1
-log "state policy by MDGPS (sees the true target): pose prediction's controller"
-python -m gps_trainer.procedure gps "${STATE[@]}" --controllers "$OUT/controllers" --out "$OUT/gps_mdgps_state" \
-  --threads 1 "${STATE_LENGTH[@]}"
-[ -f "$OUT/eval_state_oracle.json" ] ||
-  gps eval --policy "$OUT/gps_mdgps_state" --task "$TASK" --seed 0 --threads 1 \
-    --method state_oracle --out "$OUT/eval_state_oracle.json"
+override() {  # override ARRAY key=value...: the array's words for these keys replaced (an override given twice is an error)
+  local -n words=$1; shift
+  local kept=() w kv
+  for w in "${words[@]}"; do
+    for kv in "$@"; do if [[ "$w" == *=* && "${w%%=*}" == "${kv%%=*}" ]]; then continue 2; fi; done
+    kept+=("$w")
+  done
+  words=("${kept[@]}" "$@")
+}
+if [ "$BUDGET" = smoke ]; then   # the pipeline end to end in minutes; the numbers mean nothing
+  NPOS=2
+  override POSE num_train=16 num_test=4 iterations=3 batch_size=4
+  for a in CTRL STATE; do override "$a" conditions=2 samples_per_condition=2 iterations=1; done
+  override VISUAL conditions=2 samples_per_condition=2
+  GPS_LENGTH=(iterations=1)
+  FEATURE_STEPS=(--fc-steps 5 --e2e-steps 0)
+  E2E_STEPS=(--fc-steps 5 --e2e-steps 2)
+  TRIALS=(--trials 1)
+fi
 # The visuomotor methods start from the same pretrained trunk and controllers.
 V=("${VISUAL[@]}" --vision "$OUT/pose_pretrain/vision.safetensors" --controllers "$OUT/controllers" --out "$OUT"
-   --eval-task "$TASK" "${GPS_LENGTH[@]}")
-log "pose features (trunk frozen: 5000 head steps per S-step)"
-[ -f "$OUT/eval_pose_features.json" ] ||
-  python -m gps_trainer.paper.baselines --methods pose_features --fc-steps 5000 --e2e-steps 0 "${V[@]}"
-log "end-to-end (5000 head steps, then 500 on every layer, per S-step)"
-[ -f "$OUT/eval_end_to_end.json" ] ||
-  python -m gps_trainer.paper.baselines --methods end_to_end --fc-steps 5000 --e2e-steps 500 "${V[@]}"
-log "pose prediction (pretrained CNN -> predicted target -> state policy)"
-[ -f "$OUT/eval_pose_prediction.json" ] ||
-  python -m gps_trainer.paper.baselines --methods pose_prediction \
-    --state-policy "$OUT/gps_mdgps_state/policy.safetensors" "${V[@]}"
-log "done; write the report with: gps report --results $(dirname "$OUT") --out docs/results.md"
+   --eval-task "$TASK" "${GPS_LENGTH[@]}" "${TRIALS[@]}" --workers "$W")
+
+if [ "$MODE" = --describe ]; then
+  case "$PHASE" in
+    pose) echo "pose pretraining (${POSE[*]}, a share $SCENES with random scenes)" ;;
+    controllers) echo "phase 2: local controllers by trajectory optimization on the $NPOS training positions" ;;
+    state) echo "state policy by MDGPS (sees the true target): pose prediction's controller" ;;
+    state_oracle) echo "the state policy on the true target (reference)" ;;
+    pose_features) echo "pose features (trunk frozen: ${FEATURE_STEPS[1]} head steps per S-step)" ;;
+    end_to_end) echo "end-to-end (${E2E_STEPS[1]} head steps, then ${E2E_STEPS[3]} on every layer, per S-step)" ;;
+    pose_prediction) echo "pose prediction (pretrained CNN -> predicted target -> state policy)" ;;
+  esac
+  exit 0
+fi
+case "$PHASE" in
+  pose)   # an interrupted pretraining starts afresh (its metrics file is written last)
+    [ -f "$OUT/pose_pretrain/vision.metrics.json" ] && exit 0
+    rm -rf "$OUT/pose_pretrain"
+    exec python -m gps_trainer.procedure pose --config config/policy/pose_pretrain.yaml --out "$OUT/pose_pretrain" \
+      task="$TASK" "${POSE[@]}" scene_randomization="$SCENES" seed=0 --threads 1 ;;
+  controllers)   # (a stopped run resumes at its first missing iteration; a finished one returns at once)
+    exec python -m gps_trainer.procedure controllers "${CTRL[@]}" --out "$OUT/controllers" --threads 1 --workers "$W" ;;
+  state)
+    exec python -m gps_trainer.procedure gps "${STATE[@]}" --controllers "$OUT/controllers" --out "$OUT/gps_mdgps_state" \
+      --threads 1 --workers "$W" "${STATE_LENGTH[@]}" ;;
+  state_oracle)
+    [ -f "$OUT/eval_state_oracle.json" ] && exit 0
+    exec gps eval --policy "$OUT/gps_mdgps_state" --task "$TASK" --seed 0 --threads 1 --workers "$W" "${TRIALS[@]}" \
+      --method state_oracle --out "$OUT/eval_state_oracle.json" ;;
+  pose_features)
+    [ -f "$OUT/eval_pose_features.json" ] && exit 0
+    exec python -m gps_trainer.paper.baselines --methods pose_features "${FEATURE_STEPS[@]}" "${V[@]}" ;;
+  end_to_end)
+    [ -f "$OUT/eval_end_to_end.json" ] && exit 0
+    exec python -m gps_trainer.paper.baselines --methods end_to_end "${E2E_STEPS[@]}" "${V[@]}" ;;
+  pose_prediction)
+    [ -f "$OUT/eval_pose_prediction.json" ] && exit 0
+    exec python -m gps_trainer.paper.baselines --methods pose_prediction \
+      --state-policy "$OUT/gps_mdgps_state/policy.safetensors" "${V[@]}" ;;
+  *) echo "table1.sh: no phase '$PHASE' (${PHASES[*]})" >&2; exit 2 ;;
+esac
