@@ -1,0 +1,172 @@
+"""scripts/table1.sh end to end with TABLE1_BUDGET=smoke on reach (real pose pretraining, trajectory
+optimization, MDGPS runs and evaluations, tiny budgets) in a temporary folder: the summary table, the
+phases side by side in the order their inputs allow, a progress line per running job, a second run that
+skips everything and prints the same summary, one job at a time giving the same results, and a failing
+phase stopping the script. The summary's arithmetic (union of intervals, missing files) is checked apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gps_trainer.paper.table1_summary import SETS, merged_length, summary_markdown
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "scripts" / "table1.sh"
+PHASES = ("pose", "controllers", "state", "state_oracle", "pose_features", "end_to_end", "pose_prediction")
+NEEDS = {"pose": (), "controllers": (), "state": ("controllers",), "state_oracle": ("state",),
+         "end_to_end": ("pose", "controllers"), "pose_features": ("pose", "controllers"),
+         "pose_prediction": ("pose", "state")}
+METHODS = ("end_to_end", "pose_features", "pose_prediction", "state_oracle")
+
+
+def table1(out: Path, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """``bash scripts/table1.sh`` with this interpreter's environment (setup.sh with this venv)."""
+    full = {**os.environ, "GPS_VENV": sys.prefix, "TABLE1_BUDGET": "smoke", "TABLE1_HEARTBEAT_S": "5", **env}
+    return subprocess.run(["bash", str(SCRIPT), *args, str(out)], capture_output=True, text=True, timeout=timeout,
+                          env=full, cwd=ROOT)
+
+
+def summary_of(stdout: str) -> str:
+    return stdout[stdout.index("# Table I"):]
+
+
+def records(out: Path) -> dict[str, dict]:
+    return {p: json.loads((out / ".table1" / f"{p}.done").read_text()) for p in PHASES}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    pytest.importorskip("gps_sim")
+    out = tmp_path_factory.mktemp("table1") / "reach"
+    t0 = time.monotonic()
+    r = table1(out, "reach")
+    if r.returncode != 0 and "EGL" in r.stdout + r.stderr and not (out / ".table1" / "pose.done").exists():
+        pytest.skip("simulator rendering unavailable")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    return out, r, time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_methods_rates_and_runs_phases_side_by_side(smoke_run):
+    out, r, _ = smoke_run
+    summary = (out / "summary.md").read_text()
+    assert summary_of(r.stdout) == summary
+    for method in METHODS:
+        ev = json.loads((out / f"eval_{method}.json").read_text())
+        assert [ev["sets"][s]["trials"] for s in SETS] == [1, 1, 1], method
+    rows = [ln for ln in summary.splitlines() if ln.startswith("| reach |")]
+    assert len(rows) == len(METHODS) + 1  # a row per method, and the wall times
+    for row in rows[:-1]:
+        assert len(re.findall(r"\| [01]/1 \((0|100)%\)", row)) == 3, row
+    assert not re.search(r"missing|unreadable|not run|not evaluated", summary)
+
+    rec = records(out)
+    for phase, needs in NEEDS.items():  # no phase started before its inputs were finished
+        for need in needs:
+            assert rec[phase]["start"] >= rec[need]["end"], (phase, need)
+    # the two phases that need nothing ran at the same time, and never more than two at once
+    assert rec["pose"]["start"] < rec["controllers"]["end"] and rec["controllers"]["start"] < rec["pose"]["end"]
+    events = sorted([(v["start"], 1) for v in rec.values()] + [(v["end"], -1) for v in rec.values()])
+    running, most = 0, 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    assert most == 2
+    wall = re.search(r"^\| reach \| (?:(\d+)m)?(\d+)s \|", summary, re.M)
+    assert wall, summary
+    union = merged_length([(v["start"], v["end"]) for v in rec.values()])
+    assert int(wall.group(1) or 0) * 60 + int(wall.group(2)) == round(union)
+    assert union < sum(v["end"] - v["start"] for v in rec.values())  # overlap: less than the sum
+    # a progress line per running job (TABLE1_HEARTBEAT_S=5), naming the task, the phase and the time
+    beats = re.findall(r"^\[\d\d:\d\d:\d\d\] table1 reach: (\w+) running for \d+m\d\ds \(all: ", r.stdout, re.M)
+    assert {"pose", "controllers"} <= set(beats), r.stdout
+    for phase in PHASES:
+        assert f"table1 reach: {phase} starts" in r.stdout and f"table1 reach: {phase} done in" in r.stdout
+        assert (out / "logs" / f"{phase}.log").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_second_run_skips_every_phase_and_prints_the_same_summary(smoke_run):
+    out, first, _ = smoke_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "summary.md"}
+    r = table1(out, "reach", timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for phase in PHASES:
+        assert f"table1 reach: {phase} done before, skipped" in r.stdout
+    assert "starts" not in r.stdout
+    assert summary_of(r.stdout) == summary_of(first.stdout)
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "summary.md"}
+    assert after == before  # nothing rerun, nothing rewritten
+    # the results of one budget only: the full budget refuses a smoke run's folder
+    r = table1(out, "reach", timeout=120, TABLE1_BUDGET="full")
+    assert r.returncode == 2 and "holds a run with TABLE1_BUDGET=smoke, not full" in r.stderr
+
+
+@pytest.mark.slow
+def test_one_job_at_a_time_gives_the_same_results(smoke_run, tmp_path):
+    """Where and beside what a phase runs must not change what it computes (each phase is its own process
+    with seeded streams and one torch thread): the sequential schedule reproduces every number bit for bit."""
+    from safetensors.numpy import load_file
+
+    out, _, _ = smoke_run
+    seq = tmp_path / "reach"
+    r = table1(seq, "reach", TABLE1_SLOTS="1")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    rec = records(seq)
+    order = sorted(PHASES, key=lambda p: rec[p]["start"])
+    for a, b in zip(order, order[1:], strict=False):
+        assert rec[b]["start"] >= rec[a]["end"], (a, b)  # one at a time
+    for method in METHODS:
+        par_sets = json.loads((out / f"eval_{method}.json").read_text())["sets"]
+        seq_sets = json.loads((seq / f"eval_{method}.json").read_text())["sets"]
+        assert seq_sets == par_sets, method
+    for f in ("pose_pretrain/vision.safetensors", "gps_mdgps_state/policy.safetensors",
+              "gps_pose_features/policy.safetensors", "gps_end_to_end/policy.safetensors"):
+        a, b = load_file(out / f), load_file(seq / f)
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), f
+
+
+@pytest.mark.slow
+def test_a_failing_phase_stops_the_script_and_the_jobs_beside_it(tmp_path):
+    pytest.importorskip("gps_sim")
+    out = tmp_path / "reach"
+    out.mkdir()
+    (out / "controllers").write_text("not a run folder")  # the controllers' run cannot start
+    r = table1(out, "reach", timeout=300)
+    assert r.returncode == 1, r.stdout[-3000:]
+    assert re.search(r"table1 reach: controllers FAILED \(exit [1-9]\d*\); the last lines of .*controllers\.log:",
+                     r.stdout), r.stdout
+    tail = r.stdout[r.stdout.index("controllers FAILED"):]
+    assert re.search(r"^    .*(Error|error)", tail, re.M), tail  # the log's tail, indented
+    assert not (out / ".table1" / "controllers.done").exists()
+    assert not (out / ".table1" / "pose.done").exists()  # pose pretraining was stopped, not finished
+    time.sleep(1)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps, ps  # no process of the run is left
+
+
+def test_the_summary_counts_overlapping_phases_once_and_names_missing_results(tmp_path):
+    assert merged_length([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
+    assert merged_length([]) == 0
+    d = tmp_path / "reach"
+    (d / ".table1").mkdir(parents=True)
+    for phase, (start, end) in {"pose": (100, 400), "controllers": (100, 200), "state": (200, 300)}.items():
+        (d / ".table1" / f"{phase}.done").write_text(json.dumps({"phase": phase, "start": start, "end": end}))
+    (d / ".table1" / "end_to_end.done").write_text("{truncated")
+    sets = {s: {"successes": k, "trials": 4} for s, k in zip(SETS, (4, 2, 0), strict=True)}
+    (d / "eval_end_to_end.json").write_text(json.dumps({"sets": sets}))
+    (d / "eval_pose_features.json").write_text("{")
+    text = summary_markdown([("reach", d)], "smoke")
+    assert "| reach | end-to-end | 4/4 (100%) | 2/4 (50%) | 0/4 (0%) |" in text
+    assert "| reach | pose features | unreadable | unreadable | unreadable |" in text
+    assert "| reach | pose prediction | missing | missing | missing |" in text
+    # 300 s of wall (pose beside controllers then state), not the 500 s of their sum
+    assert "| reach | 5m00s | 5m00s | 1m40s | 1m40s | not run | not run | not run | not run |" in text
