@@ -148,6 +148,8 @@ schedule() {  # schedule OUT TASK...: run every phase of the tasks (task dirs: O
   for task in "$@"; do args+=("$task=${DIR_OF[$task]}"); done
   say "all phases done; summary in $out/summary.md"
   python -m gps_trainer.paper.table1_summary --budget "$BUDGET" --out "$out/summary.md" "${args[@]}"
+  if [ $# -eq 1 ]; then out=$(dirname "$out"); fi
+  say "the report: gps report --results $out --out docs/results.md"
 }
 
 start_job() {  # start_job TASK/PHASE WORKERS: `table1.sh --phase` in the background, its exit status to .rc
