@@ -35,7 +35,9 @@ def table1(out: Path, *args: str, timeout: float = 600, **env: str) -> subproces
 
 
 def summary_of(stdout: str) -> str:
-    return stdout[stdout.index("# Table I"):]
+    """The summary the script printed: from its title to the next log line."""
+    text = stdout[stdout.index("# Table I"):]
+    return text[:text.index("\n[") + 1]
 
 
 def records(out: Path) -> dict[str, dict]:
