@@ -63,11 +63,16 @@ schedule() {  # schedule OUT TASK...: run every phase of the tasks (task dirs: O
     { echo "table1.sh: TABLE1_HEARTBEAT_S=$heartbeat: expected whole seconds in 1..60" >&2; exit 2; }
   declare -gA DIR_OF=() STATUS=() PID=() STARTED=() STARTED_S=() WORKERS=()
   JOBS=()
-  local task job phase dir
+  local task job phase dir lock_fd
   for task in "$@"; do
     if [ $# -eq 1 ]; then dir=$out; else dir=$out/$task; fi
     DIR_OF[$task]=$dir
-    mkdir -p "$dir/.table1" "$dir/logs"
+    mkdir -p "$dir/.table1"
+    # one script per folder: two would run the same phases into the same files (the lock goes with this
+    # process and the jobs it starts)
+    exec {lock_fd}> "$dir/.table1/lock"
+    flock -n "$lock_fd" || { echo "table1.sh: $dir is in use by another table1.sh; wait for it or stop it" >&2; exit 2; }
+    mkdir -p "$dir/logs"
     # results of one budget only: a smoke run's files must never count as a full run's
     if [ -f "$dir/.table1/budget" ] && [ "$(cat "$dir/.table1/budget")" != "$BUDGET" ]; then
       echo "table1.sh: $dir holds a run with TABLE1_BUDGET=$(cat "$dir/.table1/budget"), not $BUDGET; use another OUT" >&2

@@ -153,6 +153,31 @@ def test_a_failing_phase_stops_the_run_and_the_rerun_one_job_at_a_time_gives_the
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), f
 
 
+def test_a_folder_in_use_and_a_bad_setting_are_refused_before_any_work(tmp_path):
+    out = tmp_path / "reach"
+    (out / ".table1").mkdir(parents=True)
+    holder = subprocess.Popen(["flock", str(out / ".table1" / "lock"), "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the holder has the lock
+            if subprocess.run(["flock", "-n", str(out / ".table1" / "lock"), "true"]).returncode != 0:
+                break
+            time.sleep(0.1)
+        r = table1(out, "reach", timeout=120)
+        assert r.returncode == 2 and "is in use by another table1.sh" in r.stderr, r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    for env, message in ((dict(TABLE1_BUDGET="quick"), "TABLE1_BUDGET=quick: expected full or smoke"),
+                         (dict(TABLE1_SLOTS="0"), "TABLE1_SLOTS=0: expected a positive integer"),
+                         (dict(TABLE1_HEARTBEAT_S="600"), "TABLE1_HEARTBEAT_S=600: expected whole seconds in 1..60")):
+        r = table1(out, "reach", timeout=120, **env)
+        assert r.returncode == 2 and message in r.stderr, (env, r.stderr)
+    r = table1(out, "reach_grid", timeout=120)
+    assert r.returncode == 2 and "no Table I recipe for task 'reach_grid'" in r.stderr
+    assert sorted(p.name for p in out.rglob("*")) == [".table1", "lock"]  # nothing started, nothing written
+
+
 def test_the_summary_counts_overlapping_phases_once_and_names_missing_results(tmp_path):
     assert merged_length([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
     assert merged_length([]) == 0
