@@ -70,7 +70,7 @@ schedule() {  # schedule OUT TASK...: run every phase of the tasks (task dirs: O
     mkdir -p "$dir/.table1"
     # one script per folder: two would run the same phases into the same files (the lock goes with this
     # process and the jobs it starts)
-    exec {lock_fd}> "$dir/.table1/lock"
+    exec {lock_fd}>> "$dir/.table1/lock"
     flock -n "$lock_fd" || { echo "table1.sh: $dir is in use by another table1.sh; wait for it or stop it" >&2; exit 2; }
     mkdir -p "$dir/logs"
     # results of one budget only: a smoke run's files must never count as a full run's

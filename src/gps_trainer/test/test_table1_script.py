@@ -1,8 +1,9 @@
 """scripts/table1.sh end to end with TABLE1_BUDGET=smoke on reach (real pose pretraining, trajectory
 optimization, MDGPS runs and evaluations, tiny budgets) in a temporary folder: the summary table, the
 phases side by side in the order their inputs allow, a progress line per running job, a second run that
-skips everything and prints the same summary, a failing phase stopping the script, and the rerun, one job
-at a time, giving the same results. The summary's arithmetic (union of intervals, missing files) is checked apart."""
+skips everything and prints the same summary, a phase alone taking both cores (two processes, the same
+numbers), a failing phase stopping the script, and the rerun, one job at a time, giving the same results;
+a folder in use and bad settings refused before any work. The summary's arithmetic (union of intervals, missing files) is checked apart."""
 
 from __future__ import annotations
 
@@ -110,6 +111,23 @@ def test_a_second_run_skips_every_phase_and_prints_the_same_summary(smoke_run):
     # the results of one budget only: the full budget refuses a smoke run's folder
     r = table1(out, "reach", timeout=120, TABLE1_BUDGET="full")
     assert r.returncode == 2 and "holds a run with TABLE1_BUDGET=smoke, not full" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_phase_alone_takes_both_cores_and_computes_the_same(smoke_run):
+    """With nothing beside it and nothing else ready, a job runs its trials in two processes: the same
+    evaluation as the one-process job of the first run."""
+    out, _, _ = smoke_run
+    before = json.loads((out / "eval_state_oracle.json").read_text())
+    (out / "eval_state_oracle.json").unlink()
+    (out / ".table1" / "state_oracle.done").unlink()
+    r = table1(out, "reach", timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    assert "table1 reach: state_oracle starts (2 processes)" in r.stdout
+    assert records(out)["state_oracle"]["workers"] == 2
+    after = json.loads((out / "eval_state_oracle.json").read_text())
+    assert after["sets"] == before["sets"]
+    assert "--workers 2" in after["command"] and "--workers 1" in before["command"]
 
 
 @pytest.mark.slow
