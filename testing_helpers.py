@@ -50,8 +50,17 @@ def trainer_params_file(tmp_path: Path, **overrides) -> Path:
     return path
 
 
+#: `gps up`'s wait for every node to answer, in tests that do not set their own: its default (45 s) is what a
+#: user waits for; on a machine whose cores are busy with other jobs (load 13 here) a trainer's start (imports
+#: of torch, rclpy) took longer than that, and a slow start is not what those tests check.
+UP_WAIT_S = 150
+
+
 def gps_cli(env: dict, out: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run the `gps` CLI (`python -m gps_trainer.cli --output-dir out ...`) from the repository root."""
+    if args[:1] == ("up",) and "--wait-timeout" not in args:
+        args = (*args, "--wait-timeout", str(UP_WAIT_S))
+        timeout = max(timeout, UP_WAIT_S + 90)
     return subprocess.run([sys.executable, "-m", "gps_trainer.cli", "--output-dir", str(out), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
