@@ -19,22 +19,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gps_core.progress import format_duration
+
 __all__ = ["METHOD_ORDER", "SETS", "merged_length", "phase_records", "summary_markdown", "main"]
 
 SETS = ("train_perturbed", "spatial_test", "visual_test")
 METHOD_ORDER = (("end_to_end", "end-to-end"), ("pose_features", "pose features"),
                 ("pose_prediction", "pose prediction"), ("state_oracle", "state policy, true target (reference)"))
 PHASE_ORDER = ("pose", "controllers", "state", "state_oracle", "pose_features", "end_to_end", "pose_prediction")
-
-
-def format_seconds(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``1h02m05s``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s"
 
 
 def merged_length(intervals: list[tuple[float, float]]) -> float:
@@ -95,11 +87,11 @@ def summary_markdown(tasks: list[tuple[str, Path]], budget: str = "") -> str:
         recs = phase_records(d)
         spans = [(float(r["start"]), float(r["end"])) for r in recs.values()]
         everything += spans
-        cells = [format_seconds(float(recs[p]["end"]) - float(recs[p]["start"])) if p in recs else "not run"
+        cells = [format_duration(float(recs[p]["end"]) - float(recs[p]["start"])) if p in recs else "not run"
                  for p in PHASE_ORDER]
-        lines.append(f"| {task} | {format_seconds(merged_length(spans))} | " + " | ".join(cells) + " |")
+        lines.append(f"| {task} | {format_duration(merged_length(spans))} | " + " | ".join(cells) + " |")
     if len(tasks) > 1:
-        lines += ["", f"All tasks: {format_seconds(merged_length(everything))} wall."]
+        lines += ["", f"All tasks: {format_duration(merged_length(everything))} wall."]
     return "\n".join(lines) + "\n"
 
 
