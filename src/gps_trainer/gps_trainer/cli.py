@@ -479,16 +479,15 @@ def _demo_policy(run_dir: Path) -> tuple[Path, dict]:
     (issue 21's drift: a seed of this demo fell from 8 of 9 training positions to 4), so the iteration
     whose CNN succeeded most often at the training positions through the nodes, the later of equals (it
     has trained more): a rule that sees the training conditions only."""
+    from gps_trainer.paper.baselines import select_policy
     from gps_trainer.run_dir import read_run
-    from gps_trainer.storage import CheckpointStore
 
-    checkpoints = CheckpointStore(run_dir)
-    rows = [r for r in read_run(run_dir)[1] if r.get("success_rate") is not None
-            and (checkpoints.path(int(r["iteration"])) / "policy.safetensors").exists()]
-    if not rows:
+    try:
+        policy = select_policy(run_dir, "best", later_of_equals=True)
+    except FileNotFoundError:
         return run_dir / "policy.safetensors", {}
-    best = max(rows, key=lambda r: (float(r["success_rate"]), int(r["iteration"])))
-    return checkpoints.path(int(best["iteration"])) / "policy.safetensors", best
+    rows = {int(r["iteration"]): r for r in read_run(run_dir)[1]}
+    return policy, rows[int(policy.parent.name.removeprefix("iter_"))]
 
 
 def _demo_generalization(policy: Path, sets: tuple[str, ...], trials: int | None, workers: int) -> str:

@@ -145,12 +145,13 @@ def evaluate_baselines(task: str, out_dir: str | Path, *, vision: str | Path | N
 SELECT_RULES = ("last", "best", "validation")
 
 
-def select_policy(run_dir: str | Path, rule: str = "last") -> Path:
+def select_policy(run_dir: str | Path, rule: str = "last", later_of_equals: bool = False) -> Path:
     """The policy file of a GPS run directory to evaluate: its latest ("last"), the checkpoint whose
     policy succeeded most often at the training positions in the run's own noise-free evaluation ("best";
     the earliest of equals; an early-stopping rule that sees only training conditions), or the one with
     the most successes over the development sets the run validated on every iteration ("validation":
-    ``--validate``; ties go to the training success, then to the later iteration, which has trained more)."""
+    ``--validate``; ties go to the training success, then to the later iteration, which has trained more).
+    ``later_of_equals``: "best" takes the latest of equals instead (the demo's rule)."""
     from gps_trainer.run_dir import read_run
     from gps_trainer.storage import CheckpointStore
 
@@ -164,7 +165,8 @@ def select_policy(run_dir: str | Path, rule: str = "last") -> Path:
     rows = [r for r in rows if r.get("success_rate") is not None
             and (checkpoints.path(int(r["iteration"])) / "policy.safetensors").exists()]
     if rule == "best":
-        scored = [((float(r["success_rate"]), -int(r["iteration"])), int(r["iteration"])) for r in rows]
+        order = 1 if later_of_equals else -1
+        scored = [((float(r["success_rate"]), order * int(r["iteration"])), int(r["iteration"])) for r in rows]
     else:
         def successes(r: dict) -> float:
             return sum(float(r[k]) * float(r[k[:-len("success")] + "trials"]) for k in r
