@@ -170,6 +170,24 @@ def test_scene_spec_errors():
                               np.array([0.5, 0.5, 0.5, 1]), np.array([[-0.1, -0.1], [0.1, 0.1]]))
 
 
+@pytest.mark.parametrize("base_name", ["shape_sorting", "coat_hanger", "bottle_cap"])
+def test_grid_variant_adds_training_positions_away_from_the_evaluation_positions(base_name):
+    """*_grid and *_grid_dr: the base task's four training positions first, five more inside their box and
+    >= 1.6 cm from every spatial-test and validation position; those sets stay the base task's."""
+    base = load_task(base_name)
+    for variant in (f"{base_name}_grid", f"{base_name}_grid_dr"):
+        grid = load_task(variant)
+        train, base_train = _positions(grid, "train"), _positions(base, "train")
+        np.testing.assert_allclose(train[:4], base_train)
+        assert len(train) == 9
+        assert np.all(train.min(0) >= base_train.min(0) - 1e-12) and np.all(train.max(0) <= base_train.max(0) + 1e-12)
+        for cset in ("spatial_test", "validation"):
+            np.testing.assert_allclose(_positions(grid, cset), _positions(base, cset))
+            d = np.linalg.norm(train[4:, None, :2] - _positions(base, cset)[None, :, :2], axis=-1)
+            assert d.min() >= 0.016, (variant, cset)
+    assert all(c.random_scene is not None for c in load_task(f"{base_name}_grid_dr").condition_list("train"))
+
+
 def test_task_variant_extends_its_base_and_randomizes_only_the_training_samples():
     base, dr = load_task("shape_sorting"), load_task("shape_sorting_grid_dr")
     assert dr.name == "shape_sorting_grid_dr" and dr.scene == base.scene and dr.success_type == base.success_type
