@@ -102,6 +102,17 @@ def test_gps_starts_from_a_trajectory_optimization_run(tmp_path):
         train_in_simulation(_cfg(1), tmp_path / "gps2", init_controllers=two)
 
 
+def test_gps_with_a_shorter_horizon_starts_from_the_controllers_first_steps(tmp_path):
+    """Controllers of a longer run start a shorter one with their first T steps, for MDGPS and BADMM (whose
+    dual variables are T long: an iteration with 10-step samples and 12-step controllers failed)."""
+    traj = train_in_simulation(_cfg(1, "reach_traj_opt.yaml", horizon=12), tmp_path / "traj")
+    for name in ("reach_mdgps.yaml", "reach_badmm.yaml"):
+        run = train_in_simulation(_cfg(1, name, horizon=10), tmp_path / name, init_controllers=tmp_path / "traj")
+        assert run.rows[-1]["iteration"] == 0 and all(c.T == 10 for c in run.controllers)
+    with pytest.raises(ValueError, match="T>=14"):
+        train_in_simulation(_cfg(1, horizon=14), tmp_path / "longer", init_controllers=tmp_path / "traj")
+
+
 def test_sim_sampler_trials_are_seeded_and_run_T_plus_1_steps():
     cfg = _cfg(1, "reach_traj_opt.yaml")
     sampler = SimSampler(cfg.task, 8, base_seed=3)
