@@ -170,7 +170,7 @@ def test_scene_spec_errors():
                               np.array([0.5, 0.5, 0.5, 1]), np.array([[-0.1, -0.1], [0.1, 0.1]]))
 
 
-@pytest.mark.parametrize("base_name", ["shape_sorting", "coat_hanger", "bottle_cap"])
+@pytest.mark.parametrize("base_name", ["shape_sorting", "coat_hanger", "bottle_cap", "toy_hammer"])
 def test_grid_variant_adds_training_positions_away_from_the_evaluation_positions(base_name):
     """*_grid and *_grid_dr: the base task's four training positions first, five more inside their box and
     >= 1.6 cm from every spatial-test and validation position; those sets stay the base task's."""
