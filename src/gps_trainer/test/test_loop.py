@@ -107,7 +107,13 @@ def test_gps_with_a_shorter_horizon_starts_from_the_controllers_first_steps(tmp_
     dual variables are T long: an iteration with 10-step samples and 12-step controllers failed)."""
     traj = train_in_simulation(_cfg(1, "reach_traj_opt.yaml", horizon=12), tmp_path / "traj")
     for name in ("reach_mdgps.yaml", "reach_badmm.yaml"):
-        run = train_in_simulation(_cfg(1, name, horizon=10), tmp_path / name, init_controllers=tmp_path / "traj")
+        run = train_in_simulation(_cfg(1, name, horizon=10), tmp_path / name, init_controllers=tmp_path / "traj",
+                                  iterations=0)
+        for started, long in zip(run.controllers, traj.controllers, strict=True):
+            assert started.T == 10 and long.T == 12
+            np.testing.assert_array_equal(started.K, long.K[:10])
+            np.testing.assert_array_equal(started.pol_covar, long.pol_covar[:10])
+        run = train_in_simulation(_cfg(1, name, horizon=10), tmp_path / f"{name}_1", init_controllers=tmp_path / "traj")
         assert run.rows[-1]["iteration"] == 0 and all(c.T == 10 for c in run.controllers)
     with pytest.raises(ValueError, match="T>=14"):
         train_in_simulation(_cfg(1, horizon=14), tmp_path / "longer", init_controllers=tmp_path / "traj")
