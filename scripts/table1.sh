@@ -31,8 +31,9 @@
 # TABLE1_BUDGET=smoke: tiny budgets (2 conditions, 1 iteration, 1 trial per set) to test the pipeline in
 # minutes; its results mean nothing. An OUT keeps the budget it was started with.
 # CPU, one core each (before the phases ran side by side): reach about 40 min, shape_sorting about 90 min;
-# coat_hanger, toy_hammer, bottle_cap 50-75 min each beside two other jobs, pose pretraining (15-20 min) not
-# included.
+# toy_hammer 50-75 min beside two other jobs, pose pretraining (15-20 min) not included; coat_hanger and
+# bottle_cap on their 9 positions: one visuomotor GPS run alone about an hour (end-to-end, 6 and 5 iterations,
+# 58 and 57 min beside one other job), so about 3-4 hours each with both cores (not yet timed whole).
 set -eo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/table1.sh"
