@@ -118,6 +118,13 @@ class LinearGaussianPolicy:
             self.inv_pol_covar.copy(), validate=False, noise_smoothing_std=self.noise_smoothing_std,
         )
 
+    def first_steps(self, T: int) -> LinearGaussianPolicy:
+        """A copy with steps 0..T-1 only (a controller of a longer run starting a shorter one)."""
+        return LinearGaussianPolicy(
+            self.K[:T].copy(), self.k[:T].copy(), self.pol_covar[:T].copy(), self.chol_pol_covar[:T].copy(),
+            self.inv_pol_covar[:T].copy(), validate=False, noise_smoothing_std=self.noise_smoothing_std,
+        )
+
     def __repr__(self) -> str:
         return f"LinearGaussianPolicy(T={self.T}, dX={self.dX}, dU={self.dU})"
 

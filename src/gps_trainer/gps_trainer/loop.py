@@ -93,9 +93,7 @@ def make_algorithm(cfg: ExperimentConfig, sampler: Sampler, init_controllers: st
             raise ValueError(f"{init_controllers}: {len(controllers)} controllers of T={controllers[0].T}, "
                              f"need {M} of T>={T}")
         # a longer controller starts the shorter horizon with its first T steps (every algorithm's arrays are T long)
-        controllers = [LinearGaussianPolicy(c.K[:T].copy(), c.k[:T].copy(), c.pol_covar[:T].copy(),
-                                            c.chol_pol_covar[:T].copy(), c.inv_pol_covar[:T].copy(), validate=False,
-                                            noise_smoothing_std=c.noise_smoothing_std) for c in controllers[:M]]
+        controllers = [c.first_steps(T) for c in controllers[:M]]
         LOGGER.info("initial controllers from %s", init_controllers)
     else:
         controllers = initial_controllers(alg, sampler.initial_states(range(M)), sampler.dU, T,
