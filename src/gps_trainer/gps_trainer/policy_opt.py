@@ -362,15 +362,12 @@ def train_policy(
         params += list(aux_head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     policy.train()
-    t_loss = time.perf_counter()
-    loss_before = full_loss() if cfg.evaluate_full_loss else None
-    loss_eval_s = time.perf_counter() - t_loss
-    aux_before = full_aux_loss()
-
-    fc_history: list[tuple[int, float]] = []
+    head_first = cfg.fc_only_iterations > 0 and policy.uses_images
     t_fc = time.perf_counter()
-    if cfg.fc_only_iterations > 0 and policy.uses_images:
-        # Feature points of every sample with the conv layers fixed, then train the head on them.
+    loss_eval_s = 0.0
+    if head_first:
+        # Feature points of every sample with the conv layers fixed: the head trains on them, and the loss
+        # before the S-step is the head's loss on them (one CNN pass over all images, not two).
         with torch.no_grad(), train_autocast():
             pts = torch.cat([policy.net.feature_points(images_to_tensor(img_t[s:s + cfg.eval_batch_size], device))
                              for s in range(0, m, cfg.eval_batch_size)]).float()
@@ -381,6 +378,18 @@ def train_policy(
                 mean = policy.net.head(pts[idx], o_norm[idx])
             return _weighted_loss(mean.float(), u_t[idx], p_t[idx])
 
+        with torch.no_grad():
+            loss_before = (sum(float(head_loss(torch.arange(s, min(s + cfg.eval_batch_size, m), device=device)))
+                               * (min(s + cfg.eval_batch_size, m) - s) for s in range(0, m, cfg.eval_batch_size)) / m
+                           if cfg.evaluate_full_loss else None)
+    else:
+        t_loss = time.perf_counter()
+        loss_before = full_loss() if cfg.evaluate_full_loss else None
+        loss_eval_s = time.perf_counter() - t_loss
+    aux_before = full_aux_loss()
+
+    fc_history: list[tuple[int, float]] = []
+    if head_first:
         fc_history = _run_steps(cfg.fc_only_iterations, batches, optimizer, cfg.log_every, head_loss)
 
     def step_loss(idx: torch.Tensor) -> torch.Tensor:

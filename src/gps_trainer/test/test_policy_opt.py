@@ -112,6 +112,20 @@ def test_train_policy_is_deterministic_with_seed():
     assert len(da.fc_only_loss_history) == 2 and da.fc_only_iterations == 5
 
 
+def test_loss_before_is_the_same_with_and_without_the_head_phase():
+    # With a head phase the loss before the S-step comes from the head phase's feature points (one CNN pass
+    # instead of two); it is the same quantity as the full network's loss on every sample.
+    cfg, imgs, obs, u, prec = _small_visual()
+    losses = []
+    for fc_steps in (0, 3):
+        pol = make_visuomotor_policy(cfg, seed=0)
+        d = train_policy(pol, obs, imgs, u, prec, _cfg(iterations=1, fc_only_iterations=fc_steps, eval_batch_size=7))
+        losses.append(d.loss_before)
+    assert losses[0] > 0
+    # fp32 sums over a few hundred terms, grouped differently: agreement to a few ulps of the sum
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
 def test_fc_only_phase_freezes_conv():
     cfg, imgs, obs, u, prec = _small_visual()
     pol = make_visuomotor_policy(cfg, seed=0)
