@@ -73,6 +73,9 @@ class PosePretrainConfig(Checked):
     # fixed budget the constant rate leaves the end of training noisy (train error above held-out error)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = ranged(0, ge=0, le=10_000_000)  # linear learning-rate ramp from 0 (see lr_at)
+    # every this many steps, hidden conv channels whose ReLU is zero on the whole minibatch start again
+    # (recycle_dead_channels); 0: never
+    recycle_every: int = ranged(0, ge=0, le=MAX_STEPS)
     weight_decay: float = ranged(0.0, ge=0.0)
     seed: int = ranged(0, ge=0, le=MAX_SEED)
     device: str = "auto"                        # auto | cpu | cuda[:n]
@@ -211,6 +214,57 @@ def augment_images(images: torch.Tensor, shift: int, color: float, gen: torch.Ge
     return out
 
 
+def active_channels(net: VisuomotorCNN, images: torch.Tensor) -> list[int]:
+    """Hidden conv channels (per layer) whose ReLU output is positive somewhere on ``images``."""
+    counts = []
+    with torch.no_grad():
+        x = images
+        for conv in list(net.convs)[:-1]:
+            x = torch.relu(conv(x))
+            counts.append(int((x.amax(dim=(0, 2, 3)) > 0).sum()))
+    return counts
+
+
+def recycle_dead_channels(net: VisuomotorCNN, images: torch.Tensor, optimizer: torch.optim.Optimizer | None,
+                          gen: torch.Generator) -> list[int]:
+    """Re-initialize every hidden conv channel whose ReLU output is zero on all of ``images`` (N, C, H, W).
+
+    Dormant-neuron recycling (Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep RL"): the channel's
+    incoming weights and bias are drawn again as at initialization (PyTorch's Conv2d default), the next
+    layer's weights from it are set to zero, so the network computes the same function right after, and the
+    optimizer's moments of those entries are cleared. A dead ReLU gets no gradient, so without this a channel
+    that dies stays dead; when every channel of a layer dies the feature points no longer depend on the
+    image. Returns the number of channels re-initialized in each hidden layer."""
+    convs = list(net.convs)
+    counts: list[int] = []
+    with torch.no_grad():
+        x = images
+        for conv, nxt in zip(convs[:-1], convs[1:], strict=True):
+            x = torch.relu(conv(x))
+            dead = (x.amax(dim=(0, 2, 3)) <= 0).nonzero().flatten()
+            counts.append(int(dead.numel()))
+            if dead.numel() == 0:
+                continue
+            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+            w = torch.empty_like(conv.weight[dead])
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+            bound = 1.0 / math.sqrt(fan_in)
+            conv.weight[dead] = w
+            conv.bias[dead] = (torch.rand(dead.numel(), generator=gen) * 2 - 1).to(conv.bias) * bound
+            nxt.weight[:, dead] = 0.0
+            if optimizer is not None:
+                for param, rows in ((conv.weight, (dead,)), (conv.bias, (dead,)), (nxt.weight, (slice(None), dead))):
+                    state = optimizer.state.get(param, {})
+                    if "exp_avg" in state:
+                        state["exp_avg"][rows] = 0.0
+                    if "exp_avg_sq" in state:
+                        # the parameter's mean second moment, not zero: with zero, Adam's next steps move
+                        # these entries by the full rate (as its first steps did, which killed them)
+                        sq = state["exp_avg_sq"]
+                        sq[rows] = sq.mean()
+    return counts
+
+
 def _mean_error_cm(model: PoseRegressor, images: torch.Tensor, positions: np.ndarray, device) -> float:
     preds = []
     with torch.no_grad():
@@ -250,6 +304,7 @@ def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np
     bs = min(cfg.batch_size, m)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     history: list[dict[str, float]] = []
+    history_recycled: list[dict[str, Any]] = []
     n_steps = max(cfg.iterations, 1)
     perm, pos_i, running = torch.randperm(m, generator=gen), 0, 0.0
     if progress is not None:
@@ -272,6 +327,10 @@ def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np
         loss.backward()
         opt.step()
         running += float(loss.detach())
+        if cfg.recycle_every and step % cfg.recycle_every == 0 and step < cfg.iterations:
+            recycled = recycle_dead_channels(model.net, batch, opt, gen)
+            if any(recycled):
+                history_recycled.append({"step": step, "channels": recycled})
         logged = step % cfg.log_every == 0 or step == cfg.iterations
         if logged:
             entry = {"step": step, "train_loss": running / (cfg.log_every if step % cfg.log_every == 0
@@ -289,7 +348,7 @@ def train_pose_regressor(model: PoseRegressor, images: np.ndarray, positions: np
             progress.update(step, f"step {step}/{cfg.iterations} loss {loss_now:.4g}"
                             + ("" if held_out is None else f", held-out error {held_out:.2f} cm"))
     model.eval()
-    return {"history": history}
+    return {"history": history, "recycled_channels": history_recycled}
 
 
 def save_pose_weights(model: PoseRegressor, path: str | Path, extra: dict[str, Any] | None = None) -> str:
@@ -411,7 +470,8 @@ def pretrain_pose(config: PosePretrainConfig | dict[str, Any], sim: Any = None,
         "iterations": cfg.iterations, "seed": cfg.seed,
         "train_error_cm": train_err, "test_error_cm": test_err, "baseline_mean_error_cm": baseline,
         "target_box": pose_target_box(cfg, task).tolist(),
-        "history": result["history"],
+        "history": result["history"], "recycled_channels": result["recycled_channels"],
+        "active_channels": active_channels(model.net, images_to_tensor(torch.as_tensor(tr_img[:100]), device)),
         "collect_time_s": t_collect, "wall_time_s": time.perf_counter() - t0,
         "config": dataclasses.asdict(cfg),
     }

@@ -89,6 +89,72 @@ def test_warmup_rates_reach_the_optimizer():
     assert seen == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
 
 
+def _small_regressor(dead=((0, 1), (0, 4), (1, 0))):
+    """A trunk whose hidden ReLU channels are all alive on images in [0, 1] (positive weights and biases)
+    except the (layer, channel) pairs in ``dead`` (negative weights, bias -10)."""
+    from gps_controller.policies.neural import VisuomotorConfig
+    from gps_trainer.pose_pretraining import PoseRegressor
+
+    torch.manual_seed(0)
+    model = PoseRegressor(VisuomotorConfig(image_height=16, image_width=16, conv_filters=(6, 5, 4),
+                                           conv_kernels=(3, 3, 3), conv_strides=(1, 1, 1), fc_hidden=(8,),
+                                           config_dim=1, action_dim=1))
+    with torch.no_grad():
+        for conv in list(model.net.convs)[:-1]:
+            conv.weight.abs_()
+            conv.bias.fill_(0.1)
+        for layer, ch in dead:
+            model.net.convs[layer].weight[ch] *= -1
+            model.net.convs[layer].bias[ch] = -10.0
+    return model
+
+
+def test_recycling_revives_dead_channels_without_changing_the_output():
+    from gps_trainer.pose_pretraining import active_channels, recycle_dead_channels
+
+    model = _small_regressor()
+    convs = model.net.convs
+    images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert active_channels(model.net, images) == [4, 4]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(images)[0].sum().backward()
+    opt.step()  # moments exist, and the dead channels' entries are zero in them (no gradient)
+    opt.state[convs[0].weight]["exp_avg"][1] = 7.0  # stale moments of a dead channel must not survive
+    before = model(images)[0].detach()
+    counts = recycle_dead_channels(model.net, images, opt, torch.Generator().manual_seed(3))
+    assert counts == [2, 1]
+    assert active_channels(model.net, images) == [6, 5]
+    # the next layer reads nothing from a recycled channel yet, so the function is unchanged
+    # (layer 2's channel 0, recycled too, has new weights from every layer-1 channel)
+    assert torch.all(convs[1].weight[1:, [1, 4]] == 0) and torch.all(convs[2].weight[:, 0] == 0)
+    torch.testing.assert_close(model(images)[0].detach(), before, rtol=0, atol=0)
+    assert torch.all(opt.state[convs[0].weight]["exp_avg"][1] == 0)
+    sq = opt.state[convs[1].weight]["exp_avg_sq"]
+    assert torch.all(sq[1:, 4] == sq[1, 4, 0, 0]) and sq[1, 4, 0, 0] > 0  # the mean, not zero (row 0: recycled)
+    # drawn from the generator: the same seed gives the same new weights
+    again = _small_regressor()
+    recycle_dead_channels(again.net, images, None, torch.Generator().manual_seed(3))
+    for layer, rows in ((0, [1, 4]), (1, [0])):  # (the other entries differ by the Adam step above)
+        assert torch.equal(again.net.convs[layer].weight[rows], convs[layer].weight[rows])
+        assert torch.equal(again.net.convs[layer].bias[rows], convs[layer].bias[rows])
+
+
+def test_recycling_in_training_is_off_by_default_and_reported():
+    from gps_trainer.pose_pretraining import train_pose_regressor
+
+    images = np.random.default_rng(0).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    positions = np.random.default_rng(1).normal(size=(6, 3))
+    base = {"iterations": 4, "batch_size": 3, "learning_rate": 1e-3, "log_every": 100, "image_size": 16}
+    results = []
+    for extra in ({}, {"recycle_every": 2}):
+        model = _small_regressor(dead=((0, 2),))
+        results.append(train_pose_regressor(model, images, positions, PosePretrainConfig.from_dict({**base, **extra})))
+    assert results[0]["recycled_channels"] == []
+    assert results[1]["recycled_channels"][0] == {"step": 2, "channels": [1, 0]}
+    with pytest.raises(Exception, match="recycle_every"):
+        PosePretrainConfig.from_dict({"recycle_every": -1})
+
+
 def test_scene_randomized_images_follow_the_visual_rules():
     sim = ArmSim("shape_sorting", image_size=32, render_images=True)
     box = pose_target_box(PosePretrainConfig.from_dict({"task": "shape_sorting"}), sim.task)
