@@ -378,10 +378,8 @@ def train_policy(
                 mean = policy.net.head(pts[idx], o_norm[idx])
             return _weighted_loss(mean.float(), u_t[idx], p_t[idx])
 
-        with torch.no_grad():
-            loss_before = (sum(float(head_loss(torch.arange(s, min(s + cfg.eval_batch_size, m), device=device)))
-                               * (min(s + cfg.eval_batch_size, m) - s) for s in range(0, m, cfg.eval_batch_size)) / m
-                           if cfg.evaluate_full_loss else None)
+        with torch.no_grad():  # (the head alone: every sample in one batch)
+            loss_before = float(head_loss(torch.arange(m, device=device))) if cfg.evaluate_full_loss else None
     else:
         t_loss = time.perf_counter()
         loss_before = full_loss() if cfg.evaluate_full_loss else None

@@ -231,8 +231,8 @@ def recycle_dead_channels(net: VisuomotorCNN, images: torch.Tensor, optimizer: t
 
     Dormant-neuron recycling (Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep RL"): the channel's
     incoming weights and bias are drawn again as at initialization (PyTorch's Conv2d default), the next
-    layer's weights from it are set to zero, so the network computes the same function right after, and the
-    optimizer's moments of those entries are cleared. A dead ReLU gets no gradient, so without this a channel
+    layer's weights from it are set to zero, so the network computes the same function right after; the
+    optimizer's first moment of those entries is cleared and its second set to the parameter's mean. A dead ReLU gets no gradient, so without this a channel
     that dies stays dead; when every channel of a layer dies the feature points no longer depend on the
     image. Returns the number of channels re-initialized in each hidden layer."""
     convs = list(net.convs)
