@@ -17,6 +17,7 @@ Needs root (`ip netns`) and the ros2-tools kit; skipped with the reason otherwis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -45,7 +46,7 @@ def lab(ros_env):
     net = netns.Network()
     stacks: list[Stack] = []
     try:
-        yield lambda tmp_path, **kw: stacks.append(Stack(net, tmp_path, ros_env, sizes=SIZES, **kw)) or stacks[-1]
+        yield lambda tmp_path, sizes=SIZES, **kw: stacks.append(Stack(net, tmp_path, ros_env, sizes=sizes, **kw)) or stacks[-1]
     finally:
         for stack in stacks:
             stack.close()
@@ -190,7 +191,9 @@ def test_robot_that_joins_late(lab, tmp_path):
 def test_robot_that_stays_gone_fails_the_phase_naming_it(lab, tmp_path):
     """robot2's cable pulled for good mid-iteration: after robot_failure_limit trials without an answer
     (service_wait_s each) the iteration fails, and the error names robot2; the trainer still serves."""
-    stack = lab(tmp_path, service_wait_s=3.0, robot_failure_limit=2)
+    # 6 samples per condition: trials are left for robot2 after its first failure, whichever moment of its
+    # trial the link goes down in (mid-trial: no answer; after its answer: no rollout and no probe answers)
+    stack = lab(tmp_path, sizes=dataclasses.replace(SIZES, samples=6), service_wait_s=3.0, robot_failure_limit=2)
     stack.start_all()
     stack.start_iteration()
     stack.wait_for_trainer(r"iteration 0: sampling", 120)

@@ -304,6 +304,7 @@ class NodeSampler:
         expected, running = len(trials), {}
         unanswered, repushes = dict.fromkeys(self.namespaces, 0), dict.fromkeys(self.namespaces, 0)
         attempts: dict[tuple, int] = {}
+        answered_at: dict[str, float] = {}  # when each robot's trial in flight answered
         self.on_progress(expected - len(pending), expected)
         while pending or running:
             if self.should_stop():
@@ -327,14 +328,23 @@ class NodeSampler:
                 live.poll()
                 cause, answered = None, True
                 if future.done():
-                    live.heard()
+                    if ns not in answered_at:
+                        live.heard()
+                        answered_at[ns] = time.monotonic()
                     result = future.result()
                     if not result.success or result.aborted:
                         cause = result.message or "aborted"
                     elif trial.slot not in stored:
-                        if time.monotonic() - started <= self.trial_timeout:
-                            continue  # the answer came before the rollout (different DDS entities)
-                        cause = f"rollout {result.rollout_id} never arrived"
+                        # The answer can come before the rollout (different DDS entities). A robot that
+                        # then answers no liveness probe either is gone with its rollout: it fails like an
+                        # unanswered trial (service_wait), not after the whole trial_timeout.
+                        if live.silent_since(answered_at[ns]) > self.service_wait:
+                            cause, answered = (f"rollout {result.rollout_id} never arrived, and no answer to "
+                                               f"liveness probes for {self.service_wait:g} s"), False
+                        elif time.monotonic() - started <= self.trial_timeout:
+                            continue
+                        else:
+                            cause = f"rollout {result.rollout_id} never arrived"
                 elif live.silent_since(started) > self.service_wait:
                     future.cancel()
                     cause, answered = f"no answer (to the trial or to liveness probes) for {self.service_wait:g} s", False
@@ -345,6 +355,7 @@ class NodeSampler:
                 else:
                     continue
                 del running[ns]
+                answered_at.pop(ns, None)
                 if cause is None:
                     unanswered[ns] = repushes[ns] = 0
                     attempts.pop(trial.slot, None)
