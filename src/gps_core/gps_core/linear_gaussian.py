@@ -113,10 +113,7 @@ class LinearGaussianPolicy:
         return U
 
     def copy(self) -> LinearGaussianPolicy:
-        return LinearGaussianPolicy(
-            self.K.copy(), self.k.copy(), self.pol_covar.copy(), self.chol_pol_covar.copy(),
-            self.inv_pol_covar.copy(), validate=False, noise_smoothing_std=self.noise_smoothing_std,
-        )
+        return self.first_steps(self.T)
 
     def first_steps(self, T: int) -> LinearGaussianPolicy:
         """A copy with steps 0..T-1 only (a controller of a longer run starting a shorter one)."""

@@ -214,15 +214,19 @@ def augment_images(images: torch.Tensor, shift: int, color: float, gen: torch.Ge
     return out
 
 
+def _hidden_layers(net: VisuomotorCNN, images: torch.Tensor):
+    """(conv, the conv after it, whether each of its channels' ReLU output is zero on all of ``images``) for
+    every hidden conv layer, first to last (call under no_grad)."""
+    convs, x = list(net.convs), images
+    for conv, nxt in zip(convs[:-1], convs[1:], strict=True):
+        x = torch.relu(conv(x))
+        yield conv, nxt, x.amax(dim=(0, 2, 3)) <= 0
+
+
 def active_channels(net: VisuomotorCNN, images: torch.Tensor) -> list[int]:
     """Hidden conv channels (per layer) whose ReLU output is positive somewhere on ``images``."""
-    counts = []
     with torch.no_grad():
-        x = images
-        for conv in list(net.convs)[:-1]:
-            x = torch.relu(conv(x))
-            counts.append(int((x.amax(dim=(0, 2, 3)) > 0).sum()))
-    return counts
+        return [int((~dead).sum()) for _, _, dead in _hidden_layers(net, images)]
 
 
 def recycle_dead_channels(net: VisuomotorCNN, images: torch.Tensor, optimizer: torch.optim.Optimizer | None,
@@ -232,16 +236,15 @@ def recycle_dead_channels(net: VisuomotorCNN, images: torch.Tensor, optimizer: t
     Dormant-neuron recycling (Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep RL"): the channel's
     incoming weights and bias are drawn again as at initialization (PyTorch's Conv2d default), the next
     layer's weights from it are set to zero, so the network computes the same function right after; the
-    optimizer's first moment of those entries is cleared and its second set to the parameter's mean. A dead ReLU gets no gradient, so without this a channel
-    that dies stays dead; when every channel of a layer dies the feature points no longer depend on the
-    image. Returns the number of channels re-initialized in each hidden layer."""
-    convs = list(net.convs)
+    optimizer's first moment of those entries is cleared and its second set to the parameter's mean. A dead
+    ReLU gets no gradient, so without this a channel that dies stays dead; when every channel of a layer dies
+    the feature points no longer depend on the image. Returns the number of channels re-initialized in each
+    hidden layer."""
     counts: list[int] = []
     with torch.no_grad():
-        x = images
-        for conv, nxt in zip(convs[:-1], convs[1:], strict=True):
-            x = torch.relu(conv(x))
-            dead = (x.amax(dim=(0, 2, 3)) <= 0).nonzero().flatten()
+        # (a recycled channel's next-layer weights are zero, so the layers after it see the same input)
+        for conv, nxt, is_dead in _hidden_layers(net, images):
+            dead = is_dead.nonzero().flatten()
             counts.append(int(dead.numel()))
             if dead.numel() == 0:
                 continue
