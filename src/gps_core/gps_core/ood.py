@@ -254,3 +254,63 @@ def frame_rng(noise_seed: int, frame: int) -> np.random.Generator:
     """The pixel noise of one frame: a function of the trial's noise seed and the frame's control step, so
     rendering a state twice gives the same image however often it is rendered."""
     return np.random.default_rng([int(noise_seed), int(frame)])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training-time appearance randomization (issue 24's levers), OFF by default.
+#
+# The paper's conclusion (Levine et al. 2016, Sec. 8) names the limit of its policies, that they "do not
+# generalize to dramatically different settings", and proposes training in a variety of environments. The
+# random_scene spec's keys ``lighting``, ``camera`` and ``texture`` (gps_sim.scenes.scene_spec: each the
+# largest strength a training scene draws, 0-3, 0 = off) add that variety to every random scene of the
+# training draws (the *_dr tasks' sample_scenes, pose pretraining's random scenes). They are meant to be
+# measured on the held-out families of the same name: ``lighting`` on ood_lighting_*, ``camera`` on
+# ood_camera_*, ``texture`` on ood_texture_*.
+#
+# What keeps the held-out families held out: a family's draw is one strength's band, cut into pieces of
+# which validation draws the even and test the odd ones, from the evaluation set's own seeded stream. A
+# training draw comes from the training reset's generator (set 'train', or pose pretraining's seed), and
+# every continuous value is uniform over the whole range from nominal (0) up to the top of the largest
+# strength's band, not from any split's pieces of one band; the textures are other pattern kinds than
+# either split's (gps_sim.ood_textures, split "train"). So a training scene may look like a held-out one in
+# degree (that is the point of the lever), but no training draw is a held-out draw, and a training maximum
+# below 3 leaves the stronger held-out strengths as a test of extrapolation.
+#: The random_scene keys of training-time appearance randomization, in the order a reset draws them.
+TRAIN_APPEARANCE_KEYS = ("lighting", "camera", "texture")
+#: The largest strength a training key accepts (the families' strongest band).
+TRAIN_MAX_STRENGTH = max(OOD_STRENGTHS)
+
+
+def training_range(kind: str, name: str, max_strength: int) -> tuple[float, float]:
+    """(0, the top of the band of ``max_strength``): the training draws' range of one family parameter."""
+    return 0.0, float(band(kind, name, max_strength)[1])
+
+
+def _uniform_direction(rng: np.random.Generator) -> np.ndarray:
+    z = float(rng.uniform(-1.0, 1.0))
+    a = float(rng.uniform(0.0, 2 * math.pi))
+    r = math.sqrt(max(0.0, 1.0 - z * z))
+    return np.array([r * math.cos(a), r * math.sin(a), z])
+
+
+def draw_training_lighting(max_strength: int, rng: np.random.Generator) -> dict[str, Any]:
+    """A training draw of the lights, in :func:`draw_lighting`'s format: log intensity, tint chroma and tilt
+    each uniform over [0, the top of ``max_strength``'s band], brighter or darker, tint hue and tilt azimuth
+    uniform over the full circle (not the families' 30-degree sectors)."""
+    log_i = float(rng.uniform(*training_range("lighting", "log_intensity", max_strength)))
+    exponent = 0.5 * log_i if rng.uniform() < 0.5 else -log_i  # as draw_lighting: brightening saturates sooner
+    chroma = float(rng.uniform(*training_range("lighting", "tint", max_strength)))
+    hue = float(rng.uniform(0.0, 2 * math.pi))
+    tilt = float(rng.uniform(*training_range("lighting", "tilt", max_strength)))
+    azimuth = float(rng.uniform(0.0, 2 * math.pi))
+    return {"intensity": math.exp(exponent), "log_intensity": log_i, "tint": tint_factor(chroma, hue).tolist(),
+            "tint_chroma": chroma, "tint_hue": hue, "tilt": tilt, "tilt_azimuth": azimuth}
+
+
+def draw_training_camera(max_strength: int, rng: np.random.Generator) -> dict[str, Any]:
+    """A training draw of the head camera's pose, in :func:`draw_camera`'s format: a shift of length and a
+    turn of angle uniform over [0, the top of ``max_strength``'s band], in directions / about axes uniform
+    on the sphere."""
+    shift = float(rng.uniform(*training_range("camera", "shift", max_strength))) * _uniform_direction(rng)
+    angle = float(rng.uniform(*training_range("camera", "rotation", max_strength)))
+    return {"shift": shift.tolist(), "rotation_axis": _uniform_direction(rng).tolist(), "rotation": angle}

@@ -12,7 +12,7 @@ import numpy as np
 
 from gps_core import safe_yaml
 from gps_core.layout import ee_points, mean_ee_distance, quat_wxyz_to_matrix
-from gps_core.ood import OOD_KINDS, OOD_SETS, ood_spec, parse_ood_set_name
+from gps_core.ood import OOD_KINDS, OOD_SETS, TRAIN_APPEARANCE_KEYS, ood_spec, parse_ood_set_name
 
 # train: the GPS training positions (the trainer's resets, never perturbed). The evaluation sets
 # (gps_trainer.paper.evaluation): train_perturbed (the training positions, perturbed starts), spatial_test
@@ -166,6 +166,9 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
             if q is None:
                 raise ValueError(f"{cset}[{i}]: no joint_angles and no initial_joint_angles")
             ood = _condition_ood(entry, cset, i, named_ood, path)
+            _training_appearance_only_in_train(entry.get("random_scene"), cset, f"{cset}[{i}].random_scene", path)
+            if ood is not None:
+                _training_appearance_only_in_train(ood["scene"], "", f"{cset}[{i}].ood.scene", path)
             conds.append(
                 Condition(
                     joint_angles=_vec(q, NUM_JOINTS, f"{cset}[{i}].joint_angles"),
@@ -200,6 +203,19 @@ def _parse(data: dict[str, Any], path: str | None) -> TaskConfig:
         path=path,
         set_trials=trials,
     )
+
+
+def _training_appearance_only_in_train(scene: Any, cset: str, where: str, path: str | None) -> None:
+    """Training-time appearance randomization (random_scene keys lighting / camera / texture, gps_core.ood)
+    belongs to the training draws only: in an evaluation set it would turn a visual set into an unnamed,
+    unsplit cousin of the held-out families (which have sets of their own). ``cset`` "" : never allowed."""
+    if cset == "train" or not isinstance(scene, dict):
+        return
+    on = {k: scene[k] for k in TRAIN_APPEARANCE_KEYS if scene.get(k) not in (None, 0)}
+    if on:
+        raise ValueError(f"{path or '<task dict>'}: conditions.{where}: {on!r} is training-time appearance "
+                         "randomization, allowed only in the train set (sample_scenes or a train condition's "
+                         "random_scene); the held-out lighting / camera / texture families are the ood_* sets")
 
 
 def _condition_ood(entry: dict[str, Any], cset: str, i: int, named: tuple[str, int, str] | None,

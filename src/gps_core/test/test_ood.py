@@ -107,3 +107,35 @@ def test_perturb_image_blur_noise_and_errors():
             ood.perturb_image(flat, std, blur, rng)
     with pytest.raises(ValueError, match="random generator"):
         ood.perturb_image(flat, 1.0, 0.0, None)
+
+
+@pytest.mark.parametrize("max_strength", ood.OOD_STRENGTHS)
+def test_training_draws_cover_zero_to_the_top_band_not_the_split_pieces(max_strength):
+    """Training-time appearance randomization: every value uniform over [0, top of the largest band], seeded;
+    hues and azimuths over the whole circle (the held-out families keep to their split's sectors)."""
+    rng = np.random.default_rng(max_strength)
+    lights = [ood.draw_training_lighting(max_strength, rng) for _ in range(400)]
+    cams = [ood.draw_training_camera(max_strength, rng) for _ in range(400)]
+    for kind, name, values in (("lighting", "log_intensity", [d["log_intensity"] for d in lights]),
+                               ("lighting", "tint", [d["tint_chroma"] for d in lights]),
+                               ("lighting", "tilt", [d["tilt"] for d in lights]),
+                               ("camera", "shift", [np.linalg.norm(d["shift"]) for d in cams]),
+                               ("camera", "rotation", [d["rotation"] for d in cams])):
+        lo, hi = ood.training_range(kind, name, max_strength)
+        v = np.array(values)
+        assert lo == 0.0 and hi == ood.band(kind, name, max_strength)[1]
+        assert np.all((v >= lo) & (v <= hi)), (kind, name)
+        # both ends of the range are reached (uniform: the lowest and highest tenth each hold draws)
+        assert np.mean(v < lo + 0.1 * (hi - lo)) > 0.03 and np.mean(v > hi - 0.1 * (hi - lo)) > 0.03, (kind, name)
+    for key in ("tint_hue", "tilt_azimuth"):
+        sectors = {ood.piece_of(d[key], 0.0, 2 * math.pi, ood.ANGLE_PIECES) for d in lights}
+        assert sectors == set(range(ood.ANGLE_PIECES))  # both splits' sectors, not one split's
+    for d in lights:  # the format the lighting family's edits take
+        assert d["intensity"] == pytest.approx(math.exp(0.5 * d["log_intensity"]) if d["intensity"] > 1
+                                               else math.exp(-d["log_intensity"]))
+        np.testing.assert_allclose(d["tint"], ood.tint_factor(d["tint_chroma"], d["tint_hue"]))
+    for d in cams:
+        assert np.linalg.norm(d["rotation_axis"]) == pytest.approx(1.0)
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    assert ood.draw_training_lighting(2, a) == ood.draw_training_lighting(2, b)
+    assert ood.draw_training_camera(2, a) == ood.draw_training_camera(2, b)

@@ -99,6 +99,9 @@ class ArmSim:
         self._ood = OodScene(self.model)
         #: What the last reset's out-of-distribution family drew (gps_sim.ood_scene); None: nominal visuals.
         self.ood_draw: dict | None = None
+        #: What the last random scene's training-time appearance randomization drew (OodScene.apply_training);
+        #: None: none (every appearance key off, or no random scene).
+        self.appearance_draw: dict | None = None
         self._ee_offsets = np.asarray(self.task.ee_points, dtype=float)  # the condition's grasp moves them
         self.condition: tuple[str, int] | None = None
         self.reset(0) if self.task.num_conditions("train") else mujoco.mj_forward(self.model, self.data)
@@ -132,7 +135,10 @@ class ArmSim:
         start-angle perturbation and the random distractor scene, and for the out-of-distribution sets
         (``ood``, gps_core.ood) the family's draw (lights, camera pose, textures, distractors, image noise):
         a deterministic function of (condition_set, condition, seed) (:func:`reset_rng`), so a reset through
-        gps_sim/reset repeats it. Every reset first restores the model's nominal visuals."""
+        gps_sim/reset repeats it. A random scene whose spec turns on training-time appearance randomization
+        (keys lighting / camera / texture, gps_sim.scenes.scene_spec) also draws the lights, the camera pose
+        and the table and floor textures from the same generator, after its distractors
+        (:attr:`appearance_draw`). Every reset first restores the model's nominal visuals."""
         conds = self.task.condition_list(condition_set)
         if not 0 <= int(condition) < len(conds):
             raise IndexError(f"condition {condition} out of range for set {condition_set!r} "
@@ -143,7 +149,7 @@ class ArmSim:
         self._ee_offsets = apply_grasp(self.model, self.task, cond.grasp)
         self.model.geom_rgba[:] = self._default_rgba
         self._ood.restore()
-        self.ood_draw = None
+        self.ood_draw = self.appearance_draw = None
         self.data.qpos[:7] = cond.joint_angles
         self.data.mocap_pos[self._target_mocap] = cond.target_pose[:3]
         self.data.mocap_quat[self._target_mocap] = cond.target_pose[3:]
@@ -159,6 +165,9 @@ class ArmSim:
                                                            self._target_colors, self._table_rgba,
                                                            self._table_bounds)
                 colors = {**cond.colors, "table": table}
+                # (after the distractors: turning a key on leaves the scene's distractors and table as they were)
+                textured, self.appearance_draw = self._ood.apply_training(cond.random_scene, r)
+                colors.update(textured)
             if cond.ood is not None:
                 extra, ood_colors, self.ood_draw = self._ood.apply(
                     cond.ood, r, cond.target_pose, self._target_colors, self._table_rgba, self._table_bounds)
@@ -170,13 +179,18 @@ class ArmSim:
 
     def randomize_scene(self, rng: np.random.Generator, spec: dict | None = None) -> list[dict]:
         """A random distractor scene + table colour around the target's current position (domain
-        randomization, e.g. for pose pretraining; rules of gps_sim.scenes.draw_distractor_scene).
+        randomization, e.g. for pose pretraining; rules of gps_sim.scenes.draw_distractor_scene), and the
+        spec's training-time appearance randomization (lighting / camera / texture) after it, on the model's
+        nominal visuals (whatever the last reset drew of them is replaced, as its colours are).
         The next reset restores the condition's scene. Returns the distractors."""
         pose = self.target_pose()
         distractors, table = draw_distractor_scene(spec, rng, pose[:2], self._target_colors, self._table_rgba,
                                                    self._table_bounds)
         self.model.geom_rgba[:] = self._default_rgba
-        self._place_scene(distractors, {"table": table}, rng, pose[:3])
+        self._ood.restore()
+        self.ood_draw = None
+        textured, self.appearance_draw = self._ood.apply_training(spec, rng)
+        self._place_scene(distractors, {"table": table, **textured}, rng, pose[:3])
         mujoco.mj_forward(self.model, self.data)
         return distractors
 

@@ -6,6 +6,10 @@ model's nominal lights, camera and materials, restores them at every reset and a
 family: lights, camera pose and materials are edited in the compiled model, distractors go to the
 scene's mocap bodies (visual only: they collide with nothing), image noise and blur are applied by
 ``ArmSim.render``. None of it touches the state, the cost or the physics.
+
+:meth:`OodScene.apply_training` applies the training-time appearance randomization of a random scene (the
+random_scene keys lighting / camera / texture; gps_core.ood, "Training-time appearance randomization") with
+the same edits, from the training draws and the training texture pool.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from gps_core.ood import (
     draw_camera,
     draw_image_noise,
     draw_lighting,
+    draw_training_camera,
+    draw_training_lighting,
     interleaved_angle,
     interleaved_uniform,
     rotation_matrix,
 )
-from gps_sim.ood_textures import TEXTURED_GEOMS, material_name
-from gps_sim.scenes import DISTRACTOR_SHAPES, NUM_DISTRACTORS, _footprint, scene_spec
+from gps_sim.ood_textures import TEXTURED_GEOMS, TRAIN_SPLIT, material_name
+from gps_sim.scenes import DISTRACTOR_SHAPES, NUM_DISTRACTORS, _footprint, appearance_strengths, scene_spec
 
 #: The key light of the arm model (pr2_arm.xml) that the lighting family turns.
 KEY_LIGHT = "key"
@@ -104,6 +110,42 @@ class OodScene:
             return placed, {}, drawn
         placed, drawn = draw_same_colour(spec, rng, target_pose, target_colors, table_bounds)
         return placed, {}, drawn
+
+    def apply_training(self, scene: dict | None, rng: np.random.Generator
+                       ) -> tuple[dict[str, list[float]], dict | None]:
+        """Apply a random scene's training-time appearance randomization (its keys lighting, camera, texture:
+        the largest strength each draws, 0 = off) from ``rng``, in that order; a key that is off draws
+        nothing, so with every key off ``rng`` is left as it was and the scene is drawn bit for bit as before
+        the keys existed. Returns (geom colours: white for textured geoms, so the texture shows its own
+        colours; what was drawn, None when nothing was). Call it on the nominal visuals (:meth:`restore`)."""
+        on = appearance_strengths(scene)
+        if not on:
+            return {}, None
+        drawn: dict[str, Any] = {}
+        colours: dict[str, list[float]] = {}
+        if "lighting" in on:
+            drawn["lighting"] = self._lighting(draw_training_lighting(on["lighting"], rng))
+        if "camera" in on:
+            drawn["camera"] = self._camera(draw_training_camera(on["camera"], rng))
+        if "texture" in on:
+            drawn["texture"] = self._training_texture(on["texture"], rng)
+            colours = {g: [1.0, 1.0, 1.0, 1.0] for g in TEXTURED_GEOMS}
+        return colours, drawn
+
+    def _training_texture(self, max_strength: int, rng: np.random.Generator) -> dict:
+        """Per textured geom a texture of the training pool: a strength uniform in 1..max_strength, a variant,
+        and a texture repeat uniform from the lowest strength's band's bottom to the top of max_strength's."""
+        lo, hi = band("texture", "repeat", 1)[0], band("texture", "repeat", max_strength)[1]
+        drawn: dict[str, Any] = {}
+        for geom, gid in zip(TEXTURED_GEOMS, self._geoms, strict=True):
+            k = int(rng.integers(1, max_strength + 1))
+            v = int(rng.integers(TEXTURE_VARIANTS))
+            mid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_MATERIAL, material_name(geom, TRAIN_SPLIT, k, v))
+            repeat = float(rng.uniform(lo, hi))
+            self.model.geom_matid[gid] = mid
+            self.model.mat_texrepeat[mid] = (repeat, repeat)
+            drawn[geom] = {"strength": k, "variant": v, "repeat": repeat}
+        return drawn
 
     def _lighting(self, d: dict) -> dict:
         m, n, i = self.model, self._nominal, self._light

@@ -3,6 +3,11 @@
 Per split, strength and variant one seamless texture (two colours at the strength's contrast mixed by a
 periodic pattern; validation and test use other pattern kinds) and, per textured geom, a material whose
 texture repeat a reset of the texture family sets (gps_sim.ood_scene).
+
+A third split, ``train`` (:data:`TRAIN_SPLIT`), is the pool of training-time texture randomization (the
+random_scene key ``texture``, gps_core.ood.TRAIN_APPEARANCE_KEYS): its own pattern kinds, which neither
+held-out split uses, and colours at a contrast uniform over the strength's whole band (the held-out splits
+draw from their pieces of it), so a texture the training sees is never a held-out one.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ import numpy as np
 
 from gps_core.ood import OOD_SPLITS, OOD_STRENGTHS, TEXTURE_SIDE, TEXTURE_VARIANTS, band, interleaved_uniform
 
-__all__ = ["TEXTURED_GEOMS", "PATTERNS", "texture_image", "add_ood_assets", "material_name"]
+__all__ = ["TEXTURED_GEOMS", "PATTERNS", "TRAIN_SPLIT", "TEXTURE_SPLITS", "texture_image", "add_ood_assets",
+           "material_name"]
+
+#: The training pool's split name: not an OOD split (no condition set is named after it).
+TRAIN_SPLIT = "train"
+#: Every split with textures in the model; the training pool last, so the held-out splits' textures and
+#: materials keep the ids they had before it existed.
+TEXTURE_SPLITS = (*OOD_SPLITS, TRAIN_SPLIT)
 
 #: The geoms the texture family textures: the table and the floor (the camera's background).
 TEXTURED_GEOMS = ("table", "floor")
@@ -43,23 +55,35 @@ def _periodic_pattern(kind: str, rng: np.random.Generator, n: int) -> np.ndarray
         spectrum *= np.exp(-(f[:, None] ** 2 + f[None, :] ** 2) / (2 * 3.0 ** 2))
         field = np.real(np.fft.ifft2(spectrum))
         return 1.0 / (1.0 + np.exp(-field / (field.std() * 0.3 + 1e-12)))
+    if kind == "waves":  # two smooth plane waves, not thresholded (stripes are)
+        fx, fy, gx, gy = (int(v) for v in rng.integers(1, 4, 4))
+        phase = rng.uniform(0.0, 2 * math.pi, 2)
+        return 0.5 + 0.25 * (np.sin(2 * math.pi * (fx * x + fy * y) + phase[0])
+                             + np.sin(2 * math.pi * (gx * x - gy * y) + phase[1]))
+    if kind == "rings":  # concentric rings about each cell's centre (|u|, |v| are periodic, so it tiles)
+        cells = int(rng.choice([1, 2]))
+        u, v = (x * cells) % 1.0 - 0.5, (y * cells) % 1.0 - 0.5
+        rings = int(rng.integers(2, 5))
+        return (np.sin(2 * math.pi * rings * np.hypot(u, v)) > 0).astype(float)
     # dots: a grid of discs
     cells = int(rng.choice([2, 4]))
     u, v = (x * cells) % 1.0 - 0.5, (y * cells) % 1.0 - 0.5
     return (np.hypot(u, v) < float(rng.uniform(0.2, 0.4))).astype(float)
 
 
-#: Pattern kinds per split: validation and test textures differ in kind as well as in colours.
-PATTERNS = {"validation": ("stripes", "checker"), "test": ("blotches", "dots")}
+#: Pattern kinds per split: validation and test textures differ in kind as well as in colours, and the
+#: training pool's kinds are neither's.
+PATTERNS = {"validation": ("stripes", "checker"), "test": ("blotches", "dots"), TRAIN_SPLIT: ("waves", "rings")}
 
 
 def texture_image(split: str, strength: int, variant: int) -> np.ndarray:
     """(TEXTURE_SIDE, TEXTURE_SIDE, 3) uint8: texture ``variant`` of a split's strength. Two colours at an
     RGB distance from the strength's contrast band (the split's pieces of it) mixed by a periodic pattern
-    of the split's kinds; a fixed function of (split, strength, variant)."""
-    rng = np.random.default_rng([24, OOD_SPLITS.index(split), int(strength), int(variant)])
+    of the split's kinds; a fixed function of (split, strength, variant). The ``train`` split's contrast is
+    uniform over the whole band."""
+    rng = np.random.default_rng([24, TEXTURE_SPLITS.index(split), int(strength), int(variant)])
     lo, hi = band("texture", "contrast", strength)
-    contrast = interleaved_uniform(rng, lo, hi, split)
+    contrast = float(rng.uniform(lo, hi)) if split == TRAIN_SPLIT else interleaved_uniform(rng, lo, hi, split)
     for _ in range(1000):
         c0 = rng.uniform(0.1, 0.9, 3)
         d = rng.normal(size=3)
@@ -73,10 +97,10 @@ def texture_image(split: str, strength: int, variant: int) -> np.ndarray:
 
 
 def add_ood_assets(spec: mujoco.MjSpec) -> None:
-    """The texture family's pool: per split, strength and variant a texture and, for each textured geom,
-    a material (each with its own texture repeat, set at reset)."""
+    """The texture family's pool: per split (the held-out ones and the training pool), strength and variant a
+    texture and, for each textured geom, a material (each with its own texture repeat, set at reset)."""
     role = int(mujoco.mjtTextureRole.mjTEXROLE_RGB)
-    for split in OOD_SPLITS:
+    for split in TEXTURE_SPLITS:
         for k in OOD_STRENGTHS:
             for v in range(TEXTURE_VARIANTS):
                 tex = spec.add_texture()

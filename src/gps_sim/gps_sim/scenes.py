@@ -9,6 +9,7 @@ import mujoco
 import numpy as np
 
 from gps_core.kinematics import ARM_MODEL
+from gps_core.ood import TRAIN_APPEARANCE_KEYS, TRAIN_MAX_STRENGTH
 from gps_core.tasks import TaskConfig, condition_ee_points, grasp_transform
 from gps_sim.ood_textures import add_ood_assets
 
@@ -143,6 +144,13 @@ SCENE_DEFAULTS: dict[str, object] = {
     # chance that a reset draws a random scene, else the condition's own (domain randomization that keeps
     # the nominal scene in the training distribution: a random table is never near the default colour)
     "probability": 1.0,
+    # Training-time appearance randomization (gps_core.ood, "Training-time appearance randomization"): the
+    # largest strength (0-3; 0 = off) of the lights, the head camera's pose and the table and floor textures
+    # a random scene also draws, from the training ranges, never a held-out family's draw. Only training
+    # draws may set them (gps_core.tasks refuses them in an evaluation set).
+    "lighting": 0,
+    "camera": 0,
+    "texture": 0,
 }
 
 
@@ -176,7 +184,19 @@ def scene_spec(spec: dict | None) -> dict:
               "probability"):
         if not 0.0 <= float(out[k]) <= 1.0:
             raise ValueError(f"random_scene.{k}: expected a number in [0, 1], got {out[k]!r}")
+    for k in TRAIN_APPEARANCE_KEYS:
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= TRAIN_MAX_STRENGTH:
+            raise ValueError(f"random_scene.{k}: expected an integer strength 0..{TRAIN_MAX_STRENGTH} "
+                             f"(0: off), got {v!r}")
+        out[k] = int(v)
     return out
+
+
+def appearance_strengths(spec: dict | None) -> dict[str, int]:
+    """The spec's training-time appearance keys that are on: {key: largest strength} (empty: all off)."""
+    s = scene_spec(spec)
+    return {k: s[k] for k in TRAIN_APPEARANCE_KEYS if s[k] > 0}
 
 
 def draws_random_scene(spec: dict | None, rng: np.random.Generator) -> bool:

@@ -224,7 +224,13 @@ class MDGPSConfig(TrajOptOnlyConfig):
         if self.s_step_history > 1 and self.policy_opt_config().aux_pose_weight > 0:
             raise invalid("s_step_history", self.s_step_history,
                           "the auxiliary pose loss (policy_opt.aux_pose_weight) trains on the latest batch only")
-        self.policy_opt_config(where="policy_opt")
+        opt = self.policy_opt_config(where="policy_opt")
+        if self.policy.get("type") != "visuomotor_cnn":
+            # (an MLP sees no images: the key would do nothing, and a measurement of it would measure nothing)
+            for key in ("augment_shift", "augment_color"):
+                if getattr(opt, key) > 0:
+                    raise invalid(f"policy_opt.{key}", getattr(opt, key),
+                                  "augments the S-step's images: needs a visuomotor_cnn policy")
 
     def policy_opt_config(self, where: str = "") -> PolicyOptConfig:
         """The S-step settings (``policy_seed`` unless policy_opt sets its own seed)."""

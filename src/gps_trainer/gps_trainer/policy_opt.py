@@ -27,9 +27,21 @@ weights).
 Instrumented training: ``obs`` is o (what the policy sees); the targets came from controllers that
 acted on the full state x. Nothing here needs x.
 
+Image augmentation (issue 24; the paper's conclusion, Sec. 8, proposes synthetic data augmentation against
+policies that do not generalize to visually different settings): with ``augment_shift`` (pixels) or
+``augment_color`` > 0 every minibatch of the full-network steps is shifted and colour-jittered
+(gps_trainer.augment.augment_images), meant to be measured on the held-out ``camera`` (shift) and
+``lighting`` (colour) families. Only the training steps see it (a step's auxiliary pose loss too, its
+targets unchanged: a shift of a few pixels is label noise of a few mm, as in pose pretraining's
+augmentation); the loss before and after, and the aux pose loss's, are evaluated on the samples' own
+images. The head-only phase (``fc_only_iterations``) is not augmented: it trains on feature points computed
+once from the un-augmented images; augmenting there would cost a CNN pass per step (the cache is that
+phase's reason to exist), and its conv layers, frozen, could not learn invariance from it anyway.
+
 Reproducibility: minibatch order comes from a ``torch.Generator`` seeded with ``seed`` (or
-``config.seed``); no global RNG is used. Runs on ``config.device`` ("auto" = CUDA when available,
-else CPU).
+``config.seed``), the augmentation from a second generator derived from the same seed (so turning it on
+keeps the minibatch order, and a comparison with and without it sees the same batches); no global RNG is
+used. Runs on ``config.device`` ("auto" = CUDA when available, else CPU).
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ from gps_controller.policies.neural import (
     images_to_tensor,
     resolve_precision,
 )
+from gps_trainer.augment import augment_images
 from gps_trainer.config_schema import (
     MAX_BATCH,
     MAX_SEED,
@@ -63,6 +76,9 @@ from gps_trainer.config_schema import (
 )
 
 NORMALIZE_MODES = ("first", "always", "never")
+#: The augmentation generator's stream: its seed is derived from (the S-step's seed, this), so it never
+#: repeats the minibatch generator's numbers.
+AUGMENT_STREAM = 24
 
 LOGGER = logging.getLogger(__name__)
 
@@ -112,6 +128,11 @@ class PolicyOptConfig:
     train_precision: str = "fp32"
     # Auxiliary pose-regression loss in the full-network steps (see the module docstring); 0 = off.
     aux_pose_weight: float = 0.0
+    # Augmentation of the full-network steps' minibatch images (see the module docstring); 0 = off: random
+    # shifts of up to this many pixels each way, and colour jitter (brightness x U(1 - c, 1 + c), per-channel
+    # offset U(-c/2, c/2)), as pose pretraining's keys of the same names.
+    augment_shift: int = ranged(0, ge=0, le=16)
+    augment_color: float = ranged(0.0, ge=0.0, le=0.5)
 
     def __post_init__(self) -> None:
         if self.normalize_obs not in NORMALIZE_MODES:
@@ -390,8 +411,14 @@ def train_policy(
     if head_first:
         fc_history = _run_steps(cfg.fc_only_iterations, batches, optimizer, cfg.log_every, head_loss)
 
+    augment_gen = None
+    if img_t is not None and (cfg.augment_shift > 0 or cfg.augment_color > 0):
+        augment_gen = torch.Generator().manual_seed(augment_seed(seed))
+
     def step_loss(idx: torch.Tensor) -> torch.Tensor:
         im = None if img_t is None else images_to_tensor(img_t[idx], device)
+        if augment_gen is not None:
+            im = augment_images(im, cfg.augment_shift, cfg.augment_color, augment_gen)
         with train_autocast():
             mean, points = policy(o_t[idx], im)
         loss = _weighted_loss(mean.float(), u_t[idx], p_t[idx])
@@ -425,6 +452,11 @@ def train_policy(
         samples_per_s=steps * bs / wall if wall > 0 else math.inf, device=str(device),
         aux_pose_loss_before=aux_before, aux_pose_loss_after=aux_after,
     )
+
+
+def augment_seed(seed: int) -> int:
+    """The seed of the S-step's augmentation generator: a function of the S-step's seed, apart from it."""
+    return int(np.random.SeedSequence([int(seed), AUGMENT_STREAM]).generate_state(1, np.uint64)[0])
 
 
 def _run_steps(n_steps, batches, optimizer, log_every, loss_fn) -> list[tuple[int, float]]:

@@ -31,7 +31,9 @@ from torch import nn
 
 from gps_controller.policies.neural import GaussianPolicy, VisuomotorCNN, VisuomotorConfig, images_to_tensor
 from gps_controller.policies.serialization import PolicyFormatError, read_safetensors_metadata, sha256_hex
+from gps_core.ood import TRAIN_MAX_STRENGTH
 from gps_core.progress import Progress
+from gps_trainer.augment import augment_images
 from gps_trainer.config_schema import (
     MAX_BATCH,
     MAX_SEED,
@@ -64,6 +66,13 @@ class PosePretrainConfig(Checked):
     # run's seed), and per-minibatch image shifts (pixels, up to) and colour jitter (brightness/contrast
     # scale and per-channel offset, up to).
     scene_randomization: float = ranged(0.0, ge=0.0, le=1.0)
+    # Training-time appearance randomization of those random scenes (issue 24; the paper's "training in a
+    # variety of environments"): the largest strength (0-3, 0 = off) of the lights, the head camera's pose
+    # and the table/floor textures each random scene also draws (the random_scene keys lighting / camera /
+    # texture, gps_core.ood); measured on the held-out ood_lighting / ood_camera / ood_texture families.
+    scene_lighting: int = ranged(0, ge=0, le=TRAIN_MAX_STRENGTH)
+    scene_camera: int = ranged(0, ge=0, le=TRAIN_MAX_STRENGTH)
+    scene_texture: int = ranged(0, ge=0, le=TRAIN_MAX_STRENGTH)
     augment_shift: int = ranged(0, ge=0, le=16)
     augment_color: float = ranged(0.0, ge=0.0, le=0.5)
     iterations: int = ranged(2000, ge=0, le=MAX_STEPS)
@@ -84,6 +93,10 @@ class PosePretrainConfig(Checked):
     net: dict[str, Any] = field(default_factory=dict)  # VisuomotorConfig overrides (conv sizes, ...)
 
     def _check(self) -> None:
+        for key in ("scene_lighting", "scene_camera", "scene_texture"):
+            if getattr(self, key) > 0 and self.scene_randomization == 0:
+                raise invalid(key, getattr(self, key),
+                              "perturbs the random scenes only: needs scene_randomization > 0")
         if self.target_box is not None:
             box = self.target_box
             if len(box) != 2 or any(len(row) != 3 for row in box):
@@ -158,17 +171,23 @@ def target_box_for(task: Any, condition_set: str, margin: float) -> np.ndarray:
 
 def collect_pose_images(sim: Any, num: int, rng: np.random.Generator, target_box: np.ndarray,
                         condition_set: str = "train", joint_noise: float = 0.15, scene_fraction: float = 0.0,
-                        progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        progress: Progress | None = None, appearance: dict[str, int] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``num`` images with the target at uniform positions in ``target_box``.
 
     Each image starts from a random condition of ``condition_set`` (its arm pose, colours and target
     orientation), perturbs the arm by N(0, joint_noise^2) per joint (clipped to the joint limits) and
     moves the target. A ``scene_fraction`` of the images get a random distractor scene and table colour
-    around the moved target (``ArmSim.randomize_scene`` with the task's visual-set spec).
-    Returns images (num, H, W, 3) uint8 and target positions (num, 3). ``progress``: told each image.
+    around the moved target (``ArmSim.randomize_scene`` with the task's visual-set spec); ``appearance``
+    ({lighting, camera, texture}: largest strengths, 0 = off) adds training-time appearance randomization
+    to those scenes (the spec's keys of the same names). Returns images (num, H, W, 3) uint8 and target
+    positions (num, 3). ``progress``: told each image.
     """
     scene_spec = next((c.random_scene for c in sim.task.condition_list("visual_validation") if c.random_scene),
                       None) if scene_fraction > 0 else None
+    on = {k: int(v) for k, v in (appearance or {}).items() if v}
+    if on and scene_fraction > 0:  # (all off: the visual set's spec as it is, so the draws are as before)
+        scene_spec = {**(scene_spec or {}), **on}
     box = np.asarray(target_box, dtype=float)
     n_cond = sim.num_conditions(condition_set)
     if n_cond == 0:
@@ -195,23 +214,6 @@ def collect_pose_images(sim: Any, num: int, rng: np.random.Generator, target_box
         if progress is not None:
             progress.update(i + 1, f"rendering images {i + 1}/{num}")
     return np.stack(images), np.stack(positions)
-
-
-def augment_images(images: torch.Tensor, shift: int, color: float, gen: torch.Generator) -> torch.Tensor:
-    """Random image shifts (edge-replicated, up to ``shift`` pixels each way) and colour jitter (brightness
-    x U(1 - c, 1 + c), per-channel offset U(-c/2, c/2)) of a float (N, C, H, W) batch in [0, 1]."""
-    n, _, h, w = images.shape
-    out = images
-    if shift > 0:
-        padded = torch.nn.functional.pad(images, (shift, shift, shift, shift), mode="replicate")
-        dx = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-        dy = torch.randint(0, 2 * shift + 1, (n,), generator=gen)
-        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    if color > 0:
-        scale = 1.0 + color * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1)
-        offset = 0.5 * color * (2 * torch.rand(n, images.shape[1], 1, 1, generator=gen) - 1)
-        out = (out * scale.to(out) + offset.to(out)).clamp(0.0, 1.0)
-    return out
 
 
 def _hidden_layers(net: VisuomotorCNN, images: torch.Tensor):
@@ -426,7 +428,9 @@ def collect_pose_dataset(cfg: PosePretrainConfig, sim: Any = None, progress: Pro
     try:
         images, positions = collect_pose_images(sim, cfg.num_train + cfg.num_test, np.random.default_rng(cfg.seed),
                                                 pose_target_box(cfg, sim.task), cfg.condition_set, cfg.joint_noise,
-                                                cfg.scene_randomization, progress)
+                                                cfg.scene_randomization, progress,
+                                                {"lighting": cfg.scene_lighting, "camera": cfg.scene_camera,
+                                                 "texture": cfg.scene_texture})
     finally:
         if own_sim:
             sim.close()
