@@ -43,6 +43,7 @@ from gps_trainer.config import BADMMConfig
 from gps_trainer.costs import Cost
 from gps_trainer.dynamics import LinearGaussianDynamics, fit_dynamics
 from gps_trainer.policy_opt import PolicyOptDiagnostics
+from gps_trainer.state_arrays import from_arrays, prefixed, to_arrays, under
 from gps_trainer.traj_opt import (
     CostModel,
     CStepResult,
@@ -196,6 +197,28 @@ class BADMM(MDGPS):
         self.prev_kl: np.ndarray | None = None
         self.last_kl_step = np.full(M, np.nan)
         self._bprev: list[_BADMMPrev | None] = [None] * M
+
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """MDGPS's (the priors; BADMM leaves MDGPS's step-rule memory and S-step history unused) and BADMM's
+        own memory of the last iteration: the step rule's ``badmm_prev.m`` and ``last_kl_step``, and
+        ``prev_kl`` (the nu update's, fixed_lg_step 2 and 3)."""
+        out = super().resume_state()
+        for m, p in enumerate(self._bprev):
+            if p is not None:
+                out.update(prefixed(to_arrays(p), f"badmm_prev.{m}"))
+        out["last_kl_step"] = self.last_kl_step
+        if self.prev_kl is not None:
+            out["prev_kl"] = self.prev_kl
+        return out
+
+    def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
+        super().load_resume_state(arrays)
+        for m in range(self.num_conditions):
+            prev = under(arrays, f"badmm_prev.{m}")
+            self._bprev[m] = from_arrays(_BADMMPrev, prev) if prev else None
+        if "last_kl_step" in arrays:
+            self.last_kl_step = np.array(arrays["last_kl_step"], dtype=np.float64)
+        self.prev_kl = np.array(arrays["prev_kl"], dtype=np.float64) if "prev_kl" in arrays else None
 
     def _fit_pol_lin(self, batches: list[SampleBatch], add: bool) -> list[np.ndarray]:
         """Refit pi_lin for every condition; returns the policy's mean actions at the samples."""

@@ -48,6 +48,7 @@ from gps_trainer.config import GMMPriorConfig, MDGPSConfig
 from gps_trainer.costs import Cost, cost_from_config
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
 from gps_trainer.policy_opt import AuxPoseTargets, PolicyOptDiagnostics, train_policy
+from gps_trainer.state_arrays import from_arrays, prefixed, to_arrays, under
 from gps_trainer.traj_opt import (
     CostModel,
     controller_marginals,
@@ -91,15 +92,38 @@ class PolicyPriorBuffer:
         self.X: np.ndarray | None = None
         self.obs: np.ndarray | None = None
         self.images: np.ndarray | None = None
+        self.last_added = 0  # rollouts in the latest add (see resume_state)
 
     def add(self, X: np.ndarray, obs: np.ndarray, images: np.ndarray | None) -> None:
         keep = self.config.max_samples
+        self.last_added = X.shape[0]
 
         def cat(old, new):
             return new if old is None else np.concatenate([old, new], axis=0)[-keep:]
 
         self.X, self.obs = cat(self.X, X)[-keep:], cat(self.obs, obs)[-keep:]
         self.images = None if images is None else cat(self.images, images)[-keep:]
+
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """The buffered rollouts a resumed run will use: only those the next :meth:`add` keeps. Every batch
+        of a run has the same number of rollouts (samples_per_condition; the samplers fail rather than deliver
+        fewer), so the next add pushes out all but the newest max_samples - last_added rows, and the others
+        are never read again (the mixture is refitted from scratch after every add). With max_samples equal
+        to samples_per_condition that is no row: a visuomotor run's checkpoint then holds no image here."""
+        if self.X is None:
+            return {}
+        start = max(0, self.X.shape[0] - max(0, self.config.max_samples - self.last_added))
+        if start == self.X.shape[0]:
+            return {}
+        out = {"X": self.X[start:], "obs": self.obs[start:]}
+        if self.images is not None:
+            out["images"] = self.images[start:]
+        return out
+
+    def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """The rows :meth:`resume_state` kept ({}: an empty buffer, as a new one)."""
+        self.X, self.obs, self.images = (None if k not in arrays else np.array(arrays[k])
+                                         for k in ("X", "obs", "images"))
 
     def prior(self, policy: GaussianPolicy, precision: str | None = None) -> GMMPrior:
         """A mixture fitted to (x, mu_pi(o)) of the buffered rollouts under the current policy."""
@@ -299,6 +323,44 @@ class MDGPS:
     @property
     def num_conditions(self) -> int:
         return len(self.controllers)
+
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """What the next iterations read of this one, beyond the attributes a checkpoint keeps anyway
+        (gps_trainer.run_dir.algorithm_state): per condition the step rule's memory (``prev.m``), the dynamics
+        prior (``dynamics_prior.m``, with its warm-started mixture) and the policy prior's rollouts that the
+        next batch does not push out (``policy_prior.m``); and the S-step history the next S-step trains on
+        (``s_step_history.i``). Arrays only; :meth:`load_resume_state` restores them."""
+        out: dict[str, np.ndarray] = {}
+        for m in range(self.num_conditions):
+            if self._prev[m] is not None:
+                out.update(prefixed(to_arrays(self._prev[m]), f"prev.{m}"))
+            if self.dynamics_priors[m] is not None:
+                out.update(prefixed(self.dynamics_priors[m].state_arrays(), f"dynamics_prior.{m}"))
+            out.update(prefixed(self.policy_priors[m].resume_state(), f"policy_prior.{m}"))
+        # The next remembered S-step appends its own data to the deque (maxlen s_step_history) and trains on
+        # all of it: the latest s_step_history - 1 entries are read again, older ones never (none with
+        # s_step_history 1, the default, under which nothing is remembered at all). Their images are kept:
+        # they are trained on after the resume.
+        keep = self.s_step_data.maxlen - 1
+        for i, entry in enumerate(list(self.s_step_data)[max(0, len(self.s_step_data) - keep):] if keep else []):
+            obs, images, targets, precisions = entry
+            entry_arrays = {"obs": obs, "targets": targets, "precisions": precisions}
+            if images is not None:
+                entry_arrays["images"] = images
+            out.update(prefixed(entry_arrays, f"s_step_history.{i}"))
+        return out
+
+    def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """The inverse of :meth:`resume_state` (after it this algorithm iterates as the saved one would)."""
+        for m in range(self.num_conditions):
+            prev = under(arrays, f"prev.{m}")
+            self._prev[m] = from_arrays(_MDGPSIterate, prev) if prev else None
+            if self.dynamics_priors[m] is not None:
+                self.dynamics_priors[m].load_state_arrays(under(arrays, f"dynamics_prior.{m}"))
+            self.policy_priors[m].load_resume_state(under(arrays, f"policy_prior.{m}"))
+        self.s_step_data.clear()
+        while entry := under(arrays, f"s_step_history.{len(self.s_step_data)}"):
+            self.s_step_data.append((entry["obs"], entry.get("images"), entry["targets"], entry["precisions"]))
 
     def iteration(self, batches: list[SampleBatch]) -> GPSIteration:
         """One MDGPS iteration from the rollouts of every condition (``batches[m]`` ran ``controllers[m]``
