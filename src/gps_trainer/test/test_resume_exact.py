@@ -17,7 +17,6 @@ from gps_trainer.algorithms.mdgps import MDGPS, PolicyPriorBuffer
 from gps_trainer.config import GMMPriorConfig, MDGPSConfig, load_experiment
 from gps_trainer.dynamics import GMMPrior
 from gps_trainer.procedure import train_in_simulation
-from gps_trainer.run_dir import load_controllers
 from gps_trainer.storage import CheckpointStore
 
 EXP = repo_root() / "config" / "experiments"
@@ -103,8 +102,7 @@ def test_a_checkpoint_without_the_resume_state_still_resumes_with_a_warning(tmp_
         run = train_in_simulation(cfg, tmp_path)
     assert any("resume state" in m for m in caplog.messages)
     assert [r["iteration"] for r in run.rows] == [0, 1]
-    assert run.rows[1]["predicted_improvement"] is None or np.isnan(run.rows[1]["predicted_improvement"])
-    assert len(load_controllers(tmp_path)) == 2
+    assert np.isnan(run.rows[1]["predicted_improvement"])
 
 
 # --------------------------------------------------------------------------- the pieces

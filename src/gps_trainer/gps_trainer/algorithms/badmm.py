@@ -172,11 +172,14 @@ def badmm_c_step(
 
 @dataclass
 class _BADMMPrev:
-    controller: LinearGaussianPolicy  # the controller that produced that iteration's samples
-    dynamics: LinearGaussianDynamics
-    cost: CostModel
-    pol_lin: LinearGaussianPolicy
-    pol_wt: np.ndarray
+    """What the step rule reads of the previous iteration, per condition: the Laplace objective J_prev
+    (:meth:`BADMM._objective` under that iteration's models, its last pi_lin and nu) of the controller that
+    produced its samples and of the C-step's output, computed as it ends (the same numbers the next
+    iteration would compute: nu changes only in the inner loop, after the step rule). Two numbers, not the
+    models: a checkpoint keeps them (resume_state)."""
+
+    sampler_objective: float  # J_prev(p_prev)
+    new_objective: float  # J_prev(p_cur)
 
 
 class BADMM(MDGPS):
@@ -283,9 +286,9 @@ class BADMM(MDGPS):
             if p is None:
                 continue
             c = self.controllers[m]
-            base = self._objective(p.controller, p.dynamics, p.cost, p.pol_lin, self.pol_wt[m])
-            predicted[m] = base - self._objective(c, p.dynamics, p.cost, p.pol_lin, self.pol_wt[m])
-            actual[m] = base - self._objective(c, dynamics[m], costs[m], self.pol_lin[m], self.pol_wt[m])
+            predicted[m] = p.sampler_objective - p.new_objective
+            actual[m] = p.sampler_objective - self._objective(c, dynamics[m], costs[m], self.pol_lin[m],
+                                                              self.pol_wt[m])
             taken = self.last_kl_step[m] / (tcfg.kl_step * T)
             if np.isfinite(taken) and taken < self.step_mults[m]:
                 self.step_mults[m] = max(taken, tcfg.min_step_mult)
@@ -341,8 +344,9 @@ class BADMM(MDGPS):
         # 6. Advance.
         diagnostics = []
         for m in range(M):
-            self._bprev[m] = _BADMMPrev(self.controllers[m], dynamics[m], costs[m], self.pol_lin[m],
-                                        self.pol_wt[m].copy())
+            self._bprev[m] = _BADMMPrev(
+                self._objective(self.controllers[m], dynamics[m], costs[m], self.pol_lin[m], self.pol_wt[m]),
+                self._objective(new[m], dynamics[m], costs[m], self.pol_lin[m], self.pol_wt[m]))
             self.last_kl_step[m] = kls[m]
             diagnostics.append(ConditionDiagnostics(
                 condition=batches[m].condition, cost=sample_costs[m], kl=float(kls[m]),

@@ -259,12 +259,13 @@ class GPSIteration:
 
 @dataclass
 class _MDGPSIterate:
-    """What the step-size rule needs from the previous iteration of one condition."""
+    """What the step-size rule reads of the previous iteration of one condition: Laplace estimates under
+    that iteration's models (dynamics and cost fitted on its samples), computed as it ends (the same numbers
+    the next iteration would compute from those models: nothing they depend on changes in between), and
+    its samples' mean cost. Three numbers, not the models: a checkpoint keeps them (resume_state)."""
 
-    pol_lin: LinearGaussianPolicy  # the policy linearization the C-step was bounded against
-    new_controller: LinearGaussianPolicy  # the C-step's output
-    dynamics: LinearGaussianDynamics
-    cost: CostModel
+    policy_lin_cost: float  # E_prev[c | pi_lin_prev]: the policy linearization the C-step was bounded against
+    new_cost: float  # E_prev[c | p_new_prev]: the C-step's output
     sample_cost: float
 
 
@@ -404,9 +405,9 @@ class MDGPS:
         predicted = actual = float("nan")
         if all(p is not None for p in self._prev):
             prev = [p for p in self._prev if p is not None]
-            prev_predicted = np.mean([expected_cost(p.new_controller, p.dynamics, p.cost) for p in prev])
+            prev_predicted = np.mean([p.new_cost for p in prev])
             if cfg.step_rule == "laplace":
-                prev_base = np.mean([expected_cost(p.pol_lin, p.dynamics, p.cost) for p in prev])
+                prev_base = np.mean([p.policy_lin_cost for p in prev])
                 cur = np.mean([expected_cost(self.pol_lin[m], dynamics[m], costs[m]) for m in range(M)])
             else:
                 prev_base = np.mean([p.sample_cost for p in prev])
@@ -445,7 +446,8 @@ class MDGPS:
         drift["policy_var_after_s_step"] = float(np.mean(self.policy.variance()))
         diagnostics = []
         for m, r in enumerate(results):
-            self._prev[m] = _MDGPSIterate(self.pol_lin[m], r.policy, dynamics[m], costs[m], sample_costs[m])
+            self._prev[m] = _MDGPSIterate(expected_cost(self.pol_lin[m], dynamics[m], costs[m]),
+                                          expected_cost(r.policy, dynamics[m], costs[m]), sample_costs[m])
             diagnostics.append(ConditionDiagnostics(
                 condition=batches[m].condition, cost=sample_costs[m], kl=r.kl, kl_target=r.kl_target, eta=r.eta,
                 step_mult=self.step_mult, eta_iterations=r.iterations, converged=r.converged,
