@@ -32,6 +32,8 @@ CASES = {
     "mdgps_on_policy": ("reach_mdgps.yaml", {"algorithm.sample_on_policy": True, "algorithm.s_step_history": 2,
                                              "algorithm.policy_prior.max_samples": 3}),
     "badmm": ("reach_badmm.yaml", {}),
+    # the nu update that reads the last iteration's KL (prev_kl); the default one does not
+    "badmm_kl_ratio": ("reach_badmm.yaml", {"algorithm.fixed_lg_step": 2}),
     "traj_opt": ("reach_traj_opt.yaml", {}),
 }
 
