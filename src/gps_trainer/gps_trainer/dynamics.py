@@ -118,6 +118,10 @@ def fit_linear_gaussian(
     return F, f, covar
 
 
+#: The fitted GaussianMixture's parameters a checkpoint keeps (see GMMPrior.state_arrays).
+_MIXTURE_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+
+
 class GMMPrior:
     """Gaussian-mixture prior over points z = [in; out] of the most recent ``max_samples`` rollouts.
 
@@ -171,13 +175,54 @@ class GMMPrior:
         K = int(max(2, min(self.max_clusters, P // self.min_samples_per_cluster)))
         K = min(K, P)
         if self._gmm is None or self._gmm.n_components != K:
-            self._gmm = GaussianMixture(n_components=K, covariance_type="full", reg_covar=1e-6,
-                                        max_iter=self.max_iterations, random_state=self.seed, warm_start=True)
+            self._gmm = self._mixture(K)
         # EM on a few thousand points in ~70 dimensions: BLAS threads only add contention.
         with warnings.catch_warnings(), threadpool_limits(limits=1):
             warnings.simplefilter("ignore", ConvergenceWarning)
             self._gmm.fit(data)
         self._num_points = P
+
+    def _mixture(self, K: int) -> GaussianMixture:
+        return GaussianMixture(n_components=K, covariance_type="full", reg_covar=1e-6, max_iter=self.max_iterations,
+                               random_state=self.seed, warm_start=True)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything :meth:`update` and :meth:`eval` read, as arrays ({} before the first update): the buffered
+        points, the point count and the fitted mixture. The mixture matters beyond its use in ``eval``: the
+        next update's fit is warm-started, i.e. its EM starts from these parameters (weights_, means_,
+        precisions_cholesky_: the first E-step) and from lower_bound_ (the first convergence test), so a
+        prior refitted from the buffer alone would be another prior (tested)."""
+        if self._gmm is None or self._buffer is None:
+            return {}
+        g = self._gmm
+        out = {name.rstrip("_"): getattr(g, name) for name in _MIXTURE_ARRAYS}
+        out.update(buffer=self._buffer, num_points=np.asarray(self._num_points, dtype=np.int64),
+                   lower_bound=np.asarray(g.lower_bound_, dtype=np.float64),
+                   converged=np.asarray(g.converged_, dtype=bool), n_iter=np.asarray(g.n_iter_, dtype=np.int64))
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """The inverse of :meth:`state_arrays`: this prior as the saved one was, its mixture a fitted,
+        warm-startable GaussianMixture ({} leaves it empty, as a new prior)."""
+        if not arrays:
+            self._buffer, self._gmm, self._num_points = None, None, 0
+            return
+        self._buffer = np.array(arrays["buffer"], dtype=np.float64)
+        self._num_points = int(arrays["num_points"])
+        g = self._mixture(int(arrays["means"].shape[0]))
+        for name in _MIXTURE_ARRAYS:
+            setattr(g, name, np.array(arrays[name.rstrip("_")], dtype=np.float64))
+        # precisions_ is read neither by a warm-started fit nor by predict_proba; it is rebuilt from the
+        # Cholesky factors as sklearn's GaussianMixture._set_parameters builds it ('full'), so the object
+        # has every attribute a fitted one has.
+        g.precisions_ = np.empty_like(g.precisions_cholesky_)
+        for k in range(g.precisions_cholesky_.shape[0]):
+            g.precisions_[k] = g.precisions_cholesky_[k] @ g.precisions_cholesky_[k].T
+        # converged_'s presence is what makes the next fit a warm start (BaseMixture.fit_predict's do_init)
+        g.converged_, g.lower_bound_, g.n_iter_ = bool(arrays["converged"]), float(arrays["lower_bound"]), int(
+            arrays["n_iter"])
+        g.n_features_in_ = int(g.means_.shape[1])  # predict_proba checks the points' dimension against it
+        self._gmm = g
 
     def eval(self, inputs: np.ndarray, outputs: np.ndarray) -> NIWPrior:
         """NIW prior per step for points (N, T, Di) / (N, T, Do) (see class docstring)."""

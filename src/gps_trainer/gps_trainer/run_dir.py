@@ -2,7 +2,9 @@
 
     <run>/experiment.json         the experiment's configuration (a directory holding another is refused)
     <run>/checkpoints/iter_NNNNN/ per completed iteration, atomic (gps_trainer.storage.CheckpointStore):
-                                  algorithm.npz (step sizes, duals, counters, random state),
+                                  algorithm.npz (step sizes, duals, counters, random state, and under
+                                  ``resume.`` what the algorithm carries to its next iterations: the step
+                                  rule's memory, the GMM priors, the S-step history),
                                   controllers.npz, policy.safetensors (GPS), metadata.json (the metrics row)
     <run>/metrics.jsonl           one row per iteration (+ tensorboard/, cost_per_iteration.png)
     <run>/policy.safetensors      the latest policy (what ``gps eval --policy <run>`` takes)
@@ -10,7 +12,11 @@
     <run>/feature_points.png      a visuomotor policy's feature points on its last evaluation's images
     <run>/rollouts/               the rollouts the ROS nodes sent (gps_trainer.storage.RolloutStore)
 
-A stopped run resumes at the iteration after its latest checkpoint, whichever sampler wrote it.
+A stopped run resumes at the iteration after its latest checkpoint, whichever sampler wrote it, and
+goes on as it would have without the stop: it records the same iterations (tested bit for bit on the
+simulator API for MDGPS, on- and off-policy, BADMM and trajectory optimization alone). A finished run is
+extended the same way (an extension changes BADMM's schedules when they are lists: they span the
+configured iterations).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from gps_controller.policies.serialization import load_policy, save_policy
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_core.samples import SampleBatch
 from gps_trainer.config import ExperimentConfig, config_to_dict
+from gps_trainer.state_arrays import prefixed, under
 from gps_trainer.storage import CheckpointStore
 
 LOGGER = logging.getLogger(__name__)
@@ -40,6 +47,11 @@ __all__ = ["RunDirectory", "MetricsLogger", "save_controllers", "load_controller
 #: Scalar or array attributes of TrajOptOnly / MDGPS / BADMM that a checkpoint keeps (BADMM: its duals).
 _STATE_ATTRIBUTES = ("eta", "step_mult", "iteration_count", "s_step_count", "step_mults", "pol_wt",
                      "lambda_K", "lambda_k", "aux_pose_head")
+
+#: algorithm.npz holds the algorithm's ``resume_state()`` under this prefix, and RESUME_VERSION_KEY says
+#: that it does (a checkpoint written before it has neither; an algorithm with nothing to carry writes the
+#: key alone).
+_RESUME_PREFIX, _RESUME_VERSION_KEY = "resume", "resume_state_version"
 
 
 # --------------------------------------------------------------------------- controllers and policies
@@ -96,10 +108,16 @@ def feature_point_overlay(image: np.ndarray, points: np.ndarray, scale: int = 4)
 
 def algorithm_state(algo: Any) -> dict[str, np.ndarray]:
     """What a checkpoint keeps of an algorithm besides its controllers and policy: step sizes, eta,
-    counters, BADMM's duals, the torch and the algorithm's numpy random states. (The GMM priors are
-    re-fitted from the next samples after a resume.)"""
+    counters, BADMM's duals, the torch and the algorithm's numpy random states, and under ``resume.``
+    the algorithm's ``resume_state()``: what its next iterations read of this one (the step-size rule's
+    memory of the last iteration, the dynamics priors with their warm-started mixtures, the policy prior's
+    rollouts and the S-step history that the next iteration still uses), so that a resumed run is the
+    uninterrupted one."""
     out = {name: np.asarray(getattr(algo, name), dtype=np.float64) for name in _STATE_ATTRIBUTES
            if hasattr(algo, name)}
+    if hasattr(algo, "resume_state"):
+        out.update(prefixed(algo.resume_state(), _RESUME_PREFIX))
+        out[_RESUME_VERSION_KEY] = np.asarray(1)
     out["torch_rng_state"] = torch.get_rng_state().numpy()
     rng = getattr(algo, "rng", None)
     if isinstance(rng, np.random.Generator):
@@ -108,7 +126,8 @@ def algorithm_state(algo: Any) -> dict[str, np.ndarray]:
 
 
 def load_algorithm_state(algo: Any, arrays: dict[str, np.ndarray], controllers: list[LinearGaussianPolicy]) -> None:
-    """Inverse of :func:`algorithm_state` (each attribute keeps its type: int, float or array)."""
+    """Inverse of :func:`algorithm_state` (each attribute keeps its type: int, float or array). A checkpoint
+    written before the resume state still resumes, with a warning: the step rule and the priors restart."""
     for name in _STATE_ATTRIBUTES:
         if name in arrays and hasattr(algo, name):
             old, value = getattr(algo, name), np.asarray(arrays[name], dtype=np.float64)
@@ -125,6 +144,13 @@ def load_algorithm_state(algo: Any, arrays: dict[str, np.ndarray], controllers: 
     if len(controllers) != len(algo.controllers):
         raise ValueError(f"the checkpoint holds {len(controllers)} controllers, the experiment {len(algo.controllers)}")
     algo.controllers = controllers
+    if hasattr(algo, "load_resume_state"):
+        if _RESUME_VERSION_KEY in arrays:
+            algo.load_resume_state(under(arrays, _RESUME_PREFIX))
+        else:
+            LOGGER.warning("the checkpoint holds no resume state (written by an earlier version): the step-size "
+                           "rule, the GMM priors and the S-step history restart from the next samples, so the "
+                           "resumed run differs from an uninterrupted one")
 
 
 # --------------------------------------------------------------------------- metrics

@@ -43,6 +43,7 @@ from gps_trainer.config import BADMMConfig
 from gps_trainer.costs import Cost
 from gps_trainer.dynamics import LinearGaussianDynamics, fit_dynamics
 from gps_trainer.policy_opt import PolicyOptDiagnostics
+from gps_trainer.state_arrays import from_arrays, prefixed, to_arrays, under
 from gps_trainer.traj_opt import (
     CostModel,
     CStepResult,
@@ -171,11 +172,14 @@ def badmm_c_step(
 
 @dataclass
 class _BADMMPrev:
-    controller: LinearGaussianPolicy  # the controller that produced that iteration's samples
-    dynamics: LinearGaussianDynamics
-    cost: CostModel
-    pol_lin: LinearGaussianPolicy
-    pol_wt: np.ndarray
+    """What the step rule reads of the previous iteration, per condition: the Laplace objective J_prev
+    (:meth:`BADMM._objective` under that iteration's models, its last pi_lin and nu) of the controller that
+    produced its samples and of the C-step's output, computed as it ends (the same numbers the next
+    iteration would compute: nu changes only in the inner loop, after the step rule). Two numbers, not the
+    models: a checkpoint keeps them (resume_state)."""
+
+    sampler_objective: float  # J_prev(p_prev)
+    new_objective: float  # J_prev(p_cur)
 
 
 class BADMM(MDGPS):
@@ -196,6 +200,28 @@ class BADMM(MDGPS):
         self.prev_kl: np.ndarray | None = None
         self.last_kl_step = np.full(M, np.nan)
         self._bprev: list[_BADMMPrev | None] = [None] * M
+
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """MDGPS's (the priors; BADMM leaves MDGPS's step-rule memory and S-step history unused) and BADMM's
+        own memory of the last iteration: the step rule's ``badmm_prev.m`` and ``last_kl_step``, and
+        ``prev_kl`` (the nu update's, fixed_lg_step 2 and 3)."""
+        out = super().resume_state()
+        for m, p in enumerate(self._bprev):
+            if p is not None:
+                out.update(prefixed(to_arrays(p), f"badmm_prev.{m}"))
+        out["last_kl_step"] = self.last_kl_step
+        if self.prev_kl is not None:
+            out["prev_kl"] = self.prev_kl
+        return out
+
+    def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
+        super().load_resume_state(arrays)
+        for m in range(self.num_conditions):
+            prev = under(arrays, f"badmm_prev.{m}")
+            self._bprev[m] = from_arrays(_BADMMPrev, prev) if prev else None
+        if "last_kl_step" in arrays:
+            self.last_kl_step = np.array(arrays["last_kl_step"], dtype=np.float64)
+        self.prev_kl = np.array(arrays["prev_kl"], dtype=np.float64) if "prev_kl" in arrays else None
 
     def _fit_pol_lin(self, batches: list[SampleBatch], add: bool) -> list[np.ndarray]:
         """Refit pi_lin for every condition; returns the policy's mean actions at the samples."""
@@ -260,9 +286,9 @@ class BADMM(MDGPS):
             if p is None:
                 continue
             c = self.controllers[m]
-            base = self._objective(p.controller, p.dynamics, p.cost, p.pol_lin, self.pol_wt[m])
-            predicted[m] = base - self._objective(c, p.dynamics, p.cost, p.pol_lin, self.pol_wt[m])
-            actual[m] = base - self._objective(c, dynamics[m], costs[m], self.pol_lin[m], self.pol_wt[m])
+            predicted[m] = p.sampler_objective - p.new_objective
+            actual[m] = p.sampler_objective - self._objective(c, dynamics[m], costs[m], self.pol_lin[m],
+                                                              self.pol_wt[m])
             taken = self.last_kl_step[m] / (tcfg.kl_step * T)
             if np.isfinite(taken) and taken < self.step_mults[m]:
                 self.step_mults[m] = max(taken, tcfg.min_step_mult)
@@ -318,8 +344,9 @@ class BADMM(MDGPS):
         # 6. Advance.
         diagnostics = []
         for m in range(M):
-            self._bprev[m] = _BADMMPrev(self.controllers[m], dynamics[m], costs[m], self.pol_lin[m],
-                                        self.pol_wt[m].copy())
+            self._bprev[m] = _BADMMPrev(
+                self._objective(self.controllers[m], dynamics[m], costs[m], self.pol_lin[m], self.pol_wt[m]),
+                self._objective(new[m], dynamics[m], costs[m], self.pol_lin[m], self.pol_wt[m]))
             self.last_kl_step[m] = kls[m]
             diagnostics.append(ConditionDiagnostics(
                 condition=batches[m].condition, cost=sample_costs[m], kl=float(kls[m]),

@@ -48,6 +48,7 @@ from gps_trainer.config import GMMPriorConfig, MDGPSConfig
 from gps_trainer.costs import Cost, cost_from_config
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
 from gps_trainer.policy_opt import AuxPoseTargets, PolicyOptDiagnostics, train_policy
+from gps_trainer.state_arrays import from_arrays, prefixed, to_arrays, under
 from gps_trainer.traj_opt import (
     CostModel,
     controller_marginals,
@@ -91,15 +92,38 @@ class PolicyPriorBuffer:
         self.X: np.ndarray | None = None
         self.obs: np.ndarray | None = None
         self.images: np.ndarray | None = None
+        self.last_added = 0  # rollouts in the latest add (see resume_state)
 
     def add(self, X: np.ndarray, obs: np.ndarray, images: np.ndarray | None) -> None:
         keep = self.config.max_samples
+        self.last_added = X.shape[0]
 
         def cat(old, new):
             return new if old is None else np.concatenate([old, new], axis=0)[-keep:]
 
         self.X, self.obs = cat(self.X, X)[-keep:], cat(self.obs, obs)[-keep:]
         self.images = None if images is None else cat(self.images, images)[-keep:]
+
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """The buffered rollouts a resumed run will use: only those the next :meth:`add` keeps. Every batch
+        of a run has the same number of rollouts (samples_per_condition; the samplers fail rather than deliver
+        fewer), so the next add pushes out all but the newest max_samples - last_added rows, and the others
+        are never read again (the mixture is refitted from scratch after every add). With max_samples equal
+        to samples_per_condition that is no row: a visuomotor run's checkpoint then holds no image here."""
+        if self.X is None:
+            return {}
+        start = max(0, self.X.shape[0] - max(0, self.config.max_samples - self.last_added))
+        if start == self.X.shape[0]:
+            return {}
+        out = {"X": self.X[start:], "obs": self.obs[start:]}
+        if self.images is not None:
+            out["images"] = self.images[start:]
+        return out
+
+    def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """The rows :meth:`resume_state` kept ({}: an empty buffer, as a new one)."""
+        self.X, self.obs, self.images = (None if k not in arrays else np.array(arrays[k])
+                                         for k in ("X", "obs", "images"))
 
     def prior(self, policy: GaussianPolicy, precision: str | None = None) -> GMMPrior:
         """A mixture fitted to (x, mu_pi(o)) of the buffered rollouts under the current policy."""
@@ -235,12 +259,13 @@ class GPSIteration:
 
 @dataclass
 class _MDGPSIterate:
-    """What the step-size rule needs from the previous iteration of one condition."""
+    """What the step-size rule reads of the previous iteration of one condition: Laplace estimates under
+    that iteration's models (dynamics and cost fitted on its samples), computed as it ends (the same numbers
+    the next iteration would compute from those models: nothing they depend on changes in between), and
+    its samples' mean cost. Three numbers, not the models: a checkpoint keeps them (resume_state)."""
 
-    pol_lin: LinearGaussianPolicy  # the policy linearization the C-step was bounded against
-    new_controller: LinearGaussianPolicy  # the C-step's output
-    dynamics: LinearGaussianDynamics
-    cost: CostModel
+    policy_lin_cost: float  # E_prev[c | pi_lin_prev]: the policy linearization the C-step was bounded against
+    new_cost: float  # E_prev[c | p_new_prev]: the C-step's output
     sample_cost: float
 
 
@@ -300,6 +325,44 @@ class MDGPS:
     def num_conditions(self) -> int:
         return len(self.controllers)
 
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """What the next iterations read of this one, beyond the attributes a checkpoint keeps anyway
+        (gps_trainer.run_dir.algorithm_state): per condition the step rule's memory (``prev.m``), the dynamics
+        prior (``dynamics_prior.m``, with its warm-started mixture) and the policy prior's rollouts that the
+        next batch does not push out (``policy_prior.m``); and the S-step history the next S-step trains on
+        (``s_step_history.i``). Arrays only; :meth:`load_resume_state` restores them."""
+        out: dict[str, np.ndarray] = {}
+        for m in range(self.num_conditions):
+            if self._prev[m] is not None:
+                out.update(prefixed(to_arrays(self._prev[m]), f"prev.{m}"))
+            if self.dynamics_priors[m] is not None:
+                out.update(prefixed(self.dynamics_priors[m].state_arrays(), f"dynamics_prior.{m}"))
+            out.update(prefixed(self.policy_priors[m].resume_state(), f"policy_prior.{m}"))
+        # The next remembered S-step appends its own data to the deque (maxlen s_step_history) and trains on
+        # all of it: the latest s_step_history - 1 entries are read again, older ones never (none with
+        # s_step_history 1, the default, under which nothing is remembered at all). Their images are kept:
+        # they are trained on after the resume.
+        keep = self.s_step_data.maxlen - 1
+        for i, entry in enumerate(list(self.s_step_data)[max(0, len(self.s_step_data) - keep):] if keep else []):
+            obs, images, targets, precisions = entry
+            entry_arrays = {"obs": obs, "targets": targets, "precisions": precisions}
+            if images is not None:
+                entry_arrays["images"] = images
+            out.update(prefixed(entry_arrays, f"s_step_history.{i}"))
+        return out
+
+    def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """The inverse of :meth:`resume_state` (after it this algorithm iterates as the saved one would)."""
+        for m in range(self.num_conditions):
+            prev = under(arrays, f"prev.{m}")
+            self._prev[m] = from_arrays(_MDGPSIterate, prev) if prev else None
+            if self.dynamics_priors[m] is not None:
+                self.dynamics_priors[m].load_state_arrays(under(arrays, f"dynamics_prior.{m}"))
+            self.policy_priors[m].load_resume_state(under(arrays, f"policy_prior.{m}"))
+        self.s_step_data.clear()
+        while entry := under(arrays, f"s_step_history.{len(self.s_step_data)}"):
+            self.s_step_data.append((entry["obs"], entry.get("images"), entry["targets"], entry["precisions"]))
+
     def iteration(self, batches: list[SampleBatch]) -> GPSIteration:
         """One MDGPS iteration from the rollouts of every condition (``batches[m]`` ran ``controllers[m]``
         and carries the observations the policy sees)."""
@@ -342,9 +405,9 @@ class MDGPS:
         predicted = actual = float("nan")
         if all(p is not None for p in self._prev):
             prev = [p for p in self._prev if p is not None]
-            prev_predicted = np.mean([expected_cost(p.new_controller, p.dynamics, p.cost) for p in prev])
+            prev_predicted = np.mean([p.new_cost for p in prev])
             if cfg.step_rule == "laplace":
-                prev_base = np.mean([expected_cost(p.pol_lin, p.dynamics, p.cost) for p in prev])
+                prev_base = np.mean([p.policy_lin_cost for p in prev])
                 cur = np.mean([expected_cost(self.pol_lin[m], dynamics[m], costs[m]) for m in range(M)])
             else:
                 prev_base = np.mean([p.sample_cost for p in prev])
@@ -383,7 +446,8 @@ class MDGPS:
         drift["policy_var_after_s_step"] = float(np.mean(self.policy.variance()))
         diagnostics = []
         for m, r in enumerate(results):
-            self._prev[m] = _MDGPSIterate(self.pol_lin[m], r.policy, dynamics[m], costs[m], sample_costs[m])
+            self._prev[m] = _MDGPSIterate(expected_cost(self.pol_lin[m], dynamics[m], costs[m]),
+                                          expected_cost(r.policy, dynamics[m], costs[m]), sample_costs[m])
             diagnostics.append(ConditionDiagnostics(
                 condition=batches[m].condition, cost=sample_costs[m], kl=r.kl, kl_target=r.kl_target, eta=r.eta,
                 step_mult=self.step_mult, eta_iterations=r.iterations, converged=r.converged,

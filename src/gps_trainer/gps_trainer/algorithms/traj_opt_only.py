@@ -21,7 +21,8 @@ from gps_core.linear_gaussian import LinearGaussianPolicy, init_lqr, init_pd
 from gps_core.samples import SampleBatch
 from gps_trainer.config import TrajOptOnlyConfig
 from gps_trainer.costs import Cost, cost_from_config, quadratic_cost_model
-from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics
+from gps_trainer.dynamics import GMMPrior, fit_dynamics
+from gps_trainer.state_arrays import from_arrays, prefixed, to_arrays, under
 from gps_trainer.traj_opt import CostModel, expected_cost, kl_constrained_update, new_step_mult
 
 __all__ = ["TrajOptOnly", "ConditionDiagnostics", "initial_controllers", "local_cost_models"]
@@ -49,12 +50,13 @@ class ConditionDiagnostics:
 
 @dataclass
 class _Iterate:
-    """What the step-size rule needs from an iteration: the controller that produced its rollouts and
-    the models fitted on them."""
+    """What the step-size rule reads of an iteration, per condition: Laplace estimates under the models
+    fitted on its rollouts, computed as it ends (the same numbers the next iteration would compute from
+    those models), of the controller that produced the rollouts and of the C-step's output. Two numbers, not
+    the models: a checkpoint keeps them (resume_state)."""
 
-    policy: LinearGaussianPolicy
-    dynamics: LinearGaussianDynamics
-    cost: CostModel
+    sampler_cost: float  # E_old[c | p_old]
+    new_cost: float  # E_old[c | p_new]
 
 
 def initial_controllers(cfg: TrajOptOnlyConfig, x0s: list[np.ndarray], dU: int, T: int, dt: float
@@ -114,6 +116,27 @@ class TrajOptOnly:
     def controllers(self, value: list[LinearGaussianPolicy]) -> None:
         self.policies = list(value)
 
+    def resume_state(self) -> dict[str, np.ndarray]:
+        """What the next iteration reads of this one beyond the checkpoint's attributes (eta, step_mult,
+        counters; gps_trainer.run_dir.algorithm_state): per condition the step rule's memory (``prev.m``: the
+        controller that sampled, the models fitted on its rollouts) and the dynamics prior
+        (``dynamics_prior.m``, with its warm-started mixture). Arrays only."""
+        out: dict[str, np.ndarray] = {}
+        for m in range(self.num_conditions):
+            if self._prev[m] is not None:
+                out.update(prefixed(to_arrays(self._prev[m]), f"prev.{m}"))
+            if self.priors[m] is not None:
+                out.update(prefixed(self.priors[m].state_arrays(), f"dynamics_prior.{m}"))
+        return out
+
+    def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """The inverse of :meth:`resume_state`."""
+        for m in range(self.num_conditions):
+            prev = under(arrays, f"prev.{m}")
+            self._prev[m] = from_arrays(_Iterate, prev) if prev else None
+            if self.priors[m] is not None:
+                self.priors[m].load_state_arrays(under(arrays, f"dynamics_prior.{m}"))
+
     def iteration(self, batches: list[SampleBatch]) -> list[ConditionDiagnostics]:
         """One iteration from the rollouts of every condition (``batches[m]`` ran ``policies[m]``)."""
         M = self.num_conditions
@@ -136,13 +159,13 @@ class TrajOptOnly:
         #    (E_old: dynamics and cost fitted last iteration, E_new: fitted now; p_new produced these rollouts)
         predicted = np.full(M, np.nan)
         actual = np.full(M, np.nan)
+        current = [expected_cost(self.policies[m], dynamics[m], costs[m]) for m in range(M)]  # E_new[c | p_new]
         for m in range(M):
             prev = self._prev[m]
             if prev is None:
                 continue
-            old_old = expected_cost(prev.policy, prev.dynamics, prev.cost)
-            predicted[m] = old_old - expected_cost(self.policies[m], prev.dynamics, prev.cost)
-            actual[m] = old_old - expected_cost(self.policies[m], dynamics[m], costs[m])
+            predicted[m] = prev.sampler_cost - prev.new_cost
+            actual[m] = prev.sampler_cost - current[m]
             self.step_mult[m] = new_step_mult(predicted[m], actual[m], self.step_mult[m], tcfg.min_step_mult,
                                               tcfg.max_step_mult)
 
@@ -156,7 +179,7 @@ class TrajOptOnly:
         # Advance: remember what produced these rollouts, sample the new controllers next.
         diagnostics = []
         for m, r in enumerate(results):
-            self._prev[m] = _Iterate(self.policies[m], dynamics[m], costs[m])
+            self._prev[m] = _Iterate(current[m], expected_cost(r.policy, dynamics[m], costs[m]))
             diagnostics.append(ConditionDiagnostics(
                 condition=batches[m].condition, cost=sample_costs[m], kl=r.kl, kl_target=r.kl_target, eta=r.eta,
                 step_mult=float(self.step_mult[m]), eta_iterations=r.iterations, converged=r.converged,
