@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_arrays", "from_arrays", "prefixed", "under"]
+__all__ = ["to_arrays", "from_arrays", "prefixed", "under", "indexed", "items_under"]
 
 
 def to_arrays(obj: Any) -> dict[str, np.ndarray]:
@@ -44,3 +44,16 @@ def under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """The arrays under ``prefix``, the prefix taken off ({} if none): the inverse of :func:`prefixed`."""
     return {("" if k == prefix else k[len(prefix) + 1:]): v for k, v in arrays.items()
             if k == prefix or k.startswith(prefix + ".")}
+
+
+def indexed(items: typing.Sequence[dict[str, np.ndarray]], prefix: str) -> dict[str, np.ndarray]:
+    """Per-condition arrays under ``prefix.m`` (an empty dict, e.g. a condition with nothing yet, writes nothing)."""
+    out: dict[str, np.ndarray] = {}
+    for m, arrays in enumerate(items):
+        out.update(prefixed(arrays, f"{prefix}.{m}"))
+    return out
+
+
+def items_under(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[dict[str, np.ndarray]]:
+    """The inverse of :func:`indexed` for ``count`` conditions ({} where one wrote nothing)."""
+    return [under(arrays, f"{prefix}.{m}") for m in range(count)]

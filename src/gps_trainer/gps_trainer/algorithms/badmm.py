@@ -43,7 +43,7 @@ from gps_trainer.config import BADMMConfig
 from gps_trainer.costs import Cost
 from gps_trainer.dynamics import LinearGaussianDynamics, fit_dynamics
 from gps_trainer.policy_opt import PolicyOptDiagnostics
-from gps_trainer.state_arrays import from_arrays, prefixed, to_arrays, under
+from gps_trainer.state_arrays import from_arrays, indexed, items_under, to_arrays
 from gps_trainer.traj_opt import (
     CostModel,
     CStepResult,
@@ -205,10 +205,8 @@ class BADMM(MDGPS):
         """MDGPS's (the priors; BADMM leaves MDGPS's step-rule memory and S-step history unused) and BADMM's
         own memory of the last iteration: the step rule's ``badmm_prev.m`` and ``last_kl_step``, and
         ``prev_kl`` (the nu update's, fixed_lg_step 2 and 3)."""
-        out = super().resume_state()
-        for m, p in enumerate(self._bprev):
-            if p is not None:
-                out.update(prefixed(to_arrays(p), f"badmm_prev.{m}"))
+        out = {**super().resume_state(),
+               **indexed([to_arrays(p) if p is not None else {} for p in self._bprev], "badmm_prev")}
         out["last_kl_step"] = self.last_kl_step
         if self.prev_kl is not None:
             out["prev_kl"] = self.prev_kl
@@ -216,9 +214,8 @@ class BADMM(MDGPS):
 
     def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
         super().load_resume_state(arrays)
-        for m in range(self.num_conditions):
-            prev = under(arrays, f"badmm_prev.{m}")
-            self._bprev[m] = from_arrays(_BADMMPrev, prev) if prev else None
+        self._bprev = [from_arrays(_BADMMPrev, a) if a else None
+                       for a in items_under(arrays, "badmm_prev", self.num_conditions)]
         if "last_kl_step" in arrays:
             self.last_kl_step = np.array(arrays["last_kl_step"], dtype=np.float64)
         self.prev_kl = np.array(arrays["prev_kl"], dtype=np.float64) if "prev_kl" in arrays else None

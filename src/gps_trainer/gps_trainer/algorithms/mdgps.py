@@ -48,7 +48,7 @@ from gps_trainer.config import GMMPriorConfig, MDGPSConfig
 from gps_trainer.costs import Cost, cost_from_config
 from gps_trainer.dynamics import GMMPrior, LinearGaussianDynamics, fit_dynamics, fit_linear_gaussian
 from gps_trainer.policy_opt import AuxPoseTargets, PolicyOptDiagnostics, train_policy
-from gps_trainer.state_arrays import from_arrays, prefixed, to_arrays, under
+from gps_trainer.state_arrays import from_arrays, indexed, items_under, prefixed, to_arrays, under
 from gps_trainer.traj_opt import (
     CostModel,
     controller_marginals,
@@ -331,13 +331,9 @@ class MDGPS:
         prior (``dynamics_prior.m``, with its warm-started mixture) and the policy prior's rollouts that the
         next batch does not push out (``policy_prior.m``); and the S-step history the next S-step trains on
         (``s_step_history.i``). Arrays only; :meth:`load_resume_state` restores them."""
-        out: dict[str, np.ndarray] = {}
-        for m in range(self.num_conditions):
-            if self._prev[m] is not None:
-                out.update(prefixed(to_arrays(self._prev[m]), f"prev.{m}"))
-            if self.dynamics_priors[m] is not None:
-                out.update(prefixed(self.dynamics_priors[m].state_arrays(), f"dynamics_prior.{m}"))
-            out.update(prefixed(self.policy_priors[m].resume_state(), f"policy_prior.{m}"))
+        out = {**indexed([to_arrays(p) if p is not None else {} for p in self._prev], "prev"),
+               **indexed([p.state_arrays() if p is not None else {} for p in self.dynamics_priors], "dynamics_prior"),
+               **indexed([p.resume_state() for p in self.policy_priors], "policy_prior")}
         # The next remembered S-step appends its own data to the deque (maxlen s_step_history) and trains on
         # all of it: the latest s_step_history - 1 entries are read again, older ones never (none with
         # s_step_history 1, the default, under which nothing is remembered at all). Their images are kept:
@@ -353,12 +349,13 @@ class MDGPS:
 
     def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
         """The inverse of :meth:`resume_state` (after it this algorithm iterates as the saved one would)."""
-        for m in range(self.num_conditions):
-            prev = under(arrays, f"prev.{m}")
-            self._prev[m] = from_arrays(_MDGPSIterate, prev) if prev else None
-            if self.dynamics_priors[m] is not None:
-                self.dynamics_priors[m].load_state_arrays(under(arrays, f"dynamics_prior.{m}"))
-            self.policy_priors[m].load_resume_state(under(arrays, f"policy_prior.{m}"))
+        M = self.num_conditions
+        self._prev = [from_arrays(_MDGPSIterate, a) if a else None for a in items_under(arrays, "prev", M)]
+        for prior, a in zip(self.dynamics_priors, items_under(arrays, "dynamics_prior", M), strict=True):
+            if prior is not None:
+                prior.load_state_arrays(a)
+        for buf, a in zip(self.policy_priors, items_under(arrays, "policy_prior", M), strict=True):
+            buf.load_resume_state(a)
         self.s_step_data.clear()
         while entry := under(arrays, f"s_step_history.{len(self.s_step_data)}"):
             self.s_step_data.append((entry["obs"], entry.get("images"), entry["targets"], entry["precisions"]))

@@ -22,7 +22,7 @@ from gps_core.samples import SampleBatch
 from gps_trainer.config import TrajOptOnlyConfig
 from gps_trainer.costs import Cost, cost_from_config, quadratic_cost_model
 from gps_trainer.dynamics import GMMPrior, fit_dynamics
-from gps_trainer.state_arrays import from_arrays, prefixed, to_arrays, under
+from gps_trainer.state_arrays import from_arrays, indexed, items_under, to_arrays
 from gps_trainer.traj_opt import CostModel, expected_cost, kl_constrained_update, new_step_mult
 
 __all__ = ["TrajOptOnly", "ConditionDiagnostics", "initial_controllers", "local_cost_models"]
@@ -121,21 +121,16 @@ class TrajOptOnly:
         counters; gps_trainer.run_dir.algorithm_state): per condition the step rule's memory (``prev.m``: the
         controller that sampled, the models fitted on its rollouts) and the dynamics prior
         (``dynamics_prior.m``, with its warm-started mixture). Arrays only."""
-        out: dict[str, np.ndarray] = {}
-        for m in range(self.num_conditions):
-            if self._prev[m] is not None:
-                out.update(prefixed(to_arrays(self._prev[m]), f"prev.{m}"))
-            if self.priors[m] is not None:
-                out.update(prefixed(self.priors[m].state_arrays(), f"dynamics_prior.{m}"))
-        return out
+        return {**indexed([to_arrays(p) if p is not None else {} for p in self._prev], "prev"),
+                **indexed([p.state_arrays() if p is not None else {} for p in self.priors], "dynamics_prior")}
 
     def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
         """The inverse of :meth:`resume_state`."""
-        for m in range(self.num_conditions):
-            prev = under(arrays, f"prev.{m}")
-            self._prev[m] = from_arrays(_Iterate, prev) if prev else None
-            if self.priors[m] is not None:
-                self.priors[m].load_state_arrays(under(arrays, f"dynamics_prior.{m}"))
+        M = self.num_conditions
+        self._prev = [from_arrays(_Iterate, a) if a else None for a in items_under(arrays, "prev", M)]
+        for prior, a in zip(self.priors, items_under(arrays, "dynamics_prior", M), strict=True):
+            if prior is not None:
+                prior.load_state_arrays(a)
 
     def iteration(self, batches: list[SampleBatch]) -> list[ConditionDiagnostics]:
         """One iteration from the rollouts of every condition (``batches[m]`` ran ``policies[m]``)."""
