@@ -9,6 +9,7 @@ a command arrives); ``trigger_mode: timer`` ticks on a ROS-time timer (realtime 
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import os
 import signal
@@ -312,17 +313,47 @@ def _exit_now(code: int) -> None:
 def _spin(executor) -> None:
     try:
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM set ``stop``; the control loop sees it within one 0.1 s wait and shuts down.
+
+    No exception is thrown into whatever the main thread runs (a KeyboardInterrupt can land inside a
+    callback or the executor and be lost, leaving a node deaf to the signal: CI saw an idle controller
+    outlive its SIGINT by 15 s). The signals are blocked in every thread and taken by a thread of their own
+    (``sigwait``), so they are seen even while the main thread is busy; a handler is installed as well,
+    because a process started as a shell's background job inherits SIGINT *ignored*, and a thread created
+    before the mask (a library's) would otherwise take the signal under that disposition. Once asked to
+    stop, a hard exit is armed past the grace period (``faulthandler``: no GIL needed, and it prints where
+    every thread was)."""
+    def asked(*_args) -> None:
+        if not stop.is_set():
+            stop.set()
+            faulthandler.dump_traceback_later(SHUTDOWN_GRACE_S + 2.0, exit=True)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, asked)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def take() -> None:
+        while True:
+            signal.sigwait(STOP_SIGNALS)
+            asked()
+
+    threading.Thread(target=take, name="gps_controller_signals", daemon=True).start()
+
+
 def main(args=None) -> int:
-    # Our own SIGINT/SIGTERM handling: the zero torque goes out while the context is still valid. Both set
-    # explicitly: a process started as a shell's background job inherits SIGINT ignored, and Python then
-    # installs no KeyboardInterrupt handler (`gps down` found such a controller deaf to SIGINT).
+    # Our own SIGINT/SIGTERM handling (before rclpy starts its threads, which inherit the mask): the zero
+    # torque goes out while the context is still valid.
+    stop = threading.Event()
+    _stop_on_signals(stop)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.default_int_handler)
     node, executors, code = None, [], 0
     try:
         node = ControllerNode(argv=sys.argv if args is None else args)
@@ -333,12 +364,12 @@ def main(args=None) -> int:
         executors.append(SingleThreadedExecutor() if node.service_node is not None else MultiThreadedExecutor(4))
         executors[-1].add_node(node)
         install_ros_logging(node)
-        while rclpy.ok():  # short waits: a SIGINT reaches Python even when no message arrives (idle robot)
+        while rclpy.ok() and not stop.is_set():  # short waits: a stop request is seen within 0.1 s
             executors[-1].spin_once(timeout_sec=0.1)
     except ValueError as exc:  # ParameterError, an unknown task or condition set: a clear line, no traceback
         print(f"[gps_controller] invalid configuration: {exc}", file=sys.stderr)
         code = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     finally:
         watchdog = threading.Timer(SHUTDOWN_GRACE_S, _exit_now, args=(code,))

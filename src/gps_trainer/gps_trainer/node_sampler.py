@@ -391,9 +391,19 @@ class NodeSampler:
                                     f"the robot answered, the last with: {cause}")
 
     def _require(self, ns: str) -> None:
-        if not self.clients[ns]["run_trial"].wait_for_service(timeout_sec=self.service_wait):
-            raise SamplingError(f"robot {ns or '/'}: {'/' + ns if ns else ''}/gps_controller/run_trial not "
-                                f"available after {self.service_wait:.0f} s (is its controller running?)")
+        """The robot's services are discovered, within the budget a robot that goes silent mid-phase gets
+        (robot_failure_limit x service_wait): a link that drops before the trainer first found the robot
+        is the same fault as one that drops later, and a robot slow to be discovered is not gone."""
+        service = f"{'/' + ns if ns else ''}/gps_controller/run_trial"
+        for attempt in range(1, self.robot_failure_limit + 1):
+            if self.clients[ns]["run_trial"].wait_for_service(timeout_sec=self.service_wait):
+                break
+            if attempt == self.robot_failure_limit or self.should_stop():
+                raise SamplingError(f"robot {ns or '/'}: no answer: {service} not available after "
+                                    f"{attempt * self.service_wait:.0f} s (is its controller running?)")
+            self.node.get_logger().warning(f"robot {ns or '/'}: {service} not available after "
+                                           f"{attempt * self.service_wait:.0f} s; waiting up to "
+                                           f"{self.robot_failure_limit * self.service_wait:.0f} s")
         max_horizon = self._max_horizon(ns)
         if max_horizon is not None and self.T + 1 > max_horizon:
             raise SamplingError(f"robot {ns or '/'}: the experiment's trials run horizon + 1 = {self.T + 1} steps, "
