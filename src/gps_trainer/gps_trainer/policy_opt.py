@@ -13,7 +13,7 @@ policy covariance is then set in closed form as in the reference MDGPS/BADMM imp
 
     pol_var = 1 / diag( (sum_i P_i) / sum_i w_i + 2 ent_reg I )
 
-(with unit weights, 1 / mean of the diagonal precisions). With ``aux_pose_weight`` > 0 (a visuomotor policy
+(with unit weights, 1 / mean of the diagonal precisions), clipped to [min_variance, max_variance] where set. With ``aux_pose_weight`` > 0 (a visuomotor policy
 whose conv layers were pose-pretrained) the full-network steps also minimize the pose-pretraining loss on
 the samples' images, the auxiliary loss of issue 12 that keeps the feature points locating the target:
 
@@ -113,6 +113,11 @@ class PolicyOptConfig:
     fc_only_iterations: int = ranged(0, ge=0, le=MAX_STEPS)  # extra steps on the FC layers alone first (visuomotor)
     weight_decay: float = 0.005      # L2 on all trained parameters (reference GPS value)
     ent_reg: float = 0.0             # entropy regularizer in the covariance update
+    # Bounds on each entry of the policy variance after the closed-form update (0 = no bound): the
+    # exploration noise of on-policy samples held within [min_variance, max_variance] (issue 21: a constant
+    # ent_reg drove it towards zero, none left it at the controllers' level).
+    min_variance: float = ranged(0.0, ge=0.0, le=1e6)
+    max_variance: float = ranged(0.0, ge=0.0, le=1e6)
     normalize_obs: str = "first"     # first | always | never
     min_obs_std: float = 1e-3
     max_sample_weight: float = 2.0   # per-sample weights are normalized to median 1 and clipped here
@@ -146,6 +151,8 @@ class PolicyOptConfig:
             raise ValueError("learning_rate must be positive")
         if self.weight_decay < 0 or self.ent_reg < 0 or self.aux_pose_weight < 0:
             raise ValueError("weight_decay, ent_reg and aux_pose_weight must be >= 0")
+        if self.max_variance > 0 and self.min_variance > self.max_variance:
+            raise ValueError(f"min_variance ({self.min_variance!r}) must be <= max_variance ({self.max_variance!r})")
         for name in ("inference_precision", "train_precision"):
             if getattr(self, name) not in PRECISIONS:
                 raise ValueError(f"{name} must be one of {PRECISIONS}, got {getattr(self, name)!r}")
@@ -228,14 +235,21 @@ def normalize_sample_weights(weights: np.ndarray, max_weight: float) -> np.ndarr
     return np.clip(w / np.median(big), 0.0, max_weight)
 
 
-def covariance_update(precisions: np.ndarray, ent_reg: float = 0.0, weights: np.ndarray | None = None) -> np.ndarray:
-    """pol_var = 1 / diag(sum_i P_i / sum_i w_i + 2 ent_reg I)  (reference MDGPS/BADMM)."""
+def covariance_update(precisions: np.ndarray, ent_reg: float = 0.0, weights: np.ndarray | None = None,
+                      min_variance: float = 0.0, max_variance: float = 0.0) -> np.ndarray:
+    """pol_var = 1 / diag(sum_i P_i / sum_i w_i + 2 ent_reg I)  (reference MDGPS/BADMM), then clipped to
+    [min_variance, max_variance] (a bound of 0 is no bound)."""
     p = np.asarray(precisions, dtype=np.float64)
     total_w = p.shape[0] if weights is None else float(np.sum(weights))
     a = np.einsum("mii->i", p) / max(total_w, 1e-300) + 2.0 * ent_reg
     if np.any(a <= 0):
         raise ValueError("mean precision has a non-positive diagonal entry")
-    return 1.0 / a
+    var = 1.0 / a
+    if min_variance > 0:
+        var = np.maximum(var, min_variance)
+    if max_variance > 0:
+        var = np.minimum(var, max_variance)
+    return var
 
 
 def _weighted_loss(mean: torch.Tensor, target: torch.Tensor, prec: torch.Tensor) -> torch.Tensor:
@@ -310,7 +324,8 @@ def train_policy(
             raise ValueError("aux_pose contains NaN or Inf")
 
     # Covariance update (closed form) from the unweighted precisions.
-    pol_var = covariance_update(prec, cfg.ent_reg, w if weights is not None else None)
+    pol_var = covariance_update(prec, cfg.ent_reg, w if weights is not None else None,
+                                cfg.min_variance, cfg.max_variance)
 
     device = resolve_device(cfg.device)
     policy.to(device)

@@ -84,6 +84,26 @@ def test_full_precision_and_diagonal_agree_and_covariance():
     prec = np.array([[[2.0, 0.5], [0.5, 1.0]], [[4.0, -0.5], [-0.5, 3.0]]])
     np.testing.assert_allclose(covariance_update(prec), [1 / 3.0, 1 / 2.0])
     np.testing.assert_allclose(covariance_update(prec, ent_reg=0.5), [1 / 4.0, 1 / 3.0])
+    # the bounds clip each entry: [1/3, 1/2] with a floor 0.4 -> [0.4, 0.5]; with a cap 0.4 -> [1/3, 0.4]
+    np.testing.assert_allclose(covariance_update(prec, min_variance=0.4), [0.4, 0.5])
+    np.testing.assert_allclose(covariance_update(prec, max_variance=0.4), [1 / 3.0, 0.4])
+    np.testing.assert_allclose(covariance_update(prec, min_variance=0.4, max_variance=0.45), [0.4, 0.45])
+
+
+def test_variance_bounds_reach_the_trained_policy_and_are_validated():
+    """min_variance / max_variance set the S-step's policy variance (the closed form here is 1/3, 1/2)."""
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(2, 5, 3))
+    u = rng.normal(size=(2, 5, 2))
+    prec = np.broadcast_to(np.diag([3.0, 2.0]), (2, 5, 2, 2)).copy()
+    for lo, hi, want in [(0.0, 0.0, [1 / 3.0, 0.5]), (0.45, 0.0, [0.45, 0.5]), (0.0, 0.4, [1 / 3.0, 0.4])]:
+        policy = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=(8,)), seed=0)
+        train_policy(policy, obs, None, u, prec, PolicyOptConfig(iterations=2, min_variance=lo, max_variance=hi))
+        np.testing.assert_allclose(policy.variance(), want, rtol=1e-6)
+    with pytest.raises(ValueError, match="min_variance"):
+        PolicyOptConfig(min_variance=0.5, max_variance=0.1)
+    with pytest.raises(ValueError, match="min_variance"):
+        PolicyOptConfig(min_variance=-1.0)
 
 
 def _small_visual(seed=0):
