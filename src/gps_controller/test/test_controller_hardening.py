@@ -328,7 +328,11 @@ def test_a_controller_started_with_sigint_ignored_still_stops_on_sigint(tmp_path
     try:
         time.sleep(1.0)  # idle, spinning
         peers.controller.send_signal(signal.SIGINT)
-        assert peers.controller.wait(timeout=15) == 0, peers.log(peers.controller)
+        try:
+            code = peers.controller.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the controller still runs 15 s after SIGINT:\n{peers.log(peers.controller)}")
+        assert code == 0, peers.log(peers.controller)
         time.sleep(0.3)
         log = peers.log(peers.controller)
         assert "Traceback" not in log and "still waiting" not in log, log
