@@ -202,7 +202,8 @@ MODE=$1; PHASE=${2:?}; TASK=${3:?}; OUT=${4:-}; W=${5:-1}
 # The visuomotor GPS runs stop at the first iteration whose policy succeeds at every training position (MDGPS
 # drifts after convergence on shape_sorting), at most 6, and the policy of the iteration with the highest
 # success at the training positions is evaluated (the earliest of equals); reach runs its 5 iterations and
-# evaluates the last, as validated.
+# evaluates the last, as validated; coat_hanger and bottle_cap run 12 with the reference's visuomotor trust
+# region (their configs) and keep the iteration chosen on the validation sets.
 GPS_LENGTH=(--stop-at-success 1.0 --select best iterations=6)
 # The state policy stops at its first iteration with every training condition solved, except on coat_hanger,
 # toy_hammer and bottle_cap: there it samples the policy itself (on-policy MDGPS) for its config's 12 iterations
@@ -258,7 +259,9 @@ case "$TASK" in
     STATE=(--config config/experiments/bottle_cap_mdgps.yaml task=bottle_cap_grid conditions=9)
     STATE_LENGTH=()
     VISUAL=(--config config/experiments/bottle_cap_mdgps_visual.yaml task=bottle_cap_grid_dr conditions=9
-            algorithm.sample_on_policy=true) ;;
+            algorithm.sample_on_policy=true)
+    # as coat_hanger: the config's trust region, 12 iterations, the iteration kept chosen on validation
+    GPS_LENGTH=(iterations=12 --validate validation:12,visual_validation:8 --select validation) ;;
   *) echo "table1.sh: no Table I recipe for task '$TASK' (reach, shape_sorting, coat_hanger, toy_hammer, bottle_cap)" >&2
      exit 2 ;;
 esac
