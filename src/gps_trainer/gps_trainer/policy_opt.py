@@ -13,9 +13,10 @@ policy covariance is then set in closed form as in the reference MDGPS/BADMM imp
 
     pol_var = 1 / diag( (sum_i P_i) / sum_i w_i + 2 ent_reg I )
 
-(with unit weights, 1 / mean of the diagonal precisions), clipped to [min_variance, max_variance] where set. With ``aux_pose_weight`` > 0 (a visuomotor policy
-whose conv layers were pose-pretrained) the full-network steps also minimize the pose-pretraining loss on
-the samples' images, the auxiliary loss of issue 12 that keeps the feature points locating the target:
+(with unit weights, 1 / mean of the diagonal precisions), clipped to [min_variance, max_variance] where
+set. With ``aux_pose_weight`` > 0 (a visuomotor policy whose conv layers were pose-pretrained) the
+full-network steps also minimize the pose-pretraining loss on the samples' images, the auxiliary loss of
+issue 12 that keeps the feature points locating the target:
 
     L_aux = aux_pose_weight * 1/M sum_i || W [f(o_i); 1] - (p_i - mean) / std ||^2
 
