@@ -1,11 +1,15 @@
-"""Simulation speed: physics-only real-time factor, per-control-step cost with images, and a T=100
-lockstep rollout through the gps_sim ROS node (separate process, real DDS) with 64x64 images.
+"""Simulation speed: physics-only real-time factor, per-control-step cost with images (reach, and every
+Table I task's training scene with random distractors, with and without the geoms the camera does not
+draw), and a T=100 lockstep rollout through the gps_sim ROS node (separate process, real DDS) with 64x64
+images.
 
-Usage: python benchmarks/sim_speed.py   (after `. scripts/setup.sh`). The last line printed is one JSON object.
+Usage: python benchmarks/sim_speed.py [--skip-ros]   (after `. scripts/setup.sh`). The last line printed is
+one JSON object.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -21,6 +25,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 from gps_sim import ArmSim  # noqa: E402
+from gps_sim.scenes import CAMERA_HIDDEN_GROUP  # noqa: E402
+
+#: The Table I tasks' training scenes (random distractors, as the visuomotor GPS samples them).
+TASK_SCENES = ("shape_sorting_grid_dr", "coat_hanger_grid_dr", "toy_hammer_dr", "bottle_cap_grid_dr")
 
 
 def physics_rtf(steps: int = 400) -> float:
@@ -34,14 +42,20 @@ def physics_rtf(steps: int = 400) -> float:
     return steps * sim.control_dt / wall
 
 
-def step_ms(image_size: int, steps: int = 40) -> float:
-    sim = ArmSim("reach", image_size=image_size, render_images=True)
-    sim.reset(0)
+def step_ms(image_size: int, steps: int = 40, task: str = "reach", draw_hidden: bool = False) -> float:
+    """ms per control step with an image; ``draw_hidden``: the camera draws CAMERA_HIDDEN_GROUP too (what
+    every frame cost before those geoms left the image)."""
+    sim = ArmSim(task, image_size=image_size, render_images=True)
+    sim.reset(0, seed=1)
     sim.step(np.zeros(7))  # renderer set-up
+    if draw_hidden:
+        sim._camera_option.geomgroup[CAMERA_HIDDEN_GROUP] = 1
     t0 = time.perf_counter()
     for _ in range(steps):
         sim.step(np.ones(7))
-    return (time.perf_counter() - t0) / steps * 1e3
+    out = (time.perf_counter() - t0) / steps * 1e3
+    sim.close()
+    return out
 
 
 def ros_lockstep_rollout(horizon: int = 100, image_size: int = 64) -> dict:
@@ -106,6 +120,9 @@ def ros_lockstep_rollout(horizon: int = 100, image_size: int = 64) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-ros", action="store_true", help="no lockstep rollout through the ROS node")
+    args = parser.parse_args()
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU (MuJoCo EGL/Mesa CPU rendering)",
         "physics_only_rtf": round(physics_rtf(), 1),
@@ -114,6 +131,17 @@ def main() -> None:
     }
     print(f"physics-only real-time factor: {result['physics_only_rtf']}x")
     print(f"control step with 64x64 image: {result['step_ms_64px']} ms; 240x240: {result['step_ms_240px']} ms")
+    for task in TASK_SCENES:
+        hidden = int(np.sum(ArmSim(task).model.geom_group == CAMERA_HIDDEN_GROUP))
+        ms = step_ms(64, 100, task=task)
+        ms_drawn = step_ms(64, 100, task=task, draw_hidden=True) if hidden else ms
+        result[f"step_ms_64px_{task}"] = round(ms, 2)
+        result[f"step_ms_64px_{task}_hidden_drawn"] = round(ms_drawn, 2)
+        print(f"{task}: control step with 64x64 image {ms:.2f} ms ({hidden} geoms the camera does not draw; "
+              f"drawn: {ms_drawn:.2f} ms, {ms_drawn / ms:.2f}x)")
+    if args.skip_ros:
+        print(json.dumps(result))
+        return
     ros = ros_lockstep_rollout()
     result.update(ros)
     print(f"T=100 lockstep rollout via ROS (64x64): {ros['ros_lockstep_wall_s']} s wall, "

@@ -15,6 +15,7 @@ from gps_core.ood import frame_rng, perturb_image
 from gps_core.tasks import TaskConfig, load_task, task_success
 from gps_sim.ood_scene import OodScene
 from gps_sim.scenes import (
+    CAMERA_HIDDEN_GROUP,
     DISTRACTOR_PARK,
     DISTRACTOR_SHAPES,
     NUM_DISTRACTORS,
@@ -312,7 +313,9 @@ class ArmSim:
         """RGB image (H, W, 3) uint8 from the head camera."""
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
-        self._renderer.update_scene(self.data, camera=CAMERA)
+            self._camera_option = mujoco.MjvOption()  # (MuJoCo's default hides groups 3-5 too: said here)
+            self._camera_option.geomgroup[CAMERA_HIDDEN_GROUP] = 0
+        self._renderer.update_scene(self.data, camera=CAMERA, scene_option=self._camera_option)
         image = self._renderer.render()
         noise = self._ood.image_noise
         if noise is not None:  # the image_noise family: the frame's noise from the trial's seed and the step

@@ -16,6 +16,11 @@ from gps_sim.ood_textures import add_ood_assets
 NUM_DISTRACTORS = 4
 DISTRACTOR_PARK = np.array([0.0, 0.0, -5.0])
 DISTRACTOR_SHAPES = ("box", "sphere", "cylinder", "capsule", "ellipsoid")
+#: Geom group of contact detail the head camera does not draw (ArmSim.render): geometry far below a pixel
+#: at the camera's resolutions, or hidden from it, that would cost most of the frame's rendering on a CPU.
+#: The bottle's thread (1.5 mm wire, 38 capsules) changed 4 of 4096 pixels of a 64x64 frame and took 70 %
+#: of its render time (22.9 -> 6.6 ms; docs/benchmarks.md).
+CAMERA_HIDDEN_GROUP = 3
 
 _GEOM_TYPES = {
     "box": mujoco.mjtGeom.mjGEOM_BOX,
@@ -27,7 +32,7 @@ _GEOM_TYPES = {
 
 
 def _add_geom(body, name: str, gtype: str, size, pos=(0, 0, 0), quat=(1, 0, 0, 0), rgba=(1, 1, 1, 1),
-              collide: str = "none") -> None:
+              collide: str = "none", camera_hidden: bool = False) -> None:
     g = body.add_geom()
     g.name = name
     g.type = _GEOM_TYPES[gtype]
@@ -39,6 +44,8 @@ def _add_geom(body, name: str, gtype: str, size, pos=(0, 0, 0), quat=(1, 0, 0, 0
     g.rgba = np.asarray(rgba, float)
     # contype/conaffinity as in pr2_arm.xml: "world" collides with the arm, "arm" with the world.
     g.contype, g.conaffinity = {"none": (0, 0), "world": (0, 1), "arm": (1, 0)}[collide]
+    if camera_hidden:
+        g.group = CAMERA_HIDDEN_GROUP
 
 
 def _reach(spec: mujoco.MjSpec, task: TaskConfig) -> None:
@@ -285,7 +292,8 @@ def build_model(task: TaskConfig | None, gravity: bool = False) -> mujoco.MjMode
 TOOL_OFFSET = np.array([0.18, 0.0, 0.0])  # tool frame origin in the palm frame (pr2_arm.xml)
 
 
-def _add_capsule(body, name: str, a, b, radius: float, rgba, collide: str, friction: float | None = None) -> None:
+def _add_capsule(body, name: str, a, b, radius: float, rgba, collide: str, friction: float | None = None,
+                 camera_hidden: bool = False) -> None:
     g = body.add_geom()
     g.name = name
     g.type = mujoco.mjtGeom.mjGEOM_CAPSULE
@@ -295,6 +303,8 @@ def _add_capsule(body, name: str, a, b, radius: float, rgba, collide: str, frict
     g.contype, g.conaffinity = {"none": (0, 0), "world": (0, 1), "arm": (1, 0)}[collide]
     if friction is not None:
         g.friction = np.array([friction, 0.02, 0.01])
+    if camera_hidden:
+        g.group = CAMERA_HIDDEN_GROUP
 
 
 def hanger_hook_points(p: dict) -> dict[str, np.ndarray]:
@@ -390,13 +400,15 @@ def _bottle_cap(spec: mujoco.MjSpec, task: TaskConfig) -> None:
     rt = float(p.get("thread_radius", 0.0175))
     for k, helix in enumerate(helices):
         for i in range(len(helix) - 1):
-            _add_capsule(body, f"target_geom_thread{k}_{i}", helix[i], helix[i + 1], tr, rgba, "world", fr)
+            _add_capsule(body, f"target_geom_thread{k}_{i}", helix[i], helix[i + 1], tr, rgba, "world", fr,
+                         camera_hidden=True)
         # The stop: a flat-faced block 25 degrees past the thread's end, below it: a seated cap is tight
         # (turning on stalls) instead of riding around into the next thread.
         end = math.atan2(helix[-1, 1], helix[-1, 0]) - math.radians(25.0)
         stop = np.array([rt * math.cos(end), rt * math.sin(end), helix[-1, 2] + 0.002])
         _add_geom(body, f"target_geom_thread{k}_stop", "box", [0.0025, 0.0015, 0.005], pos=stop,
-                  quat=(math.cos(end / 2), 0.0, 0.0, math.sin(end / 2)), rgba=rgba, collide="world")
+                  quat=(math.cos(end / 2), 0.0, 0.0, math.sin(end / 2)), rgba=rgba, collide="world",
+                  camera_hidden=True)
     for g in spec.geoms:
         if g.name.startswith("target_geom"):
             g.friction = np.array([fr, 0.02, 0.01])
@@ -435,7 +447,8 @@ def _bottle_cap(spec: mujoco.MjSpec, task: TaskConfig) -> None:
     for k in range(starts):
         ang = 2 * math.pi * k / starts
         _add_geom(palm, f"held_cap_lug{k}", "sphere", [lug_r],
-                  pos=at(lug_a, rt * math.cos(ang), rt * math.sin(ang)), rgba=cap_rgba, collide="arm")
+                  pos=at(lug_a, rt * math.cos(ang), rt * math.sin(ang)), rgba=cap_rgba, collide="arm",
+                  camera_hidden=True)  # (inside the skirt)
     for g in spec.geoms:
         if g.name.startswith("held_cap"):
             g.friction = np.array([fr, 0.02, 0.01])

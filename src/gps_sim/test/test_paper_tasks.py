@@ -11,7 +11,7 @@ from gps_core.kinematics import ArmKinematics
 from gps_core.layout import quat_wxyz_to_matrix
 from gps_core.tasks import ee_points_in_target_frame, grasp_transform, load_task, task_success
 from gps_sim import ArmSim
-from gps_sim.scenes import bottle_thread_helix
+from gps_sim.scenes import CAMERA_HIDDEN_GROUP, bottle_thread_helix
 
 KP = np.array([80, 80, 15, 30, 6, 6, 6.0])
 KD = np.array([10, 10, 1.5, 3, 0.6, 0.6, 0.6])
@@ -119,6 +119,25 @@ def test_thread_helices_descend_clockwise():
     np.testing.assert_allclose(np.diff(h[0, :, 2]) / np.diff(ang), p["thread_lead"] / (2 * math.pi))  # dz/dang
     assert ang[-1] - ang[0] == pytest.approx(-2 * math.pi * p["thread_turns"])  # clockwise seen from above
     np.testing.assert_allclose(np.hypot(h[..., 0], h[..., 1]), p["thread_radius"])
+
+
+def test_the_thread_collides_but_the_camera_does_not_draw_it():
+    """The thread and the cap's lugs are contact detail in CAMERA_HIDDEN_GROUP: they keep colliding (the
+    screwing tests below need them), and the head camera's image does not change when they grow to 4 cm
+    (drawn, a 4 cm capsule covers many pixels of a 64x64 frame)."""
+    sim = ArmSim("bottle_cap", image_size=64, render_images=True)
+    names = [mujoco.mj_id2name(sim.model, mujoco.mjtObj.mjOBJ_GEOM, i) or "" for i in range(sim.model.ngeom)]
+    hidden = np.flatnonzero(sim.model.geom_group == CAMERA_HIDDEN_GROUP)
+    assert {names[i] for i in hidden} == {n for n in names if "thread" in n or "held_cap_lug" in n}
+    assert len(hidden) > 30
+    assert np.all((sim.model.geom_contype[hidden] | sim.model.geom_conaffinity[hidden]) > 0)
+    sim.reset(0)
+    before = sim.render()
+    sim.model.geom_size[hidden, 0] = 0.04
+    sim.model.geom_rbound[hidden] = 0.2
+    np.testing.assert_array_equal(sim.render(), before)
+    sim.model.geom_group[hidden] = 0  # the same change, drawn: the check above could fail
+    assert np.any(sim.render() != before)
 
 
 @pytest.mark.parametrize("condition", [0, 3])

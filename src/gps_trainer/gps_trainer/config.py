@@ -192,8 +192,9 @@ class MDGPSConfig(TrajOptOnlyConfig):
     step_rule:     "laplace" (expected costs of the linearized policies; the reference default) or
                    "mc" (the samples' mean costs)
     s_step_history: the S-step trains on the samples of this many latest iterations, each with the targets
-                   of its own iteration's C-step (1: the latest batch only, as the reference); kept in
-                   memory, so a resumed run starts its history afresh
+                   of its own iteration's C-step (1: the latest batch only, as the reference); a
+                   checkpoint keeps the entries the next S-step reads, so a resumed run trains as the
+                   uninterrupted one would
     sample_on_policy: from the second iteration on, sample the global policy (with its own noise) instead
                    of the local controllers (reference ``sample_on_policy``; Montgomery & Levine 2016's
                    on-policy MDGPS): the C-step then improves on the states the policy actually visits
