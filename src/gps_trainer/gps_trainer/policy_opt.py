@@ -80,6 +80,8 @@ NORMALIZE_MODES = ("first", "always", "never")
 #: The augmentation generator's stream: its seed is derived from (the S-step's seed, this), so it never
 #: repeats the minibatch generator's numbers.
 AUGMENT_STREAM = 24
+#: The stream of the samples the loss before and after an S-step is evaluated on (loss_eval_samples).
+LOSS_EVAL_STREAM = 25
 
 LOGGER = logging.getLogger(__name__)
 
@@ -125,10 +127,13 @@ class PolicyOptConfig:
     device: str = "auto"             # auto | cpu | cuda[:n]
     seed: int = ranged(0, ge=0, le=MAX_SEED)
     log_every: int = ranged(50, ge=1, le=MAX_STEPS)  # record the running minibatch loss every this many steps
-    eval_batch_size: int = ranged(256, ge=1, le=MAX_BATCH)  # chunk size for full-data loss / feature points
-    evaluate_full_loss: bool = True  # compute the loss on all data before and after training
+    eval_batch_size: int = ranged(256, ge=1, le=MAX_BATCH)  # chunk size for the loss passes / feature points
+    evaluate_full_loss: bool = True  # compute the loss before and after training (a diagnostic)
+    # ... on this many samples drawn without replacement (the same ones before and after; 0 = all of them):
+    # a diagnostic, and the pass over every image was 60-70 s of an S-step on 9000 samples
+    loss_eval_samples: int = ranged(2048, ge=0, le=MAX_BATCH)
     # Precisions (fp32 | bf16 | auto; auto = bf16 where the CPU has native bf16, or on CUDA): inference =
-    # the batched policy means of the C-step's linearization and the full-data loss; train = the S-step's
+    # the batched policy means of the C-step's linearization and the S-step's loss passes; train = the S-step's
     # forward/backward under autocast (weights and Adam state stay fp32).
     inference_precision: str = "auto"
     train_precision: str = "fp32"
@@ -181,7 +186,7 @@ class PolicyOptDiagnostics:
     wall_time_s: float = 0.0
     fc_only_wall_time_s: float = 0.0  # the head phase: feature points of every sample + the head's steps
     full_wall_time_s: float = 0.0     # the steps on every layer
-    loss_eval_wall_time_s: float = 0.0  # evaluate_full_loss: the loss on all samples before and after
+    loss_eval_wall_time_s: float = 0.0  # evaluate_full_loss: the loss before and after (loss_eval_samples)
     samples_per_s: float = 0.0
     device: str = "cpu"
     aux_pose_loss_before: float | None = None  # L_aux / aux_pose_weight on all samples (normalized units)
@@ -365,27 +370,33 @@ def train_policy(
         pred = aux_head(points.float().reshape(points.shape[0], -1))
         return ((pred - aux_t[idx]) ** 2).sum(dim=-1).mean()
 
+    # The samples the loss before and after is evaluated on: all, or a fixed draw of loss_eval_samples
+    # (its own stream: the training's batches are the same either way).
+    eval_idx = torch.arange(m, device=device)
+    if 0 < cfg.loss_eval_samples < m:
+        eval_gen = torch.Generator().manual_seed(loss_eval_seed(seed))
+        eval_idx = torch.randperm(m, generator=eval_gen)[:cfg.loss_eval_samples].sort().values.to(device)
+    eval_chunks = torch.split(eval_idx, cfg.eval_batch_size)
+
     def full_aux_loss() -> float | None:
         if not use_aux:
             return None
         total = 0.0
         with torch.inference_mode():
-            for s in range(0, m, cfg.eval_batch_size):
-                sl = slice(s, s + cfg.eval_batch_size)
-                points = policy.net.feature_points(images_to_tensor(img_t[sl], device))
-                total += float(aux_loss(points, sl)) * (min(s + cfg.eval_batch_size, m) - s)
-        return total / m
+            for idx in eval_chunks:
+                points = policy.net.feature_points(images_to_tensor(img_t[idx], device))
+                total += float(aux_loss(points, idx)) * len(idx)
+        return total / len(eval_idx)
 
     def full_loss() -> float:
         total = 0.0
         with torch.inference_mode():
-            for s in range(0, m, cfg.eval_batch_size):
-                sl = slice(s, s + cfg.eval_batch_size)
-                im = None if img_t is None else images_to_tensor(img_t[sl], device)
+            for idx in eval_chunks:
+                im = None if img_t is None else images_to_tensor(img_t[idx], device)
                 with policy.inference_autocast(cfg.inference_precision):
-                    mean, _ = policy(o_t[sl], im)
-                total += float(_weighted_loss(mean.float(), u_t[sl], p_t[sl])) * (min(s + cfg.eval_batch_size, m) - s)
-        return total / m
+                    mean, _ = policy(o_t[idx], im)
+                total += float(_weighted_loss(mean.float(), u_t[idx], p_t[idx])) * len(idx)
+        return total / len(eval_idx)
 
     # The S-step's forward passes under autocast; the loss itself is formed in fp32.
     train_precision = ("fp32" if cfg.train_precision == "auto" and not policy.uses_images
@@ -415,8 +426,8 @@ def train_policy(
                 mean = policy.net.head(pts[idx], o_norm[idx])
             return _weighted_loss(mean.float(), u_t[idx], p_t[idx])
 
-        with torch.no_grad():  # (the head alone: every sample in one batch)
-            loss_before = float(head_loss(torch.arange(m, device=device))) if cfg.evaluate_full_loss else None
+        with torch.no_grad():  # (the head alone: the evaluated samples in one batch)
+            loss_before = float(head_loss(eval_idx)) if cfg.evaluate_full_loss else None
     else:
         t_loss = time.perf_counter()
         loss_before = full_loss() if cfg.evaluate_full_loss else None
@@ -468,6 +479,11 @@ def train_policy(
         samples_per_s=steps * bs / wall if wall > 0 else math.inf, device=str(device),
         aux_pose_loss_before=aux_before, aux_pose_loss_after=aux_after,
     )
+
+
+def loss_eval_seed(seed: int) -> int:
+    """The seed of the draw of samples the S-step's loss is evaluated on: a function of the S-step's seed."""
+    return int(np.random.SeedSequence([int(seed), LOSS_EVAL_STREAM]).generate_state(1, np.uint64)[0])
 
 
 def augment_seed(seed: int) -> int:

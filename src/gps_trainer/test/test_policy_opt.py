@@ -13,7 +13,7 @@ from gps_controller.policies import (
     make_policy,
     make_visuomotor_policy,
 )
-from gps_trainer.policy_opt import PolicyOptConfig, covariance_update, train_policy
+from gps_trainer.policy_opt import PolicyOptConfig, covariance_update, loss_eval_seed, train_policy
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[3]
@@ -144,6 +144,38 @@ def test_loss_before_is_the_same_with_and_without_the_head_phase():
     assert losses[0] > 0
     # fp32 sums over a few hundred terms, grouped differently: agreement to a few ulps of the sum
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_the_loss_is_evaluated_on_a_fixed_draw_of_samples_and_training_does_not_depend_on_it():
+    """loss_eval_samples n < m: the loss before and after is the weighted loss on the n samples drawn from
+    loss_eval_seed(seed) (the same n both times; with or without the head phase); the training itself (its
+    minibatches, so its weights) is the same as when every sample is evaluated."""
+    cfg, imgs, obs, u, prec = _small_visual()
+    m, n = 40, 13
+    idx = torch.randperm(m, generator=torch.Generator().manual_seed(loss_eval_seed(5)))[:n].sort().values.numpy()
+    for fc_steps in (0, 3):
+        pols, diags = [], []
+        for n_eval in (0, n):
+            pol = make_visuomotor_policy(cfg, seed=0)
+            before = pol.state_dict()
+            diags.append(train_policy(pol, obs, imgs, u, prec, _cfg(iterations=4, fc_only_iterations=fc_steps,
+                                                                      loss_eval_samples=n_eval, eval_batch_size=5),
+                                      seed=5))
+            pols.append(pol)
+        (full, sub), (p_full, p_sub) = diags, pols
+        assert all(torch.equal(p_full.state_dict()[k], p_sub.state_dict()[k]) for k in before)
+        assert full.loss_history == sub.loss_history
+
+        def loss_on(pol, rows):  # the S-step's weighted loss, formed here from the policy's means
+            mean, _ = pol.predict(obs.reshape(m, -1)[rows], imgs.reshape(m, 16, 16, 3)[rows])
+            err = mean - u.reshape(m, -1)[rows]
+            return float(np.mean(np.einsum("ni,nij,nj->n", err, prec.reshape(m, 2, 2)[rows], err)))
+
+        assert sub.loss_after == pytest.approx(loss_on(p_sub, idx), rel=1e-4)
+        assert full.loss_after == pytest.approx(loss_on(p_full, np.arange(m)), rel=1e-4)
+        assert sub.loss_after != pytest.approx(full.loss_after, rel=1e-4)  # a subset, not every sample
+    with pytest.raises(ValueError, match="loss_eval_samples"):
+        PolicyOptConfig(loss_eval_samples=-1)
 
 
 def test_fc_only_phase_freezes_conv():
