@@ -144,6 +144,11 @@ class PolicyOptConfig:
     # offset U(-c/2, c/2)), as pose pretraining's keys of the same names.
     augment_shift: int = ranged(0, ge=0, le=16)
     augment_color: float = ranged(0.0, ge=0.0, le=0.5)
+    # Adam's moment estimates carried from one S-step to the next (the reference keeps its solver across
+    # iterations); off: a new Adam every S-step, whose first steps move every weight by about the learning
+    # rate whatever its gradient's size (bias-corrected moments of one gradient). Needs the caller's
+    # ``optimizer_memory`` (train_policy).
+    persistent_optimizer: bool = False
 
     def __post_init__(self) -> None:
         if self.normalize_obs not in NORMALIZE_MODES:
@@ -273,6 +278,7 @@ def train_policy(
     seed: int | None = None,
     weights: Any = None,
     aux_pose: AuxPoseTargets | None = None,
+    optimizer_memory: dict[str, np.ndarray] | None = None,
 ) -> PolicyOptDiagnostics:
     """Fit ``policy`` in place; returns diagnostics.
 
@@ -281,6 +287,8 @@ def train_policy(
     weights (...,) optional per-sample weights (e.g. BADMM's rho_t). The leading shape ``...`` is
     typically (N, T) and must agree across arguments. ``seed`` overrides ``config.seed``. ``aux_pose``:
     the auxiliary pose loss's head and targets, used when ``config.aux_pose_weight`` > 0.
+    ``optimizer_memory``: with ``config.persistent_optimizer``, Adam's state from the last S-step (read
+    when not empty) and, on return, this one's (:func:`adam_state_arrays`); the caller keeps it.
     """
     cfg = config or PolicyOptConfig()
     seed = cfg.seed if seed is None else int(seed)
@@ -409,6 +417,11 @@ def train_policy(
     if aux_head is not None:
         params += list(aux_head.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.persistent_optimizer:
+        if optimizer_memory is None:
+            raise ValueError("persistent_optimizer needs the caller's optimizer_memory (a dict it keeps)")
+        if optimizer_memory:
+            load_adam_state(optimizer, params, optimizer_memory)
     policy.train()
     head_first = cfg.fc_only_iterations > 0 and policy.uses_images
     t_fc = time.perf_counter()
@@ -467,6 +480,9 @@ def train_policy(
 
     with torch.no_grad():
         policy.pol_var.copy_(torch.as_tensor(pol_var, dtype=policy.pol_var.dtype))
+    if cfg.persistent_optimizer:
+        optimizer_memory.clear()
+        optimizer_memory.update(adam_state_arrays(optimizer))
     wall = time.perf_counter() - t_start
     steps = cfg.iterations + (cfg.fc_only_iterations if policy.uses_images else 0)
     return PolicyOptDiagnostics(
@@ -479,6 +495,46 @@ def train_policy(
         samples_per_s=steps * bs / wall if wall > 0 else math.inf, device=str(device),
         aux_pose_loss_before=aux_before, aux_pose_loss_after=aux_after,
     )
+
+
+_ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
+
+
+def adam_state_arrays(optimizer: torch.optim.Adam) -> dict[str, np.ndarray]:
+    """Adam's per-parameter state as arrays ``"{i}.step"``, ``"{i}.exp_avg"``, ``"{i}.exp_avg_sq"`` (i: the
+    parameter's index in the optimizer; a parameter never stepped has none), exact copies."""
+    out = {}
+    for i, st in optimizer.state_dict()["state"].items():
+        for key in _ADAM_KEYS:
+            v = st[key]
+            out[f"{i}.{key}"] = (np.array(float(v)) if key == "step" else v.detach().cpu().numpy().copy())
+    return out
+
+
+def load_adam_state(optimizer: torch.optim.Adam, params: list[torch.Tensor], arrays: dict[str, np.ndarray]) -> None:
+    """The inverse of :func:`adam_state_arrays` into a new Adam over ``params``; a state that does not fit
+    them (another network, or other parameters trained) is an error, not a silent restart."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in arrays.items():
+        i_str, _, key = name.partition(".")
+        if not i_str.isdigit() or key not in _ADAM_KEYS:
+            raise ValueError(f"optimizer state: unexpected entry {name!r}")
+        i = int(i_str)
+        if i >= len(params):
+            raise ValueError(f"optimizer state: parameter {i}, but the S-step trains {len(params)}")
+        if key == "step":
+            state.setdefault(i, {})[key] = torch.tensor(float(value), dtype=torch.float32)
+        else:
+            if tuple(value.shape) != tuple(params[i].shape):
+                raise ValueError(f"optimizer state: parameter {i}'s {key} is {tuple(value.shape)}, the parameter "
+                                 f"{tuple(params[i].shape)}")
+            state.setdefault(i, {})[key] = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    for i, st in state.items():
+        if set(st) != set(_ADAM_KEYS):
+            raise ValueError(f"optimizer state: parameter {i} has {sorted(st)}, expected {list(_ADAM_KEYS)}")
+    saved = optimizer.state_dict()
+    saved["state"] = state
+    optimizer.load_state_dict(saved)
 
 
 def loss_eval_seed(seed: int) -> int:

@@ -116,3 +116,25 @@ def test_s_step_history_refuses_the_auxiliary_pose_loss():
         tiny_config(**{"algorithm.s_step_history": 3, "algorithm.policy_opt.aux_pose_weight": 1.0})
     with pytest.raises(ValueError, match="s_step_history"):
         tiny_config(**{"algorithm.s_step_history": 0})
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_persistent_optimizer_carries_adams_steps_through_the_iterations(tmp_path, persistent):
+    """policy_opt.persistent_optimizer: the S-step's Adam state outlives the S-step (its step count adds up
+    over the iterations' S-steps, the catch-up included); off, nothing is kept."""
+    cfg = tiny_config(**{"algorithm.policy_opt.persistent_optimizer": persistent})
+    sampler = SimSampler(cfg.task, cfg.horizon, base_seed=cfg.seed)
+    try:
+        run = GPSRun(cfg, tmp_path / "run", sampler)
+        for _ in range(2):
+            run.iteration()
+        memory = run.algorithm.s_step_optimizer
+        if not persistent:
+            assert memory == {}
+            return
+        steps = cfg.algorithm.policy_opt_config().iterations
+        s_steps = run.algorithm.s_step_count  # iteration 0's catch-up and its own, then one per iteration
+        assert s_steps == 3
+        assert {float(v) for k, v in memory.items() if k.endswith(".step")} == {3.0 * steps}
+    finally:
+        sampler.close()

@@ -1,5 +1,6 @@
 """S-step: precision-weighted regression, covariance update, normalization, determinism."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,52 @@ def test_the_loss_is_evaluated_on_a_fixed_draw_of_samples_and_training_does_not_
         assert sub.loss_after != pytest.approx(full.loss_after, rel=1e-4)  # a subset, not every sample
     with pytest.raises(ValueError, match="loss_eval_samples"):
         PolicyOptConfig(loss_eval_samples=-1)
+
+
+def test_a_persistent_optimizer_continues_adam_across_s_steps():
+    """Known answer: with full-batch steps on the same data, two S-steps of n steps sharing Adam's state
+    are one S-step of 2n steps (up to the summation order of a permuted batch); a new Adam each S-step is
+    not (its bias-corrected first steps jump)."""
+    rng, obs = _linear_data(m=60)
+    u = obs @ rng.normal(size=(3, 2)) + 0.3
+    prec = np.tile(np.eye(2), (60, 1, 1))
+    conf = _cfg(iterations=25, batch_size=60, learning_rate=0.01)
+
+    def run(calls, persistent):
+        pol = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=(8,)), seed=1)
+        memory = {}
+        c = dataclasses.replace(conf, persistent_optimizer=persistent, iterations=50 // calls)
+        for i in range(calls):
+            train_policy(pol, obs, None, u, prec, c, seed=i, optimizer_memory=memory)
+        return pol, memory
+
+    one, memory = run(1, True)
+    two, memory2 = run(2, True)
+    fresh, unused = run(2, False)
+    assert unused == {}
+    assert memory2["0.step"] == 50 and memory["0.step"] == 50
+    flat = lambda p: torch.cat([t.flatten() for t in p.parameters()]).detach().numpy()  # noqa: E731
+    # float32 Adam over 50 steps from gradients that differ in their last bits: agreement to ~1e-5
+    np.testing.assert_allclose(flat(two), flat(one), atol=2e-5)
+    assert np.max(np.abs(flat(fresh) - flat(one))) > 1e-3
+    for k, v in memory.items():
+        np.testing.assert_allclose(memory2[k], v, atol=2e-5)
+
+
+def test_a_persistent_optimizer_state_that_does_not_fit_is_an_error():
+    rng, obs = _linear_data(m=20)
+    u, prec = rng.normal(size=(20, 2)), np.tile(np.eye(2), (20, 1, 1))
+    conf = _cfg(iterations=3, persistent_optimizer=True)
+    pol = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=(8,)), seed=1)
+    with pytest.raises(ValueError, match="optimizer_memory"):
+        train_policy(pol, obs, None, u, prec, conf)
+    memory = {}
+    train_policy(pol, obs, None, u, prec, conf, optimizer_memory=memory)
+    other = make_mlp_policy(MLPConfig(obs_dim=3, action_dim=2, hidden=(5,)), seed=1)
+    with pytest.raises(ValueError, match="optimizer state: parameter 0"):
+        train_policy(other, obs, None, u, prec, conf, optimizer_memory=dict(memory))
+    with pytest.raises(ValueError, match="unexpected entry"):
+        train_policy(pol, obs, None, u, prec, conf, optimizer_memory={**memory, "0.momentum": np.zeros(1)})
 
 
 def test_fc_only_phase_freezes_conv():

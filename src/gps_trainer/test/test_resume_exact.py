@@ -1,5 +1,5 @@
 """A resumed run is the uninterrupted run: what the algorithms carry from one iteration to the next (the
-step-size rule's memory, the GMM priors, the S-step history) travels in the checkpoint, so a run stopped
+step-size rule's memory, the GMM priors, the S-step history, the S-step's optimizer) travels in the checkpoint, so a run stopped
 after its first iteration and resumed records the same iterations, bit for bit, as one never stopped."""
 
 import json
@@ -31,6 +31,8 @@ CASES = {
     # two rollouts of the previous iteration (the buffer's partly pushed-out rows)
     "mdgps_on_policy": ("reach_mdgps.yaml", {"algorithm.sample_on_policy": True, "algorithm.s_step_history": 2,
                                              "algorithm.policy_prior.max_samples": 3}),
+    # Adam's state carried between S-steps (it must travel in the checkpoint too)
+    "mdgps_persistent_optimizer": ("reach_mdgps.yaml", {"algorithm.policy_opt.persistent_optimizer": True}),
     "badmm": ("reach_badmm.yaml", {}),
     # the nu update that reads the last iteration's KL (prev_kl); the default one does not
     "badmm_kl_ratio": ("reach_badmm.yaml", {"algorithm.fixed_lg_step": 2}),

@@ -27,7 +27,8 @@ where pi_lin is the global policy linearized around the samples. One iteration, 
                   updated pi is the output
 
 Options (issue 21): ``s_step_history`` > 1 trains each S-step on the latest iterations' samples with
-their own targets; every iteration reports :func:`drift_diagnostics`.
+their own targets; ``policy_opt.persistent_optimizer`` carries Adam's state from one S-step to the next;
+every iteration reports :func:`drift_diagnostics`.
 """
 
 from __future__ import annotations
@@ -299,6 +300,8 @@ class MDGPS:
         # (obs, images, targets, precisions) of the latest S-steps' training data (config.s_step_history)
         self.s_step_data: deque[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]] = deque(
             maxlen=max(1, int(getattr(config, "s_step_history", 1))))
+        # Adam's state between S-steps (policy_opt.persistent_optimizer; empty otherwise)
+        self.s_step_optimizer: dict[str, np.ndarray] = {}
         self.timings: dict[str, float] = {}
         self.last_s_step: PolicyOptDiagnostics | None = None
         # The auxiliary pose loss (PolicyOptConfig.aux_pose_weight): its head (3, 2K + 1), kept across
@@ -329,8 +332,9 @@ class MDGPS:
         """What the next iterations read of this one, beyond the attributes a checkpoint keeps anyway
         (gps_trainer.run_dir.algorithm_state): per condition the step rule's memory (``prev.m``), the dynamics
         prior (``dynamics_prior.m``, with its warm-started mixture) and the policy prior's rollouts that the
-        next batch does not push out (``policy_prior.m``); and the S-step history the next S-step trains on
-        (``s_step_history.i``). Arrays only; :meth:`load_resume_state` restores them."""
+        next batch does not push out (``policy_prior.m``); the S-step history the next S-step trains on
+        (``s_step_history.i``) and the S-step's optimizer state (``s_step_optimizer``). Arrays only;
+        :meth:`load_resume_state` restores them."""
         out = {**indexed([to_arrays(p) if p is not None else {} for p in self._prev], "prev"),
                **indexed([p.state_arrays() if p is not None else {} for p in self.dynamics_priors], "dynamics_prior"),
                **indexed([p.resume_state() for p in self.policy_priors], "policy_prior")}
@@ -345,6 +349,7 @@ class MDGPS:
             if images is not None:
                 entry_arrays["images"] = images
             out.update(prefixed(entry_arrays, f"s_step_history.{i}"))
+        out.update(prefixed(self.s_step_optimizer, "s_step_optimizer"))
         return out
 
     def load_resume_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -359,6 +364,7 @@ class MDGPS:
         self.s_step_data.clear()
         while entry := under(arrays, f"s_step_history.{len(self.s_step_data)}"):
             self.s_step_data.append((entry["obs"], entry.get("images"), entry["targets"], entry["precisions"]))
+        self.s_step_optimizer = dict(under(arrays, "s_step_optimizer"))
 
     def iteration(self, batches: list[SampleBatch]) -> GPSIteration:
         """One MDGPS iteration from the rollouts of every condition (``batches[m]`` ran ``controllers[m]``
@@ -500,5 +506,6 @@ class MDGPS:
                 np.broadcast_to(self.aux_pose_targets[m], (*b.X.shape[:2], 3))
                 for m, b in enumerate(batches)]))
         self.last_s_step = train_policy(self.policy, obs_all, images, tgt_all, prc_all, cfg, seed=seed,
-                                        weights=None if weights is None else np.concatenate(wts), aux_pose=aux)
+                                        weights=None if weights is None else np.concatenate(wts), aux_pose=aux,
+                                        optimizer_memory=self.s_step_optimizer)
         return self.last_s_step
