@@ -34,7 +34,8 @@
 # toy_hammer 50-75 min beside two other jobs, pose pretraining (15-20 min) not included; bottle_cap on its 9
 # positions: one visuomotor GPS run alone about an hour (end-to-end, 5 iterations, 57 min beside one other
 # job); coat_hanger's 12 iterations 86-100 min each beside one or two other jobs; so about 3-4 hours each
-# with both cores (not yet timed whole).
+# with both cores (not yet timed whole). bottle_cap since its thread is not drawn (one job at a time, beside
+# another run): pose 13 min, controllers 15, state policy 5.5, end-to-end 72 (12 iterations).
 set -eo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/table1.sh"
