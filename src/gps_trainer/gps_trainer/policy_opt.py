@@ -194,7 +194,7 @@ class PolicyOptDiagnostics:
     loss_eval_wall_time_s: float = 0.0  # evaluate_full_loss: the loss before and after (loss_eval_samples)
     samples_per_s: float = 0.0
     device: str = "cpu"
-    aux_pose_loss_before: float | None = None  # L_aux / aux_pose_weight on all samples (normalized units)
+    aux_pose_loss_before: float | None = None  # L_aux / aux_pose_weight on the evaluated samples (normalized units)
     aux_pose_loss_after: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
