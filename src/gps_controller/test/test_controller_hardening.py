@@ -6,6 +6,7 @@ test process is the trainer (service calls) or the attacker (floods of bad messa
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -349,27 +350,37 @@ def test_consecutive_deadline_misses_abort_the_trial_with_zero_torque(tmp_path):
 
     policy, size, rate, best = _slow_policy_and_rate()
     out = tmp_path / "robot.json"
-    env = subprocess_env(domain_offset=153)
-    params = _write_params(tmp_path / "controller.yaml", control_rate_hz=rate, stale_timeout=0.5,
-                           inference_budget=10.0, deadline_slack=0.0, image_size=size,
-                           max_consecutive_deadline_misses=3, horizon=50)
-    peers = Peers(env, params, robot_args=["--out", str(out), "--image-size", str(size)])
-    domain = None
-    try:
-        domain = _Domain(env)
-        arch, weights, sha = serialize_policy(policy)
-        resp = domain.trainer.call("set_policy_weights", SetPolicyWeights.Request(
-            architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha))
-        assert resp.success, (resp.message, f"measured here: {best * 1e3:.1f} ms")
-        resp = domain.trainer.call("run_trial", RunTrial.Request(condition=0, policy_type="neural", horizon=50))
-        # three late commands in a row (the first tick may still be on time when the machine is idle)
-        assert resp.success and resp.aborted and resp.steps in (3, 4), resp
-        assert resp.message.startswith("deadline missed 3 times in a row (period "), resp.message
-        assert peers.controller.poll() is None
-    finally:
-        if domain is not None:
-            domain.close()
-        peers.close()
+    arch, weights, sha = serialize_policy(policy)
+    # The rate comes from this process's timing; the controller, beside a robot rendering at that rate and
+    # whatever else loads the machine, can time the same CNN several times slower (13.2 ms against 3.0 ms in
+    # one CI run) and refuse it. Then the rate is set again from the controller's own best time and the peers
+    # restarted: the behaviour under test is what happens to late commands, not this machine's speed.
+    for attempt in range(3):
+        env = subprocess_env(domain_offset=153)
+        params = _write_params(tmp_path / "controller.yaml", control_rate_hz=rate, stale_timeout=0.5,
+                               inference_budget=10.0, deadline_slack=0.0, image_size=size,
+                               max_consecutive_deadline_misses=3, horizon=50)
+        peers = Peers(env, params, robot_args=["--out", str(out), "--image-size", str(size)])
+        domain = None
+        try:
+            domain = _Domain(env)
+            resp = domain.trainer.call("set_policy_weights", SetPolicyWeights.Request(
+                architecture=arch, weights=conv.to_uint8_array(weights), sha256=sha))
+            refused = re.match(r"policy too slow: ([0-9.]+) ms per step at best", resp.message)
+            if not resp.success and refused and attempt < 2:
+                rate = min(1000.0, 2.5e3 / float(refused.group(1)))
+                continue
+            assert resp.success, (resp.message, f"measured here: {best * 1e3:.1f} ms")
+            resp = domain.trainer.call("run_trial", RunTrial.Request(condition=0, policy_type="neural", horizon=50))
+            # three late commands in a row (the first tick may still be on time when the machine is idle)
+            assert resp.success and resp.aborted and resp.steps in (3, 4), resp
+            assert resp.message.startswith("deadline missed 3 times in a row (period "), resp.message
+            assert peers.controller.poll() is None
+            break
+        finally:
+            if domain is not None:
+                domain.close()
+            peers.close()
     commands = json.loads(out.read_text())["commands"]
     steps = resp.steps
     assert len(commands) >= steps + 1 and commands[steps] == [0.0] * 7  # the trial's steps, then zero torque
