@@ -47,6 +47,7 @@ from gps_controller.qos import (
 from gps_controller.reset import Resetter, service_reset, wait_for_reply
 from gps_controller.trial import Trial
 from gps_core.logging_bridge import install_ros_logging
+from gps_core.node_params import refuse_undeclared
 from gps_msgs.msg import Rollout
 from gps_msgs.srv import ResetCondition, RunTrial, SetLinearGaussian, SetPolicyWeights
 
@@ -90,6 +91,7 @@ class ControllerNode(Node):
                               (SetLinearGaussian, "set_linear_gaussian", self._on_set_linear_gaussian),
                               (SetPolicyWeights, "set_policy_weights", self._on_set_policy_weights)):
             host.create_service(srv, f"gps_controller/{name}", cb, callback_group=MutuallyExclusiveCallbackGroup())
+        refuse_undeclared(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.get_logger().info(

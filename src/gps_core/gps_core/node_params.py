@@ -17,7 +17,7 @@ from typing import Any
 from gps_core import safe_yaml
 
 __all__ = ["ParameterError", "check_value", "coerce", "each", "nonempty", "not_nan", "num_range", "one_of",
-           "param_sources", "shown"]
+           "param_sources", "refuse_undeclared", "shown"]
 
 Check = Callable[[Any], str]
 
@@ -124,6 +124,21 @@ class _ParamsLoader(safe_yaml.StrictLoader):
 
 
 _ParamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+
+
+def refuse_undeclared(node: Any) -> None:
+    """Make the rclpy ``node`` refuse a run-time change of any parameter it did not declare. rclpy's own
+    check tests the names' truth value, so a parameter named '' passed it, and a node with no set-parameters
+    callback of its own stored it (found by test_service_fuzz.py). Call after the node's declarations."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    def check(params) -> SetParametersResult:
+        unknown = [p.name for p in params if not node.has_parameter(p.name)]
+        if unknown:
+            return SetParametersResult(successful=False, reason=f"unknown parameter {shown(unknown[0])}")
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(check)
 
 
 def param_sources(argv: Sequence[str], node_name: str) -> dict[str, str]:

@@ -31,7 +31,15 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, UInt64
 
 from gps_core.logging_bridge import install_ros_logging
-from gps_core.node_params import ParameterError, check_value, nonempty, num_range, one_of, param_sources
+from gps_core.node_params import (
+    ParameterError,
+    check_value,
+    nonempty,
+    num_range,
+    one_of,
+    param_sources,
+    refuse_undeclared,
+)
 from gps_core.tasks import CONDITION_SETS, CONDITION_SETS_HELP, load_task, repo_root
 from gps_core.wire import array_to_pose, image_to_msg
 from gps_msgs.srv import ResetCondition
@@ -91,6 +99,7 @@ class SimNode(Node):
                                  f"{p['condition_set']!r} of task {p['task']!r} has {n} conditions, "
                                  f"got {p['condition']}")
         self.sim.reset(p["condition"], seed=p["seed"], condition_set=p["condition_set"])
+        refuse_undeclared(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.command = np.zeros(self.sim.dU)
         self.rejected_commands = 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from geometry_msgs.msg import TransformStamped
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -24,6 +25,7 @@ from std_msgs.msg import String
 from tf2_msgs.msg import TFMessage
 
 from gps_core.logging_bridge import install_ros_logging
+from gps_core.node_params import refuse_undeclared
 from gps_core.urdf_tree import UrdfTree, matrix_to_quat_xyzw
 
 URDF = Path(__file__).resolve().parent / "models" / "pr2_arm.urdf"
@@ -47,7 +49,9 @@ def transform_msg(t: np.ndarray, parent: str, child: str, stamp) -> TransformSta
 class TfPublisher(Node):
     def __init__(self, **kwargs):
         super().__init__("gps_tf", **kwargs)
-        self.declare_parameter("urdf_file", str(URDF))
+        # read once here: a later change could not rebuild the tree already published as robot_description
+        self.declare_parameter("urdf_file", str(URDF), ParameterDescriptor(read_only=True))
+        refuse_undeclared(self)
         path = Path(self.get_parameter("urdf_file").value)
         self.urdf_xml = path.read_text()
         self.tree = UrdfTree(self.urdf_xml)

@@ -31,7 +31,14 @@ from rclpy.node import Node
 from gps_controller import conversions as conv
 from gps_controller.qos import LATEST_QOS, ROLLOUT_QOS
 from gps_core.logging_bridge import install_ros_logging
-from gps_core.node_params import ParameterError, check_value, nonempty, num_range, param_sources
+from gps_core.node_params import (
+    ParameterError,
+    check_value,
+    nonempty,
+    num_range,
+    param_sources,
+    refuse_undeclared,
+)
 from gps_msgs.msg import Rollout, TrainerStatus
 from gps_msgs.srv import GetStatus, StartIteration
 from gps_trainer.config import load_experiment, parse_overrides
@@ -114,6 +121,7 @@ class TrainerNode(Node):
     def __init__(self, argv: list[str] | None = None):
         super().__init__("gps_trainer")
         self.params, sources = _declare(self, list(sys.argv if argv is None else argv))
+        refuse_undeclared(self)
         p, where = self.params, sources.get("overrides", "default")
         # One fixed thread count, not the machine's core count: a float32 network trained with another
         # thread count reduces in another order and ends with other weights (issue 22), so the S-step
