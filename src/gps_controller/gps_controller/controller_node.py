@@ -48,6 +48,7 @@ from gps_controller.reset import Resetter, service_reset, wait_for_reply
 from gps_controller.trial import Trial
 from gps_core.logging_bridge import install_ros_logging
 from gps_core.node_params import refuse_undeclared
+from gps_core.spin import spin_guarded, spin_once_guarded
 from gps_msgs.msg import Rollout
 from gps_msgs.srv import ResetCondition, RunTrial, SetLinearGaussian, SetPolicyWeights
 
@@ -312,11 +313,8 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _spin(executor) -> None:
-    try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
+def _spin(executor, logger) -> None:
+    spin_guarded(executor, logger)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -362,12 +360,13 @@ def main(args=None) -> int:
         if node.service_node is not None:
             executors.append(MultiThreadedExecutor(num_threads=2))
             executors[0].add_node(node.service_node)
-            threading.Thread(target=_spin, args=(executors[0],), name="gps_controller_services", daemon=True).start()
+            threading.Thread(target=_spin, args=(executors[0], node.get_logger()), name="gps_controller_services",
+                             daemon=True).start()
         executors.append(SingleThreadedExecutor() if node.service_node is not None else MultiThreadedExecutor(4))
         executors[-1].add_node(node)
         install_ros_logging(node)
         while rclpy.ok() and not stop.is_set():  # short waits: a stop request is seen within 0.1 s
-            executors[-1].spin_once(timeout_sec=0.1)
+            spin_once_guarded(executors[-1], node.get_logger())
     except ValueError as exc:  # ParameterError, an unknown task or condition set: a clear line, no traceback
         print(f"[gps_controller] invalid configuration: {exc}", file=sys.stderr)
         code = 2

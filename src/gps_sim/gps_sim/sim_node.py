@@ -24,6 +24,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -40,6 +41,7 @@ from gps_core.node_params import (
     param_sources,
     refuse_undeclared,
 )
+from gps_core.spin import spin_guarded
 from gps_core.tasks import CONDITION_SETS, CONDITION_SETS_HELP, load_task, repo_root
 from gps_core.wire import array_to_pose, image_to_msg
 from gps_msgs.srv import ResetCondition
@@ -271,7 +273,9 @@ def main(args: list[str] | None = None) -> None:
     try:
         node = SimNode(args)
         install_ros_logging(node)
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spin_guarded(executor, node.get_logger())
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     except ParameterError as exc:  # configuration: one clear line, no traceback

@@ -17,7 +17,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import TransformStamped
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -26,6 +26,7 @@ from tf2_msgs.msg import TFMessage
 
 from gps_core.logging_bridge import install_ros_logging
 from gps_core.node_params import refuse_undeclared
+from gps_core.spin import spin_guarded
 from gps_core.urdf_tree import UrdfTree, matrix_to_quat_xyzw
 
 URDF = Path(__file__).resolve().parent / "models" / "pr2_arm.urdf"
@@ -98,7 +99,9 @@ def main(args: list[str] | None = None) -> None:
     try:
         node = TfPublisher()
         install_ros_logging(node)
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spin_guarded(executor, node.get_logger())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -39,6 +39,7 @@ from gps_core.node_params import (
     param_sources,
     refuse_undeclared,
 )
+from gps_core.spin import spin_guarded
 from gps_msgs.msg import Rollout, TrainerStatus
 from gps_msgs.srv import GetStatus, StartIteration
 from gps_trainer.config import load_experiment, parse_overrides
@@ -268,7 +269,7 @@ def main(args=None) -> None:
         install_ros_logging(node)  # the loop's and the library's log lines reach the ROS logger and /rosout
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
+        spin_guarded(executor, node.get_logger())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, FileNotFoundError) as exc:  # configuration: one clear line, no traceback
