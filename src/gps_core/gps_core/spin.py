@@ -21,13 +21,16 @@ __all__ = ["spin_guarded", "spin_once_guarded"]
 
 def spin_once_guarded(executor: Any, logger: Any, timeout_sec: float = 0.1) -> bool:
     """``executor.spin_once``; an exception from a callback is logged (at most once a second) and
-    swallowed. Shutdown (ExternalShutdownException, KeyboardInterrupt) still ends the caller's loop.
+    swallowed. Shutdown (ExternalShutdownException, KeyboardInterrupt, or any exception once the context is
+    shut down, raised as ExternalShutdownException) still ends the caller's loop.
     Returns False when a callback raised."""
     try:
         executor.spin_once(timeout_sec=timeout_sec)
     except (KeyboardInterrupt, ExternalShutdownException):
         raise
     except Exception as exc:  # noqa: BLE001 - no message may end the node
+        if not executor.context.ok():  # shutting down: what failed was the teardown racing a callback
+            raise ExternalShutdownException() from exc
         frames = traceback.extract_tb(exc.__traceback__)
         where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
         logger.error(f"a callback raised {type(exc).__name__}: {exc}{where}; the node goes on",
@@ -38,9 +41,10 @@ def spin_once_guarded(executor: Any, logger: Any, timeout_sec: float = 0.1) -> b
 
 def spin_guarded(executor: Any, logger: Any, should_stop: Callable[[], bool] = lambda: False,
                  timeout_sec: float = 0.1) -> None:
-    """Spin ``executor`` until its context shuts down or ``should_stop()``, through callback exceptions."""
+    """Spin ``executor`` until its context or the executor itself shuts down or ``should_stop()``, through
+    callback exceptions (as ``Executor.spin``, whose loop tests the same private flag)."""
     try:
-        while executor.context.ok() and not should_stop():
+        while executor.context.ok() and not getattr(executor, "_is_shutdown", False) and not should_stop():
             spin_once_guarded(executor, logger, timeout_sec)
     except ExternalShutdownException:
         pass
