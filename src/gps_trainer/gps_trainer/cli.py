@@ -543,8 +543,9 @@ def cmd_eval(a) -> int:
     if a.through_nodes:
         from gps_trainer.paper.node_evaluation import evaluate_policy_through_nodes
 
-        if a.ablation or a.workers > 1:
-            print("--ablation and --workers run on the simulation API only (drop --through-nodes)", file=sys.stderr)
+        if a.ablation or a.workers > 1 or a.pose_regressor:
+            print("--ablation, --workers and --pose-regressor run on the simulation API only (drop --through-nodes)",
+                  file=sys.stderr)
             return 2
 
         try:
@@ -556,9 +557,23 @@ def cmd_eval(a) -> int:
             print(f"eval through the nodes failed: {exc}", file=sys.stderr)
             return 1
     else:
-        res = evaluate_policy(a.policy, a.task, tuple(a.sets), a.trials, a.seed, a.image_size,
+        actor = None
+        if a.pose_regressor:
+            from gps_controller.policies.serialization import load_policy
+            from gps_trainer.paper.baselines import PosePredictionActor
+            from gps_trainer.pose_pretraining import load_pose_regressor
+
+            try:
+                actor = PosePredictionActor(load_policy(a.policy), load_pose_regressor(a.pose_regressor), a.task)
+            except (OSError, ValueError) as exc:
+                progress.close()
+                print(f"--pose-regressor: {exc}", file=sys.stderr)
+                return 2
+            a.method = a.method or "pose_prediction"
+        res = evaluate_policy(f"{a.policy} + {a.pose_regressor}" if actor else a.policy, a.task, tuple(a.sets),
+                              a.trials, a.seed, actor.image_shape[0] if actor else a.image_size,
                               policy_obs=a.policy_obs, joint_limit_margin=a.joint_limit_guard, ablation=a.ablation,
-                              progress=progress, workers=a.workers)
+                              progress=progress, workers=a.workers, actor=actor)
     progress.finish(f"{sum(r.trials for r in res.sets.values())} trials")
     print(format_table(res))
     name = f"robustness_{a.robustness}.json" if a.robustness else "eval.json"
@@ -668,6 +683,9 @@ def main(argv=None) -> int:
     ev.add_argument("--image-size", type=arg_int(8, 1024), default=None, help="default: the policy's input size")
     ev.add_argument("--policy-obs", default="auto", choices=["auto", "state", "observation"])
     ev.add_argument("--method", default="", help="label for the report (end_to_end, pose_features, ...)")
+    ev.add_argument("--pose-regressor", default="", metavar="VISION",
+                    help="pose prediction: this pretrained CNN (vision.safetensors) predicts the target and --policy, "
+                         "a state policy, acts on it (the Table I baseline; --method defaults to pose_prediction)")
     ev.add_argument("--out", default="", help="JSON path (default: eval.json next to the policy)")
     ev.add_argument("--threads", type=arg_int(1, 256), default=1)
     ev.add_argument("--workers", type=arg_int(1, 64), default=1,

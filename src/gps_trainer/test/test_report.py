@@ -68,6 +68,40 @@ def test_pose_prediction_actor_rebuilds_the_state_from_a_perfect_prediction():
     sim.close()
 
 
+def test_gps_eval_runs_the_pose_prediction_pipeline_as_the_table1_baselines_do(tmp_path, ros_env):
+    """`gps eval --pose-regressor` (what `--robustness` needs for pose prediction) gives the trials that
+    evaluate_baselines gave, bit for bit, and refuses a regressor file that is not one."""
+    import subprocess
+    import sys
+
+    from gps_controller.policies import VisuomotorConfig, make_policy, save_policy
+    from gps_trainer.paper.baselines import evaluate_baselines
+    from gps_trainer.pose_pretraining import PoseRegressor, save_pose_weights
+
+    torch.manual_seed(0)
+    reg = PoseRegressor(VisuomotorConfig(1, 1, image_height=16, image_width=16, conv_filters=(4, 4, 4),
+                                         conv_kernels=(3, 3, 3)))
+    save_pose_weights(reg, tmp_path / "vision.safetensors")
+    save_policy(make_policy({"type": "mlp", "net": {"hidden": [8]}}, 32, 7, seed=0), tmp_path / "state.safetensors")
+    sets = ("train_perturbed", "visual_test")
+    evaluate_baselines("reach", tmp_path, vision=tmp_path / "vision.safetensors",
+                       state_policy=tmp_path / "state.safetensors", trials_per_set=3, condition_sets=sets)
+    base = [sys.executable, "-m", "gps_trainer.cli", "eval", "--policy", str(tmp_path / "state.safetensors"),
+            "--task", "reach", "--sets", *sets, "--trials", "3", "--threads", "1"]
+    r = subprocess.run([*base, "--pose-regressor", str(tmp_path / "vision.safetensors"),
+                        "--out", str(tmp_path / "eval.json")], env=ros_env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ours = json.loads((tmp_path / "eval.json").read_text())
+    theirs = json.loads((tmp_path / "eval_pose_prediction.json").read_text())
+    assert ours["method"] == "pose_prediction"
+    for name in sets:
+        for key in ("success", "final_distance", "reset_seeds", "conditions"):
+            assert ours["sets"][name][key] == theirs["sets"][name][key], (name, key)
+    r = subprocess.run([*base, "--pose-regressor", str(tmp_path / "state.safetensors")], env=ros_env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--pose-regressor:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_report_has_every_section_from_a_tiny_run(tmp_path):
     from gps_controller.policies import make_policy, save_policy
     from gps_core.tasks import repo_root
