@@ -204,8 +204,9 @@ def test_eval_cli_workers(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main([*args, "--workers", bad])
         assert f"--workers: {why}" in capsys.readouterr().err
-    assert main([*args, "--workers", "2", "--through-nodes"]) == 2
-    assert "--workers run on the simulation API only" in capsys.readouterr().err
+    for extra in (["--workers", "2"], ["--pose-regressor", str(tmp_path / "vision.safetensors")]):
+        assert main([*args, *extra, "--through-nodes"]) == 2
+        assert "--pose-regressor run on the simulation API only (drop --through-nodes)" in capsys.readouterr().err
     assert main([*args, "--workers", "2", "--out", str(tmp_path / "two.json")]) == 0
     assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
