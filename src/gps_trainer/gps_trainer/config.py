@@ -191,6 +191,11 @@ class MDGPSConfig(TrajOptOnlyConfig):
                    (reference: 20 clusters, 40 points per cluster, 20 most recent rollouts)
     step_rule:     "laplace" (expected costs of the linearized policies; the reference default) or
                    "mc" (the samples' mean costs)
+    step_estimate_limit: laplace only; an expected cost (of the policy linearization, last iteration's or
+                   now, or of last iteration's new controllers) beyond this many times the samples' mean
+                   absolute cost, or not finite, means the closed loop diverged under the fitted dynamics:
+                   the estimate says nothing about the policy, and the iteration keeps its step multiplier
+                   instead of rescaling it by that number (0: off, the reference's rule)
     s_step_history: the S-step trains on the samples of this many latest iterations, each with the targets
                    of its own iteration's C-step (1: the latest batch only, as the reference); a
                    checkpoint keeps the entries the next S-step reads, so a resumed run trains as the
@@ -210,6 +215,7 @@ class MDGPSConfig(TrajOptOnlyConfig):
     policy_prior: GMMPriorConfig = field(default_factory=GMMPriorConfig)
     policy_regularization: float = ranged(1e-6, ge=0.0)
     step_rule: Literal["laplace", "mc"] = "laplace"
+    step_estimate_limit: float = ranged(0.0, ge=0.0, le=1e6)
     sample_on_policy: bool = False
     s_step_history: int = ranged(1, ge=1, le=50)
     pretrained_vision: str | None = None

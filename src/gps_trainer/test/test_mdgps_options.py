@@ -138,3 +138,43 @@ def test_a_persistent_optimizer_carries_adams_steps_through_the_iterations(tmp_p
         assert {float(v) for k, v in memory.items() if k.endswith(".step")} == {3.0 * steps}
     finally:
         sampler.close()
+
+
+@pytest.mark.parametrize("limit", [0.0, 10.0])
+def test_a_diverged_laplace_estimate_leaves_the_step_multiplier_alone(tmp_path, limit):
+    """algorithm.step_estimate_limit: last iteration's expected cost of the policy linearization made 1e17
+    (a closed loop unstable under the fitted dynamics, as on toy_hammer): with the limit the multiplier
+    stays and the iteration says why; without it (the reference's rule) the 1e17 rescales it. With sane
+    estimates the limit changes nothing (the first two iterations, compared with the rule's own numbers)."""
+    from gps_trainer.algorithms.mdgps import _MDGPSIterate
+
+    cfg = tiny_config(**{"algorithm.step_estimate_limit": limit})
+    sampler = SimSampler(cfg.task, cfg.horizon, base_seed=cfg.seed)
+    try:
+        run = GPSRun(cfg, tmp_path / "run", sampler)
+        rows = [run.iteration() for _ in range(2)]
+        assert [r["step_estimate_diverged"] for r in rows] == [False, False]
+        mult = run.algorithm.step_mult
+        run.algorithm._prev = [_MDGPSIterate(1e17, p.new_cost, p.sample_cost) for p in run.algorithm._prev]
+        row = run.iteration()
+        assert row["step_estimate_diverged"] == (limit > 0)
+        if limit > 0:
+            assert row["step_mult"] == mult
+        else:
+            assert row["step_mult"] != mult and row["actual_improvement"] > 1e16
+    finally:
+        sampler.close()
+
+
+def test_the_estimate_limit_does_not_change_a_run_whose_estimates_are_sane(tmp_path):
+    rows = {}
+    for limit in (0.0, 1e6):
+        cfg = tiny_config(**{"algorithm.step_estimate_limit": limit})
+        sampler = SimSampler(cfg.task, cfg.horizon, base_seed=cfg.seed)
+        try:
+            run = GPSRun(cfg, tmp_path / f"run{limit}", sampler)
+            rows[limit] = [run.iteration() for _ in range(3)]
+        finally:
+            sampler.close()
+    assert [r["step_mult"] for r in rows[0.0]] == [r["step_mult"] for r in rows[1e6]]
+    assert [r["cost_per_condition"] for r in rows[0.0]] == [r["cost_per_condition"] for r in rows[1e6]]

@@ -406,18 +406,26 @@ class MDGPS:
         #    predicted = E_prev[c | pi_lin_prev] - E_prev[c | p_new_prev],  actual = E_prev[c | pi_lin_prev]
         #    - E_cur[c | pi_lin_cur]   (E_prev / E_cur: models fitted last iteration / now; means over m)
         predicted = actual = float("nan")
+        estimate_diverged = False
         if all(p is not None for p in self._prev):
             prev = [p for p in self._prev if p is not None]
             prev_predicted = np.mean([p.new_cost for p in prev])
             if cfg.step_rule == "laplace":
                 prev_base = np.mean([p.policy_lin_cost for p in prev])
                 cur = np.mean([expected_cost(self.pol_lin[m], dynamics[m], costs[m]) for m in range(M)])
+                # The linearization rolled through fitted dynamics for T steps: an unstable closed loop
+                # gives costs of 1e17 where the samples cost -400, and the rule then pins the multiplier
+                # to its floor for nothing the policy did (toy_hammer's end-to-end run, issue 21).
+                limit = cfg.step_estimate_limit * float(np.mean(np.abs(sample_costs)))
+                estimate_diverged = cfg.step_estimate_limit > 0 and not all(
+                    np.isfinite(e) and abs(e) <= limit for e in (prev_base, prev_predicted, cur))
             else:
                 prev_base = np.mean([p.sample_cost for p in prev])
                 cur = float(np.mean(sample_costs))
             predicted, actual = float(prev_base - prev_predicted), float(prev_base - cur)
-            self.step_mult = new_step_mult(predicted, actual, self.step_mult, tcfg.min_step_mult,
-                                           tcfg.max_step_mult)
+            if not estimate_diverged:
+                self.step_mult = new_step_mult(predicted, actual, self.step_mult, tcfg.min_step_mult,
+                                               tcfg.max_step_mult)
 
         # 6. C-step for all conditions at once, bounded against the policy linearization:
         #    eta search so that sum_t KL(p_new || pi_lin) ~ kl_step * step_mult * T.
@@ -438,6 +446,7 @@ class MDGPS:
         drift = drift_diagnostics(self.controllers, list(self.pol_lin), new_controllers, dynamics, costs,
                                   self.policy.variance())
         drift["kl_bound"] = float(tcfg.kl_step * self.step_mult)
+        drift["step_estimate_diverged"] = estimate_diverged
         drift["kl_new_policy_lin"] = [float(r.kl) / self.controllers[0].T for r in results]
         t4 = time.perf_counter()
 
