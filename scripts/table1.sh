@@ -35,7 +35,9 @@
 # positions: one visuomotor GPS run alone about an hour (end-to-end, 5 iterations, 57 min beside one other
 # job); coat_hanger's 12 iterations 86-100 min each beside one or two other jobs; so about 3-4 hours each
 # with both cores (not yet timed whole). bottle_cap since its thread is not drawn (one job at a time, beside
-# another run): pose 13 min, controllers 15, state policy 5.5, end-to-end 72 (12 iterations).
+# another run): pose 13 min, controllers 15, state policy 5.5, end-to-end 72 (12 iterations). toy_hammer whole,
+# 2026-12-07, two slots with tests beside them: 45m46s wall (pose 14 min, controllers 6.5, state 3.5, pose
+# features 16, end-to-end 32, pose prediction 4.5).
 set -eo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/table1.sh"
