@@ -236,92 +236,111 @@ STRUCTURED = {"/gps_controller/set_linear_gaussian": _linear_gaussian_request,
               "/gps_sim/reset": _reset_request}
 
 
-def test_random_requests_to_every_service_are_answered_and_nothing_breaks(tmp_path, ros_env):
-    from rcl_interfaces.srv import ListParameters
-    from std_msgs.msg import UInt64
-
-    from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy
-    from gps_sim.sim_node import LATCHED_QOS
-
-    seed = 0
-    rng = np.random.default_rng(seed)
-    policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7, image_height=64, image_width=64,
-                                                     conv_filters=(8, 8, 8)), seed=seed)
+@pytest.fixture
+def stack(tmp_path, ros_env):
+    """The `gps up` stack (reach, 2 samples per condition, horizon 20) and a client node in this process.
+    Afterwards the stack is stopped and none of its logs may hold a traceback."""
     out = tmp_path / "out"
     params = trainer_params_file(tmp_path, overrides=["samples_per_condition=2", "horizon=20"], fsync=False)
     up = gps_cli(ros_env, out, "up", "--trainer-params", str(params))
     pids = stack_pids(out)
     rclpy.init()
-    node = rclpy.create_node("service_fuzz_client")
+    node = rclpy.create_node("fuzz_client")
     try:
         assert up.returncode == 0, up.stderr
-        rejected: list[int] = []
-        node.create_subscription(UInt64, "gps_sim/rejected_commands", lambda m: rejected.append(m.data), LATCHED_QOS)
-        deadline = time.monotonic() + 30.0
-        while len(services := _project_services(node)) < 9 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        names = sorted(services)
-        assert {"/gps_trainer/get_status", "/gps_controller/run_trial", "/gps_sim/reset"} <= set(names), names
-        clients = {name: node.create_client(services[name], name) for name in names}
-        param_names: dict[str, list[str]] = {}
-        for name in names:
-            if name.endswith("/set_parameters"):
-                lister = node.create_client(ListParameters, name.replace("/set_parameters", "/list_parameters"))
-                param_names[name] = list(call_service(node, lister, ListParameters.Request()).result.names)
-        for round_ in range(CALLS_PER_SERVICE):
-            for name in names:
-                srv = services[name]
-                if name in param_names:
-                    req = _parameter_request(srv, param_names[name], rng)
-                elif rng.random() < 0.25 or name not in STRUCTURED:
-                    req = _fill(srv.Request(), rng)  # garbage in every field
-                else:  # a valid request with a field or two broken
-                    req = STRUCTURED[name](rng, policy) if name.endswith("set_policy_weights") else STRUCTURED[name](rng)
-                if name.endswith("/start_iteration"):
-                    req.iterations = min(max(req.iterations, -5), 0)  # answered, but never a long training run
-                context = f"seed {seed}, round {round_}, {name}: {req!r:.600}"
-                client = clients[name]
-                assert client.wait_for_service(timeout_sec=ANSWER_TIMEOUT_S), context
-                future = client.call_async(req)
-                rclpy.spin_until_future_complete(node, future, timeout_sec=ANSWER_TIMEOUT_S)
-                assert future.done() and future.result() is not None, f"no answer: {context}"
-                if name in param_names:  # only a declared parameter may ever be set
-                    for prm, res in zip(req.parameters, future.result().results, strict=True):
-                        assert not res.successful or prm.name in param_names[name], f"{prm.name!r} set: {context}"
-                for pid in pids:
-                    assert pid_alive(pid), f"a node died: {context}"
-        # No node gained a parameter.
-        for name, names_before in param_names.items():
-            lister = node.create_client(ListParameters, name.replace("/set_parameters", "/list_parameters"))
-            assert list(call_service(node, lister, ListParameters.Request()).result.names) == names_before, name
-        # The controller never sent the arm a command the simulator had to refuse (NaN, wrong length).
-        rclpy.spin_once(node, timeout_sec=1.0)
-        assert rejected and rejected[-1] == 0, rejected
-        # Nothing poisoned: the stack, as the requests left it, still trains from a clean start, while other
-        # clients keep asking the busy trainer for iterations and the controller for trials of their own.
-        get = clients["/gps_trainer/get_status"]
-        st = status_to_dict(call_service(node, get, GetStatus.Request()).status)
-        assert st["phase"] != "error", st
-        start = clients["/gps_trainer/start_iteration"]
-        assert call_service(node, start, StartIteration.Request(iterations=1), timeout=60.0).accepted
-        deadline = time.monotonic() + 300.0
-        while ((st := status_to_dict(call_service(node, get, GetStatus.Request()).status))["iterations_completed"] < 1
-               or st["iterations_remaining"] > 0):
-            assert st["phase"] != "error", st["message"]
-            assert time.monotonic() < deadline, st
-            if rng.random() < 0.5 and st["iterations_completed"] < 1:
-                answer = call_service(node, start, StartIteration.Request(iterations=1), timeout=ANSWER_TIMEOUT_S)
-                # accepted only once the first run has ended (between the status read and this call)
-                assert not answer.accepted or answer.first_iteration == 1, answer
-            call_service(node, clients["/gps_controller/run_trial"], _run_trial_request(rng), timeout=ANSWER_TIMEOUT_S)
-        assert st["phase"] != "error" and st["iterations_remaining"] == 0, st
-        assert st["rollouts_corrupted"] == 0, st
+        yield node, pids
     finally:
         node.destroy_node()
         rclpy.shutdown()
         stop_stack(ros_env, out, pids)
     logs = "\n".join(p.read_text(errors="replace") for p in Path(out).rglob("*.log"))
     assert "Traceback" not in logs, logs[-4000:]
+
+
+def _train_one_iteration(node, between=lambda status: time.sleep(1.0)) -> dict:
+    """Start one iteration and wait until no iteration remains (``between(status)`` at each poll); it must
+    end without an error or a lost rollout. Returns the last status."""
+    get = node.create_client(GetStatus, "/gps_trainer/get_status")
+    start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
+    st = status_to_dict(call_service(node, get, GetStatus.Request()).status)
+    assert st["phase"] != "error", st
+    assert call_service(node, start, StartIteration.Request(iterations=1), timeout=60.0).accepted
+    deadline = time.monotonic() + 300.0
+    while ((st := status_to_dict(call_service(node, get, GetStatus.Request()).status))["iterations_completed"] < 1
+           or st["iterations_remaining"] > 0):
+        assert st["phase"] != "error", st["message"]
+        assert time.monotonic() < deadline, st
+        between(st)
+    assert st["phase"] != "error" and st["rollouts_corrupted"] == 0, st
+    return st
+
+
+def test_random_requests_to_every_service_are_answered_and_nothing_breaks(stack):
+    from rcl_interfaces.srv import ListParameters
+    from std_msgs.msg import UInt64
+
+    from gps_controller.policies import VisuomotorConfig, make_visuomotor_policy
+    from gps_sim.sim_node import LATCHED_QOS
+
+    node, pids = stack
+    seed = 0
+    rng = np.random.default_rng(seed)
+    policy = make_visuomotor_policy(VisuomotorConfig(config_dim=32, action_dim=7, image_height=64, image_width=64,
+                                                     conv_filters=(8, 8, 8)), seed=seed)
+    rejected: list[int] = []
+    node.create_subscription(UInt64, "gps_sim/rejected_commands", lambda m: rejected.append(m.data), LATCHED_QOS)
+    deadline = time.monotonic() + 30.0
+    while len(services := _project_services(node)) < 9 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    names = sorted(services)
+    assert {"/gps_trainer/get_status", "/gps_controller/run_trial", "/gps_sim/reset"} <= set(names), names
+    clients = {name: node.create_client(services[name], name) for name in names}
+    param_names: dict[str, list[str]] = {}
+    for name in names:
+        if name.endswith("/set_parameters"):
+            lister = node.create_client(ListParameters, name.replace("/set_parameters", "/list_parameters"))
+            param_names[name] = list(call_service(node, lister, ListParameters.Request()).result.names)
+    for round_ in range(CALLS_PER_SERVICE):
+        for name in names:
+            srv = services[name]
+            if name in param_names:
+                req = _parameter_request(srv, param_names[name], rng)
+            elif rng.random() < 0.25 or name not in STRUCTURED:
+                req = _fill(srv.Request(), rng)  # garbage in every field
+            else:  # a valid request with a field or two broken
+                req = STRUCTURED[name](rng, policy) if name.endswith("set_policy_weights") else STRUCTURED[name](rng)
+            if name.endswith("/start_iteration"):
+                req.iterations = 0  # refused (at least 1 is required): a fuzzed request never starts a training run
+            context = f"seed {seed}, round {round_}, {name}: {req!r:.600}"
+            client = clients[name]
+            assert client.wait_for_service(timeout_sec=ANSWER_TIMEOUT_S), context
+            future = client.call_async(req)
+            rclpy.spin_until_future_complete(node, future, timeout_sec=ANSWER_TIMEOUT_S)
+            assert future.done() and future.result() is not None, f"no answer: {context}"
+            if name in param_names:  # only a declared parameter may ever be set
+                for prm, res in zip(req.parameters, future.result().results, strict=True):
+                    assert not res.successful or prm.name in param_names[name], f"{prm.name!r} set: {context}"
+            for pid in pids:
+                assert pid_alive(pid), f"a node died: {context}"
+    # No node gained a parameter.
+    for name, names_before in param_names.items():
+        lister = node.create_client(ListParameters, name.replace("/set_parameters", "/list_parameters"))
+        assert list(call_service(node, lister, ListParameters.Request()).result.names) == names_before, name
+    # The controller never sent the arm a command the simulator had to refuse (NaN, wrong length).
+    rclpy.spin_once(node, timeout_sec=1.0)
+    assert rejected and rejected[-1] == 0, rejected
+
+    # Nothing poisoned: the stack, as the requests left it, still trains from a clean start, while other
+    # clients keep asking the busy trainer for iterations and the controller for trials of their own.
+    def meddle(status: dict) -> None:
+        if rng.random() < 0.5 and status["iterations_completed"] < 1:
+            answer = call_service(node, clients["/gps_trainer/start_iteration"],
+                                  StartIteration.Request(iterations=1), timeout=ANSWER_TIMEOUT_S)
+            # accepted only once the first run has ended (between the status read and this call)
+            assert not answer.accepted or answer.first_iteration == 1, answer
+        call_service(node, clients["/gps_controller/run_trial"], _run_trial_request(rng), timeout=ANSWER_TIMEOUT_S)
+
+    _train_one_iteration(node, meddle)
 
 
 def _subscribed_topics(node, names: tuple[str, ...]) -> dict[str, type]:
@@ -336,57 +355,36 @@ def _subscribed_topics(node, names: tuple[str, ...]) -> dict[str, type]:
     return found
 
 
-def test_random_messages_on_every_subscribed_topic_crash_nothing_and_poison_nothing(tmp_path, ros_env):
+def test_random_messages_on_every_subscribed_topic_crash_nothing_and_poison_nothing(stack):
     """Garbage on every topic a node of the stack reads (joint states, images, rollouts, commands, the
     clock, ...): afterwards every node still runs, no log holds a traceback, and an iteration completes
     with no rollout lost."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+    node, pids = stack
     seed = 0
     rng = np.random.default_rng(seed)
-    out = tmp_path / "out"
-    params = trainer_params_file(tmp_path, overrides=["samples_per_condition=2", "horizon=20"], fsync=False)
-    up = gps_cli(ros_env, out, "up", "--trainer-params", str(params))
-    pids = stack_pids(out)
-    rclpy.init()
-    node = rclpy.create_node("topic_fuzz_client")
     # reliable and transient-local: offers what any subscription of the stack asks for
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    try:
-        assert up.returncode == 0, up.stderr
-        deadline = time.monotonic() + 30.0
-        nodes = ("gps_sim", "gps_controller", "gps_trainer", "gps_tf")
-        while not all(n in node.get_node_names() for n in nodes) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        topics = _subscribed_topics(node, nodes)
-        assert {"/gps/rollouts", "/joint_states"} <= set(topics), topics
-        publishers = {topic: node.create_publisher(cls, topic, qos) for topic, cls in topics.items()}
-        time.sleep(2.0)  # discovery of the new publishers
-        if "/clock" in publishers:  # rclpy's own time source raised on this one and took two nodes down
-            clock = topics["/clock"]()
-            clock.clock.sec = -5
-            publishers["/clock"].publish(clock)
-        for round_ in range(CALLS_PER_SERVICE):
-            for topic in sorted(publishers):
-                publishers[topic].publish(_fill(topics[topic](), rng))
-            rclpy.spin_once(node, timeout_sec=0.05)
-            for pid in pids:
-                assert pid_alive(pid), f"a node died: seed {seed}, round {round_}"
-        time.sleep(2.0)
+    deadline = time.monotonic() + 30.0
+    nodes = ("gps_sim", "gps_controller", "gps_trainer", "gps_tf")
+    while not all(n in node.get_node_names() for n in nodes) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    topics = _subscribed_topics(node, nodes)
+    assert {"/gps/rollouts", "/joint_states"} <= set(topics), topics
+    publishers = {topic: node.create_publisher(cls, topic, qos) for topic, cls in topics.items()}
+    time.sleep(2.0)  # discovery of the new publishers
+    if "/clock" in publishers:  # rclpy's own time source raised on this one and took two nodes down
+        clock = topics["/clock"]()
+        clock.clock.sec = -5
+        publishers["/clock"].publish(clock)
+    for round_ in range(CALLS_PER_SERVICE):
+        for topic in sorted(publishers):
+            publishers[topic].publish(_fill(topics[topic](), rng))
+        rclpy.spin_once(node, timeout_sec=0.05)
         for pid in pids:
-            assert pid_alive(pid), f"a node died after the messages: seed {seed}"
-        get = node.create_client(GetStatus, "/gps_trainer/get_status")
-        start = node.create_client(StartIteration, "/gps_trainer/start_iteration")
-        assert call_service(node, start, StartIteration.Request(iterations=1), timeout=60.0).accepted
-        deadline = time.monotonic() + 300.0
-        while (st := status_to_dict(call_service(node, get, GetStatus.Request()).status))["iterations_completed"] < 1:
-            assert st["phase"] != "error", st["message"]
-            assert time.monotonic() < deadline, st
-            time.sleep(1.0)
-        assert st["rollouts_corrupted"] == 0, st
-    finally:
-        node.destroy_node()
-        rclpy.shutdown()
-        stop_stack(ros_env, out, pids)
-    logs = "\n".join(p.read_text(errors="replace") for p in Path(out).rglob("*.log"))
-    assert "Traceback" not in logs, logs[-4000:]
+            assert pid_alive(pid), f"a node died: seed {seed}, round {round_}"
+    time.sleep(2.0)
+    for pid in pids:
+        assert pid_alive(pid), f"a node died after the messages: seed {seed}"
+    _train_one_iteration(node)
