@@ -92,7 +92,7 @@ class ControllerNode(Node):
                               (SetLinearGaussian, "set_linear_gaussian", self._on_set_linear_gaussian),
                               (SetPolicyWeights, "set_policy_weights", self._on_set_policy_weights)):
             host.create_service(srv, f"gps_controller/{name}", cb, callback_group=MutuallyExclusiveCallbackGroup())
-        refuse_undeclared(self)
+        refuse_undeclared(self, SetParametersResult)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.get_logger().info(
@@ -313,10 +313,6 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _spin(executor, logger) -> None:
-    spin_guarded(executor, logger)
-
-
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -354,14 +350,15 @@ def main(args=None) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node, executors, code = None, [], 0
+    node, executors, code, services = None, [], 0, None
     try:
         node = ControllerNode(argv=sys.argv if args is None else args)
         if node.service_node is not None:
             executors.append(MultiThreadedExecutor(num_threads=2))
             executors[0].add_node(node.service_node)
-            threading.Thread(target=_spin, args=(executors[0], node.get_logger()), name="gps_controller_services",
-                             daemon=True).start()
+            services = threading.Thread(target=spin_guarded, args=(executors[0], node.get_logger()),
+                                        name="gps_controller_services", daemon=True)
+            services.start()
         executors.append(SingleThreadedExecutor() if node.service_node is not None else MultiThreadedExecutor(4))
         executors[-1].add_node(node)
         install_ros_logging(node)
@@ -380,6 +377,8 @@ def main(args=None) -> int:
             node.release()
         for executor in executors:
             executor.shutdown(timeout_sec=1.0)
+        if services is not None:  # out of rclpy's wait before its node goes (or the C++ side aborts at exit)
+            services.join(timeout=2.0)
         for n in (getattr(node, "service_node", None), node):
             if n is not None:
                 n.destroy_node()

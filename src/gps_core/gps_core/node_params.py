@@ -126,17 +126,17 @@ class _ParamsLoader(safe_yaml.StrictLoader):
 _ParamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
 
 
-def refuse_undeclared(node: Any) -> None:
+def refuse_undeclared(node: Any, result_type: Any) -> None:
     """Make the rclpy ``node`` refuse a run-time change of any parameter it did not declare. rclpy's own
     check tests the names' truth value, so a parameter named '' passed it, and a node with no set-parameters
-    callback of its own stored it (found by test_service_fuzz.py). Call after the node's declarations."""
-    from rcl_interfaces.msg import SetParametersResult
+    callback of its own stored it (found by test_service_fuzz.py). ``result_type``: rcl_interfaces'
+    SetParametersResult (passed in: gps_core imports no ROS package). Call after the node's declarations."""
 
-    def check(params) -> SetParametersResult:
+    def check(params):
         unknown = [p.name for p in params if not node.has_parameter(p.name)]
         if unknown:
-            return SetParametersResult(successful=False, reason=f"unknown parameter {shown(unknown[0])}")
-        return SetParametersResult(successful=True)
+            return result_type(successful=False, reason=f"unknown parameter {shown(unknown[0])}")
+        return result_type(successful=True)
 
     node.add_on_set_parameters_callback(check)
 

@@ -4,7 +4,8 @@ An exception out of a callback ends ``rclpy.spin`` and with it the node. Our own
 receive, but not every callback is ours: rclpy's time source converts each /clock message itself and
 raised on one with negative seconds, which took gps_tf and the controller down (and the controller's main
 reported it as an invalid configuration). Whatever a callback raises is logged in one line, naming the
-exception and where it was raised, and the node keeps serving.
+exception and where it was raised, and the node keeps serving. Plain Python (gps_core imports no rclpy):
+the executor and the logger are rclpy's, passed in.
 """
 
 from __future__ import annotations
@@ -14,23 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rclpy.executors import ExternalShutdownException
+__all__ = ["shutting_down", "spin_guarded", "spin_once_guarded"]
 
-__all__ = ["spin_guarded", "spin_once_guarded"]
+
+def shutting_down(executor: Any) -> bool:
+    """True once the executor's context or the executor itself is shut down (``Executor.spin``'s own
+    test, whose second half is a private flag)."""
+    return not executor.context.ok() or bool(getattr(executor, "_is_shutdown", False))
 
 
 def spin_once_guarded(executor: Any, logger: Any, timeout_sec: float = 0.1) -> bool:
-    """``executor.spin_once``; an exception from a callback is logged (at most once a second) and
-    swallowed. Shutdown (ExternalShutdownException, KeyboardInterrupt, or any exception once the context is
-    shut down, raised as ExternalShutdownException) still ends the caller's loop.
-    Returns False when a callback raised."""
+    """``executor.spin_once``; an exception from a callback is logged (at most once a second) and swallowed.
+    Returns False when something was raised: while shutting down (rclpy's ExternalShutdownException, or the
+    teardown racing a callback) that is the end of spinning, and nothing is logged. KeyboardInterrupt passes."""
     try:
         executor.spin_once(timeout_sec=timeout_sec)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        raise
     except Exception as exc:  # noqa: BLE001 - no message may end the node
-        if not executor.context.ok():  # shutting down: what failed was the teardown racing a callback
-            raise ExternalShutdownException() from exc
+        if shutting_down(executor):
+            return False
         frames = traceback.extract_tb(exc.__traceback__)
         where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
         logger.error(f"a callback raised {type(exc).__name__}: {exc}{where}; the node goes on",
@@ -41,10 +43,6 @@ def spin_once_guarded(executor: Any, logger: Any, timeout_sec: float = 0.1) -> b
 
 def spin_guarded(executor: Any, logger: Any, should_stop: Callable[[], bool] = lambda: False,
                  timeout_sec: float = 0.1) -> None:
-    """Spin ``executor`` until its context or the executor itself shuts down or ``should_stop()``, through
-    callback exceptions (as ``Executor.spin``, whose loop tests the same private flag)."""
-    try:
-        while executor.context.ok() and not getattr(executor, "_is_shutdown", False) and not should_stop():
-            spin_once_guarded(executor, logger, timeout_sec)
-    except ExternalShutdownException:
-        pass
+    """Spin ``executor`` until it or its context shuts down or ``should_stop()``, through callback exceptions."""
+    while not shutting_down(executor) and not should_stop():
+        spin_once_guarded(executor, logger, timeout_sec)

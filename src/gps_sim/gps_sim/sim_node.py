@@ -101,7 +101,7 @@ class SimNode(Node):
                                  f"{p['condition_set']!r} of task {p['task']!r} has {n} conditions, "
                                  f"got {p['condition']}")
         self.sim.reset(p["condition"], seed=p["seed"], condition_set=p["condition_set"])
-        refuse_undeclared(self)
+        refuse_undeclared(self, SetParametersResult)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.command = np.zeros(self.sim.dU)
         self.rejected_commands = 0

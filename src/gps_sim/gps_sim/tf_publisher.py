@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from geometry_msgs.msg import TransformStamped
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -52,7 +52,7 @@ class TfPublisher(Node):
         super().__init__("gps_tf", **kwargs)
         # read once here: a later change could not rebuild the tree already published as robot_description
         self.declare_parameter("urdf_file", str(URDF), ParameterDescriptor(read_only=True))
-        refuse_undeclared(self)
+        refuse_undeclared(self, SetParametersResult)
         path = Path(self.get_parameter("urdf_file").value)
         self.urdf_xml = path.read_text()
         self.tree = UrdfTree(self.urdf_xml)

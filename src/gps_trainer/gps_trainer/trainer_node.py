@@ -22,7 +22,7 @@ from pathlib import Path
 
 import rclpy
 import torch
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -122,7 +122,7 @@ class TrainerNode(Node):
     def __init__(self, argv: list[str] | None = None):
         super().__init__("gps_trainer")
         self.params, sources = _declare(self, list(sys.argv if argv is None else argv))
-        refuse_undeclared(self)
+        refuse_undeclared(self, SetParametersResult)
         p, where = self.params, sources.get("overrides", "default")
         # One fixed thread count, not the machine's core count: a float32 network trained with another
         # thread count reduces in another order and ends with other weights (issue 22), so the S-step
