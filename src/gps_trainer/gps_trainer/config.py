@@ -159,6 +159,9 @@ class TrajOptOnlyConfig(Checked):
 
     cost: a list of cost terms (gps_trainer.costs.cost_from_config: ``type`` in action, state, ee_points,
     ee_waypoint, the term's keyword arguments, optional ``weight``); checked by building it.
+    cost_hessian: the C-step's quadratic cost model: "exact" (the terms' own second derivatives, averaged
+    over the samples; the reference's) or "psd" (each step's Hessian projected onto the PSD cone, value and
+    gradient kept at the samples' mean: the log terms' concave part dropped, Gauss-Newton style)
     """
 
     type: Literal["traj_opt"] = "traj_opt"
@@ -167,6 +170,7 @@ class TrajOptOnlyConfig(Checked):
     init_controller: InitControllerConfig = field(default_factory=InitControllerConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     cost: list[dict[str, Any]] = ranged(default_factory=lambda: [dict(c) for c in DEFAULT_COST], nonempty=True)
+    cost_hessian: Literal["exact", "psd"] = "exact"
 
     def _check(self) -> None:
         for i, term in enumerate(self.cost):

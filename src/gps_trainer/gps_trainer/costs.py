@@ -25,6 +25,7 @@ __all__ = [
     "ramp_multiplier",
     "l1_l2_log_penalty",
     "quadratic_cost_model",
+    "psd_cost_model",
     "cost_from_config",
     "RAMPS",
 ]
@@ -293,6 +294,35 @@ def quadratic_cost_model(
     cm = H.mean(axis=0)
     cv = (g - Hz).mean(axis=0)
     cc = (exp.l - np.sum(g * Z, axis=-1) + 0.5 * np.sum(Z * Hz, axis=-1)).mean(axis=0)
+    return cc, cv, cm
+
+
+def psd_cost_model(
+    cc: np.ndarray, cv: np.ndarray, cm: np.ndarray, z_mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The quadratic model with every Hessian cm_t projected onto the positive semidefinite cone
+    (eigenvalues below zero set to zero), cv_t and cc_t shifted so that the model keeps its value and
+    gradient at the samples' mean z_mean_t (T, D):
+
+        cm' = V max(L, 0) V^T,  cv' = cv + (cm - cm') z,  cc' = cc + 0.5 z^T (cm' - cm) z.
+
+    Why: the log term of :func:`l1_l2_log_penalty` is concave beyond sqrt(alpha) of its target (curvature
+    about -1/d^2), so a wide batch of samples gets a model that is a saddle; under the fitted dynamics its
+    expected cost is unbounded below and the C-step and the step rule read nonsense (a Gauss-Newton model,
+    as is usual in iLQR, keeps only the convex part). Steps whose Hessian is PSD up to the rounding of
+    the eigendecomposition (a most negative eigenvalue within 1e-10 of the largest magnitude) are
+    returned unchanged, bit for bit.
+    """
+    cc, cv, cm = cc.copy(), cv.copy(), cm.copy()
+    sym = 0.5 * (cm + cm.swapaxes(-1, -2))
+    eigval, eigvec = np.linalg.eigh(sym)
+    rounding = 1e-10 * np.abs(eigval).max(axis=-1)
+    for t in np.flatnonzero(eigval.min(axis=-1) < -rounding):
+        projected = (eigvec[t] * np.maximum(eigval[t], 0.0)) @ eigvec[t].T
+        delta = cm[t] - projected
+        cv[t] = cv[t] + delta @ z_mean[t]
+        cc[t] = cc[t] - 0.5 * z_mean[t] @ delta @ z_mean[t]
+        cm[t] = projected
     return cc, cv, cm
 
 

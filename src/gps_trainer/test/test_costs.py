@@ -11,6 +11,7 @@ from gps_trainer.costs import (
     EEPointCost,
     StateCost,
     cost_from_config,
+    psd_cost_model,
     quadratic_cost_model,
     ramp_multiplier,
 )
@@ -146,3 +147,46 @@ def test_cost_sum_and_config_and_quadratic_model():
     np.testing.assert_allclose(model, q.eval(Z[None, :, :dX], Z[None, :, dX:]).l[0], rtol=1e-10)
     with pytest.raises(ValueError, match="unknown"):
         cost_from_config({"type": "torque"})
+
+
+def test_psd_cost_model_known_answer():
+    """cm = diag(2, -3) at the mean z = (1, 1): cm' = diag(2, 0), cv' = (cm - cm') z = (0, -3),
+    cc' = -0.5 z^T (cm - cm') z = 1.5; the model's value (-0.5) and gradient (2, -3) at z are kept."""
+    cc, cv, cm = np.zeros(1), np.zeros((1, 2)), np.diag([2.0, -3.0])[None]
+    z = np.ones((1, 2))
+    cc2, cv2, cm2 = psd_cost_model(cc, cv, cm, z)
+    np.testing.assert_allclose(cm2[0], np.diag([2.0, 0.0]), atol=1e-15)
+    np.testing.assert_allclose(cv2[0], [0.0, -3.0], atol=1e-15)
+    np.testing.assert_allclose(cc2, [1.5], atol=1e-15)
+    assert cm[0, 1, 1] == -3.0  # the inputs are not modified
+
+
+def test_psd_cost_model_of_the_log_term_keeps_value_and_gradient_at_the_mean():
+    """The log penalty is concave beyond sqrt(alpha) of its target: its sample-averaged model has negative
+    curvature there, the projected one none; value and gradient at the samples' mean are the same, and a
+    step whose model is already convex (the action cost alone) is returned bit for bit."""
+    rng = np.random.default_rng(7)
+    N = 20
+    X = np.zeros((N, T, dX))
+    X[..., 14:23] = 0.05 + 0.01 * rng.standard_normal((N, T, 9))  # EE points 5 cm from their targets
+    U = rng.standard_normal((N, T, dU))
+    log_cost = EEPointCost(l1=0.0, l2=0.0, l_log=1.0, alpha=1e-5, map_to_joints=False)
+    window = np.r_[np.zeros(T - 2), np.ones(2)]  # the log term on the last two steps only
+    e = log_cost.eval(X, U)
+    e = type(e)(e.l * window, e.lx * window[:, None], e.lu, e.lxx * window[:, None, None], e.luu, e.lux)
+    e = e + ActionCost(0.1).eval(X, U)
+    cc, cv, cm = quadratic_cost_model(e, X, U)
+    z = np.concatenate([X, U], axis=-1).mean(axis=0)
+    cc2, cv2, cm2 = psd_cost_model(cc, cv, cm, z)
+    assert np.linalg.eigvalsh(cm[-1]).min() < -20.0  # about -1/|d|^2 = -44 (9 coordinates 5 cm off)
+    scale = np.abs(np.linalg.eigvalsh(cm2)).max()
+    assert np.linalg.eigvalsh(cm2).min() >= -1e-12 * scale
+
+    def value(c0, c1, c2):
+        return c0 + np.einsum("ti,ti->t", c1, z) + 0.5 * np.einsum("ti,tij,tj->t", z, c2, z)
+
+    np.testing.assert_allclose(value(cc2, cv2, cm2), value(cc, cv, cm), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(cv2 + np.einsum("tij,tj->ti", cm2, z), cv + np.einsum("tij,tj->ti", cm, z),
+                               rtol=1e-9, atol=1e-7)
+    for out, ref in ((cc2, cc), (cv2, cv), (cm2, cm)):
+        assert np.array_equal(out[: T - 2], ref[: T - 2])

@@ -178,3 +178,49 @@ def test_the_estimate_limit_does_not_change_a_run_whose_estimates_are_sane(tmp_p
             sampler.close()
     assert [r["step_mult"] for r in rows[0.0]] == [r["step_mult"] for r in rows[1e6]]
     assert [r["cost_per_condition"] for r in rows[0.0]] == [r["cost_per_condition"] for r in rows[1e6]]
+
+
+LOG_COST = [{"type": "action", "wu": 1.0e-3},
+            {"type": "ee_points", "wp": 1.0, "l1": 0.1, "l2": 10.0, "alpha": 1.0e-5},
+            {"type": "ee_points", "wp": 1.0, "l1": 1.0, "l2": 0.0, "l_log": 1.0, "alpha": 1.0e-5,
+             "ramp": "final_only", "final_multiplier": 10.0}]
+
+
+def _rows_and_cost_models(tmp_path, monkeypatch, name, **over):
+    """Two iterations of a tiny run; the cost models every C-step received."""
+    from gps_trainer.algorithms import mdgps
+
+    seen = []
+
+    def recording(cost, batches, hessian="exact"):
+        models, sample_costs = local_cost_models(cost, batches, hessian)
+        seen.append(models)
+        return models, sample_costs
+
+    local_cost_models = mdgps.local_cost_models
+    monkeypatch.setattr(mdgps, "local_cost_models", recording)
+    cfg = tiny_config(**over)
+    sampler = SimSampler(cfg.task, cfg.horizon, base_seed=cfg.seed)
+    try:
+        run = GPSRun(cfg, tmp_path / name, sampler)
+        return [run.iteration() for _ in range(2)], seen
+    finally:
+        sampler.close()
+        monkeypatch.undo()
+
+
+def test_psd_cost_hessians_leave_a_convex_cost_alone_and_make_the_log_terms_models_convex(tmp_path, monkeypatch):
+    """algorithm.cost_hessian: reach's cost (quadratic and pseudo-Huber terms) is convex, so "psd" gives the
+    same run as "exact", number for number; with a log term at the final step the exact models have
+    negative curvature there and the C-step gets convex ones under "psd"."""
+    rows = {h: _rows_and_cost_models(tmp_path, monkeypatch, h, **{"algorithm.cost_hessian": h})[0]
+            for h in ("exact", "psd")}
+    for key in ("step_mult", "cost_per_condition", "kl_per_condition"):
+        assert [r[key] for r in rows["exact"]] == [r[key] for r in rows["psd"]], key
+    curvature = {}
+    for h in ("exact", "psd"):
+        _, seen = _rows_and_cost_models(tmp_path, monkeypatch, f"log_{h}",
+                                        **{"algorithm.cost_hessian": h, "algorithm.cost": LOG_COST})
+        curvature[h] = min(np.linalg.eigvalsh(m.cm).min() / np.abs(np.linalg.eigvalsh(m.cm)).max()
+                           for models in seen for m in models)
+    assert curvature["exact"] < -1e-3 and curvature["psd"] >= -1e-12, curvature

@@ -263,7 +263,7 @@ class BADMM(MDGPS):
         # 1. Dynamics and quadratic cost models per condition; the samples' actual cost.
         dynamics = [fit_dynamics(b, self.dynamics_priors[m], dcfg.regularization, dcfg.initial_state_var)
                     for m, b in enumerate(batches)]
-        costs, sample_costs = local_cost_models(self.cost, batches)
+        costs, sample_costs = local_cost_models(self.cost, batches, self.config.cost_hessian)
         timings["dynamics"] += time.perf_counter() - t0
 
         # 2. Schedules for this iteration.

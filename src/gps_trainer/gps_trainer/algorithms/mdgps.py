@@ -382,7 +382,7 @@ class MDGPS:
         t1 = time.perf_counter()
 
         # 2. Cost: l ~ cc + cv^T z + 0.5 z^T cm z around the rollouts; the rollouts' actual mean cost.
-        costs, sample_costs = local_cost_models(self.cost, batches)
+        costs, sample_costs = local_cost_models(self.cost, batches, self.config.cost_hessian)
 
         # 3. First iteration: the policy has learned nothing yet; train it on the initial controllers
         #    so that its linearization (the C-step's trust region) is meaningful.

@@ -20,7 +20,7 @@ import numpy as np
 from gps_core.linear_gaussian import LinearGaussianPolicy, init_lqr, init_pd
 from gps_core.samples import SampleBatch
 from gps_trainer.config import TrajOptOnlyConfig
-from gps_trainer.costs import Cost, cost_from_config, quadratic_cost_model
+from gps_trainer.costs import Cost, cost_from_config, psd_cost_model, quadratic_cost_model
 from gps_trainer.dynamics import GMMPrior, fit_dynamics
 from gps_trainer.state_arrays import from_arrays, indexed, items_under, to_arrays
 from gps_trainer.traj_opt import CostModel, expected_cost, kl_constrained_update, new_step_mult
@@ -73,13 +73,20 @@ def initial_controllers(cfg: TrajOptOnlyConfig, x0s: list[np.ndarray], dU: int, 
     raise ValueError(f"init_controller.type {ic.type!r} unknown; expected 'lqr' or 'pd'")
 
 
-def local_cost_models(cost: Cost, batches: list[SampleBatch]) -> tuple[list[CostModel], list[float]]:
+def local_cost_models(cost: Cost, batches: list[SampleBatch], hessian: str = "exact"
+                      ) -> tuple[list[CostModel], list[float]]:
     """Per condition, the quadratic expansion l ~ cc + cv^T z + 0.5 z^T cm z of the cost around the
-    rollouts (the C-step's cost model) and the rollouts' actual mean cost."""
+    rollouts (the C-step's cost model) and the rollouts' actual mean cost. ``hessian="psd"``: each cm_t
+    projected onto the PSD cone around the samples' mean (:func:`gps_trainer.costs.psd_cost_model`)."""
+    if hessian not in ("exact", "psd"):
+        raise ValueError(f"cost model hessian {hessian!r}: expected 'exact' or 'psd'")
     models, sample_costs = [], []
     for b in batches:
         exp = cost.eval(b.X, b.U, b.ee_jacobians)
-        models.append(CostModel(*quadratic_cost_model(exp, b.X, b.U)))
+        model = quadratic_cost_model(exp, b.X, b.U)
+        if hessian == "psd":
+            model = psd_cost_model(*model, np.concatenate([b.X, b.U], axis=-1).mean(axis=0))
+        models.append(CostModel(*model))
         sample_costs.append(float(exp.l.sum(axis=1).mean()))
     return models, sample_costs
 
@@ -146,7 +153,7 @@ class TrajOptOnly:
         t1 = time.perf_counter()
 
         # 2. Cost: l ~ cc + cv^T z + 0.5 z^T cm z around the rollouts; and the rollouts' actual cost.
-        costs, sample_costs = local_cost_models(self.cost, batches)
+        costs, sample_costs = local_cost_models(self.cost, batches, self.config.cost_hessian)
         t2 = time.perf_counter()
 
         # 3. Step size: did the last C-step improve the cost as much as its model predicted?
