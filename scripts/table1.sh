@@ -37,7 +37,8 @@
 # with both cores (not yet timed whole). bottle_cap since its thread is not drawn (one job at a time, beside
 # another run): pose 13 min, controllers 15, state policy 5.5, end-to-end 72 (12 iterations). toy_hammer whole,
 # 2026-12-07, two slots with tests beside them: 45m46s wall (pose 14 min, controllers 6.5, state 3.5, pose
-# features 16, end-to-end 32, pose prediction 4.5).
+# features 16, end-to-end 32, pose prediction 4.5); its two visuomotor phases again with the recipe of the
+# ninth session, side by side: pose features 13, end-to-end 24.
 set -eo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/table1.sh"
