@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def initial_controllers(cfg: TrajOptOnlyConfig, x0s: list[np.ndarray], dU: int, 
     raise ValueError(f"init_controller.type {ic.type!r} unknown; expected 'lqr' or 'pd'")
 
 
-def local_cost_models(cost: Cost, batches: list[SampleBatch], hessian: str = "exact"
+def local_cost_models(cost: Cost, batches: list[SampleBatch], hessian: Literal["exact", "psd"] = "exact"
                       ) -> tuple[list[CostModel], list[float]]:
     """Per condition, the quadratic expansion l ~ cc + cv^T z + 0.5 z^T cm z of the cost around the
     rollouts (the C-step's cost model) and the rollouts' actual mean cost. ``hessian="psd"``: each cm_t
