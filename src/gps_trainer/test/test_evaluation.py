@@ -135,6 +135,19 @@ def test_evaluation_is_deterministic_and_sets_differ(tmp_path):
     assert d["method"] == "x" and set(d["sets"]) == {"train"} and d["sets"]["train"]["trials"] == 1
 
 
+def test_a_sets_trials_do_not_depend_on_the_other_sets_of_the_call():
+    # the in-run validation (one set per call) and `gps eval --sets a b` must draw the same situations
+    pol = make_policy({"type": "mlp", "init_var": 0.1, "net": {"hidden": [16]}}, 32, 7, seed=3)
+    kw = dict(trials_per_set=3, seed=5, horizon=6)
+    both = evaluate_policy(pol, "reach", ("train_perturbed", "visual_test"), **kw).to_dict()["sets"]
+    alone = evaluate_policy(pol, "reach", ("visual_test",), **kw).to_dict()["sets"]
+    swapped = evaluate_policy(pol, "reach", ("visual_test", "train_perturbed"), **kw).to_dict()["sets"]
+    assert alone["visual_test"] == both["visual_test"] == swapped["visual_test"]
+    assert swapped["train_perturbed"] == both["train_perturbed"]
+    # ... while sets still draw apart from each other
+    assert both["visual_test"]["reset_seeds"] != both["train_perturbed"]["reset_seeds"]
+
+
 def test_eval_cli_writes_json(tmp_path, capsys):
     from gps_controller.policies import save_policy
     from gps_trainer.cli import main

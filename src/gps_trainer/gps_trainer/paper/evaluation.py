@@ -24,8 +24,9 @@ gps_core.tasks; drawn in ``ArmSim.reset`` from (condition set, condition, reset 
 task horizon; a trial succeeds when ``ArmSim.is_success()`` holds at the end. Each rate comes with a
 Wilson score interval and the number of distinct situations behind it (``SetResult.situations``).
 Trial ``i`` of a set uses condition ``i mod (number of conditions)`` and the reset seed
-``numpy.random.default_rng([seed, set_index, i])`` (set_index: the set's place in ``condition_sets``),
-so a result depends only on (policy, task, sets, trials, seed). Default trial counts are the task's
+``numpy.random.default_rng([seed, crc32(set name), i])`` (:func:`trial_reset_seed`), so a set's result
+depends only on (policy, task, set, trials, seed): not on which other sets the same call evaluates, or in
+what order (``gps eval --sets visual_test`` draws the scenes of table1's three-set evaluation). Default trial counts are the task's
 (``trials`` per set; the paper's 27 / 36 / 40).
 
 ``ablation`` shows whether a visuomotor policy uses what it sees: ``blank`` feeds it a black image,
@@ -47,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,12 @@ def format_table(result: EvalResult) -> str:
     if result.ablation:
         lines.append(f"(ablation: the policy saw the {result.ablation!r} image, not the true one)")
     return "\n".join(lines)
+
+
+def trial_reset_seed(seed: int, condition_set: str, trial: int) -> int:
+    """The reset seed of trial ``trial`` of ``condition_set``: a function of the set's name, not of its place in
+    a call (before 2026-12-07 it was the place, so a set evaluated second drew other scenes than alone)."""
+    return int(np.random.default_rng([int(seed), zlib.crc32(condition_set.encode()), int(trial)]).integers(2**31))
 
 
 def default_trials(task: Any, condition_set: str) -> int:
@@ -387,8 +395,7 @@ def evaluate_policy(
                       for c in condition_sets]
         # every trial (set index, set, trial index, condition, reset seed) before any runs: a trial's
         # situation depends on nothing else, so they may run in any order and in any process
-        trials = [(k, cset, i, i % sim.num_conditions(cset),
-                   int(np.random.default_rng([int(seed), k, i]).integers(2**31)))
+        trials = [(k, cset, i, i % sim.num_conditions(cset), trial_reset_seed(seed, cset, i))
                   for k, cset in enumerate(condition_sets) for i in range(set_trials[k])]
         total = len(trials)
         if progress is not None:

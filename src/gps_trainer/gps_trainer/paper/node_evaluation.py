@@ -47,6 +47,7 @@ from gps_trainer.paper.evaluation import (
     count_situations,
     default_trials,
     load_policy_for_eval,
+    trial_reset_seed,
     wilson_interval,
 )
 
@@ -184,7 +185,7 @@ def evaluate_policy_through_nodes(
                 out = SetResult(cset, n_trials, 0, 0.0, 1.0)
                 for i in range(n_trials):
                     m = i % len(conds)
-                    trial_seed = int(np.random.default_rng([int(seed), k, i]).integers(2**31))
+                    trial_seed = trial_reset_seed(seed, cset, i)
                     req = RunTrial.Request(condition=m, iteration=EVAL_ITERATION, sample_index=i, policy_type="neural",
                                            horizon=T + 1, use_noise=False, seed=trial_seed, record_images=False)
                     ans = cli.call(RunTrial, "gps_controller/run_trial", req, timeout=timeout + T)
