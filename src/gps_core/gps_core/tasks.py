@@ -240,7 +240,7 @@ def _condition_ood(entry: dict[str, Any], cset: str, i: int, named: tuple[str, i
 
 
 _SET_KEYS = {"positions", "draw", "entries", "perturbation", "random_scene", "trials", "ood"}
-_DRAW_KEYS = {"count", "seed", "from", "min_separation"}
+_DRAW_KEYS = {"count", "seed", "from", "min_separation", "avoid"}
 
 
 def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Condition]], path: str | None
@@ -250,11 +250,14 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
     ``entries: [...]`` lists them (as the list form, with a ``trials`` count: the paper's trial count over
     fewer situations than trials, each trial its own seeded start perturbation);
     ``positions: <earlier set>`` copies that set's target positions (and start joint angles);
-    ``draw: {count, seed, from, min_separation}`` draws ``count`` target positions uniformly (seeded) over
-    the x-y bounding box of set ``from``'s positions at their height, each at least ``min_separation`` (m)
-    from every position of ``from``, of every earlier drawn set and of each other (so training,
-    validation and test positions never coincide). ``perturbation`` (rad), ``random_scene`` (a
-    distractor-scene spec) and ``trials`` (default evaluation trials) apply to every entry.
+    ``draw: {count, seed, from, min_separation, avoid}`` draws ``count`` target positions uniformly (seeded)
+    over the x-y bounding box of set ``from``'s positions at their height, each at least ``min_separation``
+    (m) from every position of ``from``, of every earlier drawn set, of the listed ``avoid`` positions (a
+    variant's extra training positions) and of each other (so training, validation and test positions never
+    coincide). Where every condition of ``from`` has a grasp (toy_hammer), each drawn position gets one
+    drawn uniformly over their grasps' box; where they share one orientation, the drawn positions take it.
+    ``perturbation`` (rad), ``random_scene`` (a distractor-scene spec) and ``trials`` (default evaluation
+    trials) apply to every entry.
     """
     where = f"{path or '<task dict>'}: conditions.{cset}"
     spec = (data.get("conditions", {}) or {}).get(cset, []) or []
@@ -294,7 +297,7 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
         return entries, trials
     draw = spec["draw"]
     if not isinstance(draw, dict) or not draw.keys() <= _DRAW_KEYS or "count" not in draw:
-        raise ValueError(f"{where}.draw: expected {{count, seed, from, min_separation}}, got {draw!r}")
+        raise ValueError(f"{where}.draw: expected {{count, seed, from, min_separation, avoid}}, got {draw!r}")
     count, sep = int(draw["count"]), float(draw.get("min_separation", 0.01))
     src = parsed.get(str(draw.get("from", "train")))
     if count < 1 or not 0.0 <= sep < 0.1 or not src:
@@ -303,8 +306,12 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
     src_pos = np.array([c.target_pose[:3] for c in src])
     if np.ptp(src_pos[:, 2]) > 1e-9:
         raise ValueError(f"{where}.draw: the positions of {draw.get('from', 'train')!r} are not at one height")
+    avoid = draw.get("avoid", []) or []
+    if not isinstance(avoid, list):
+        raise ValueError(f"{where}.draw.avoid: expected a list of [x, y, z] positions, got {avoid!r}")
     taken = [q[:3] for s, conds in parsed.items() if s == draw.get("from", "train") or s in _drawn_sets(data)
              for q in (c.target_pose for c in conds)]
+    taken += [_vec(q, 3, f"{cset}.draw.avoid[{i}]") for i, q in enumerate(avoid)]
     lo, hi = src_pos[:, :2].min(axis=0), src_pos[:, :2].max(axis=0)
     rng = np.random.default_rng(int(draw.get("seed", 0)))
     out: list[np.ndarray] = []
@@ -317,7 +324,16 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
             out.append(pos)
     if len(out) < count:
         raise ValueError(f"{where}.draw: only {len(out)} of {count} positions fit at min_separation {sep}")
-    return [{"target_position": q.tolist(), **common} for q in out], trials or count
+    entries: list[dict[str, Any]] = [{"target_position": q.tolist(), **common} for q in out]
+    quats = np.array([c.target_pose[3:] for c in src])
+    if np.ptp(quats, axis=0).max() < 1e-12:   # (else each drawn position follows the task's orientation rule)
+        for e in entries:
+            e["target_quaternion"] = quats[0].tolist()
+    if all(c.grasp is not None for c in src):   # after the positions: a task without grasps draws as before
+        grasps = np.array([c.grasp for c in src])
+        for e in entries:
+            e["grasp"] = rng.uniform(grasps.min(axis=0), grasps.max(axis=0)).tolist()
+    return entries, trials or count
 
 
 def _drawn_sets(data: dict[str, Any]) -> set[str]:

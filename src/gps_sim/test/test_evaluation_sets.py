@@ -64,6 +64,38 @@ def test_draw_spec_seed_and_errors():
             task_from_dict(_task_dict(bad))
 
 
+def test_draw_gives_new_grasps_the_training_orientation_and_keeps_away_from_avoided_positions():
+    # toy_hammer's case: every training condition has a grasp and the same yaw
+    train = [{"target_position": [0.5, -0.3, 0.47], "target_yaw": 0.3, "grasp": [-0.02, 0.1]},
+             {"target_position": [0.6, -0.1, 0.47], "target_yaw": 0.3, "grasp": [0.01, -0.15]}]
+    avoid = [[0.55, -0.2, 0.47], [0.52, -0.15, 0.47]]
+    data = _task_dict({"draw": {"count": 40, "seed": 3, "min_separation": 0.01, "avoid": avoid}})
+    data["conditions"]["train"] = train
+    task = task_from_dict(data)
+    drawn = task.condition_list("spatial_test")
+    grasps = np.array([c.grasp for c in drawn])
+    assert np.all(grasps >= [-0.02, -0.15]) and np.all(grasps <= [0.01, 0.1])
+    assert len({tuple(g) for g in grasps.round(6).tolist()}) == 40   # each position its own grasp
+    np.testing.assert_allclose([c.target_pose[3:] for c in drawn], [task.condition_list("train")[0].target_pose[3:]] * 40)
+    d = np.linalg.norm(_positions(task, "spatial_test")[:, None] - np.array(avoid)[None], axis=-1)
+    assert d.min() >= 0.01
+    # the positions are those of the same draw without grasps (drawn first, from the same stream) and
+    # differ where an avoided position is in the way
+    plain = _task_dict({"draw": {"count": 40, "seed": 3, "min_separation": 0.01}})
+    plain["conditions"]["train"] = [{k: v for k, v in c.items() if k != "grasp"} for c in train]
+    plain_pos = _positions(task_from_dict(plain), "spatial_test")
+    near = np.linalg.norm(plain_pos[:, None] - np.array(avoid)[None], axis=-1).min(axis=1) < 0.01
+    assert near.any()
+    plain["conditions"]["spatial_test"]["draw"]["avoid"] = avoid
+    np.testing.assert_array_equal(_positions(task_from_dict(plain), "spatial_test"), _positions(task, "spatial_test"))
+    # training conditions without one shared orientation: each drawn position follows the task's rule
+    data["conditions"]["train"][1]["target_yaw"] = 0.0
+    yaws = {tuple(c.target_pose[3:].round(9)) for c in task_from_dict(data).condition_list("spatial_test")}
+    assert yaws != {tuple(np.array(task.condition_list("train")[0].target_pose[3:]).round(9))}
+    with pytest.raises(ValueError, match="avoid"):
+        task_from_dict(_task_dict({"draw": {"count": 3, "avoid": [0.5, 0.2]}}))
+
+
 @pytest.mark.parametrize("name", TASKS)
 def test_start_perturbation_small_seeded_and_only_on_evaluation_sets(name):
     s = ArmSim(name)
@@ -170,10 +202,12 @@ def test_scene_spec_errors():
                               np.array([0.5, 0.5, 0.5, 1]), np.array([[-0.1, -0.1], [0.1, 0.1]]))
 
 
-@pytest.mark.parametrize("base_name", ["shape_sorting", "coat_hanger", "bottle_cap", "toy_hammer"])
-def test_grid_variant_adds_training_positions_away_from_the_evaluation_positions(base_name):
+@pytest.mark.parametrize("base_name,apart", [("shape_sorting", 0.016), ("coat_hanger", 0.016), ("bottle_cap", 0.016),
+                                             ("toy_hammer", 0.01)])
+def test_grid_variant_adds_training_positions_away_from_the_evaluation_positions(base_name, apart):
     """*_grid and *_grid_dr: the base task's four training positions first, five more inside their box and
-    >= 1.6 cm from every spatial-test and validation position; those sets stay the base task's."""
+    >= 1.6 cm from every spatial-test and validation position (toy_hammer's 72 drawn ones keep the draws' 1 cm
+    from the five, which its draws avoid); those sets stay the base task's."""
     base = load_task(base_name)
     for variant in (f"{base_name}_grid", f"{base_name}_grid_dr"):
         grid = load_task(variant)
@@ -184,7 +218,7 @@ def test_grid_variant_adds_training_positions_away_from_the_evaluation_positions
         for cset in ("spatial_test", "validation"):
             np.testing.assert_allclose(_positions(grid, cset), _positions(base, cset))
             d = np.linalg.norm(train[4:, None, :2] - _positions(base, cset)[None, :, :2], axis=-1)
-            assert d.min() >= 0.016, (variant, cset)
+            assert d.min() >= apart, (variant, cset)
     assert all(c.random_scene is not None for c in load_task(f"{base_name}_grid_dr").condition_list("train"))
 
 
@@ -271,6 +305,10 @@ def test_every_table_i_set_holds_at_least_the_papers_trial_count():
             conds = task.condition_list(cset)
             if default_trials(task, cset) > len(conds):
                 assert all(c.perturbation > 0 for c in conds), (name, cset)
+        # a new position for every spatial-test trial (toy_hammer's 60 trials were 6 positions until 2026-12-07,
+        # and a position's outcome hardly depended on the start perturbation)
+        spatial = {tuple(c.target_pose[:3]) for c in task.condition_list("spatial_test")}
+        assert len(spatial) >= default_trials(task, "spatial_test"), name
 
 
 def test_entries_spec_lists_conditions_with_a_trial_count():
