@@ -311,7 +311,7 @@ def _set_entries(data: dict[str, Any], cset: str, parsed: dict[str, list[Conditi
         raise ValueError(f"{where}.draw.avoid: expected a list of [x, y, z] positions, got {avoid!r}")
     taken = [q[:3] for s, conds in parsed.items() if s == draw.get("from", "train") or s in _drawn_sets(data)
              for q in (c.target_pose for c in conds)]
-    taken += [_vec(q, 3, f"{cset}.draw.avoid[{i}]") for i, q in enumerate(avoid)]
+    taken += [_vec(q, 3, f"{where}.draw.avoid[{i}]") for i, q in enumerate(avoid)]
     lo, hi = src_pos[:, :2].min(axis=0), src_pos[:, :2].max(axis=0)
     rng = np.random.default_rng(int(draw.get("seed", 0)))
     out: list[np.ndarray] = []

@@ -26,8 +26,8 @@ Wilson score interval and the number of distinct situations behind it (``SetResu
 Trial ``i`` of a set uses condition ``i mod (number of conditions)`` and the reset seed
 ``numpy.random.default_rng([seed, crc32(set name), i])`` (:func:`trial_reset_seed`), so a set's result
 depends only on (policy, task, set, trials, seed): not on which other sets the same call evaluates, or in
-what order (``gps eval --sets visual_test`` draws the scenes of table1's three-set evaluation). Default trial counts are the task's
-(``trials`` per set; the paper's 27 / 36 / 40).
+what order (``gps eval --sets visual_test`` draws the scenes of table1's three-set evaluation). Default
+trial counts are the task's (``trials`` per set; the paper's 27 / 36 / 40).
 
 ``ablation`` shows whether a visuomotor policy uses what it sees: ``blank`` feeds it a black image,
 ``swap`` the image of another condition of the same set (same arm pose, the target elsewhere; a second
@@ -155,8 +155,8 @@ def format_table(result: EvalResult) -> str:
 
 
 def trial_reset_seed(seed: int, condition_set: str, trial: int) -> int:
-    """The reset seed of trial ``trial`` of ``condition_set``: a function of the set's name, not of its place in
-    a call (before 2026-12-07 it was the place, so a set evaluated second drew other scenes than alone)."""
+    """The reset seed of trial ``trial`` of ``condition_set``: a function of the set's name, not of its place
+    in a call (before 2026-12-07 it was the place, so a set evaluated second drew other scenes than alone)."""
     return int(np.random.default_rng([int(seed), zlib.crc32(condition_set.encode()), int(trial)]).integers(2**31))
 
 
