@@ -5,8 +5,8 @@
 # sets (docs/results-notes.md, issue 12): 9 training positions (the task's *_grid variant), a random
 # distractor scene + table colour in every pose-pretraining image and in every GPS sample (*_grid_dr), the
 # conv trunk pretrained on 2000 such images; S-step 5000 head steps (pose features) then 500 steps on every
-# layer (end-to-end). coat_hanger and bottle_cap (issue 21) train on their *_grid variants' 9 positions too;
-# toy_hammer on its own 4 (with 9 its state policy did worse on validation). These three keep the task's own
+# layer (end-to-end). coat_hanger, toy_hammer and bottle_cap (issue 21) train on their *_grid variants' 9
+# positions too. These three keep the task's own
 # scene in a quarter of the pretraining images and GPS samples, and their state policies sample themselves
 # (on-policy MDGPS) for 12 iterations.
 #   bash scripts/table1.sh reach|shape_sorting|coat_hanger|toy_hammer|bottle_cap [OUT]   (default OUT=runs/results/<task>)
@@ -246,20 +246,20 @@ case "$TASK" in
     # 12 visuomotor iterations (the config's trust region keeps them learning), the iteration kept chosen on
     # the validation sets (the policy at the 9 positions peaked at 9/9 and swung 6-9 after it)
     GPS_LENGTH=(iterations=12 --validate validation:12,visual_validation:8 --select validation) ;;
-  toy_hammer)   # its own 4 conditions: with toy_hammer_grid's 9 the state policy did worse on 40 validation
-    # trials (31/40 against 38/40; docs/results-notes.md, issue 21)
-    NPOS=4
-    # a quarter of the pretraining images (and, in toy_hammer_dr, of the GPS samples) in the task's own scene:
+  toy_hammer)   # 9 training positions, as coat_hanger and bottle_cap (toy_hammer_grid; validation, 12 drawn
+    # positions and 24 scenes: end-to-end 33/36 against 22-24/36 with the task's own 4; docs/results-notes.md)
+    NPOS=9
+    # a quarter of the pretraining images (and, in toy_hammer_grid_dr, of the GPS samples) in the task's own scene:
     # with none the visuomotor policies failed at the training positions in it (validation: end-to-end 0/10
     # -> 8/10 plain, 10/24 -> 8/24 with distractors; docs/results-notes.md)
     SCENES=0.75
-    CTRL=(--config config/experiments/toy_hammer_traj_opt.yaml)
-    STATE=(--config config/experiments/toy_hammer_mdgps.yaml)
+    CTRL=(--config config/experiments/toy_hammer_traj_opt.yaml task=toy_hammer_grid conditions=9)
+    STATE=(--config config/experiments/toy_hammer_mdgps.yaml task=toy_hammer_grid conditions=9)
     STATE_LENGTH=()
-    VISUAL=(--config config/experiments/toy_hammer_mdgps_visual.yaml)
+    VISUAL=(--config config/experiments/toy_hammer_mdgps_visual.yaml task=toy_hammer_grid_dr conditions=9)
     # all 6 visuomotor iterations (its config's convex cost model keeps later ones learning), the iteration
     # kept chosen on the validation sets, as coat_hanger's and bottle_cap's (docs/results-notes.md)
-    GPS_LENGTH=(iterations=6 --validate validation:8,visual_validation:8 --select validation) ;;
+    GPS_LENGTH=(iterations=6 --validate validation:12,visual_validation:8 --select validation) ;;
   bottle_cap)
     NPOS=9
     SCENES=0.75
