@@ -28,6 +28,10 @@
 # evaluation afresh). A job's output goes to OUT/logs/<phase>.log; a line at least every TABLE1_HEARTBEAT_S
 # (60) s names each running job, its time so far and its log's last line. A failing job stops the script:
 # the other jobs are ended and its log's tail printed.
+# TABLE1_SEED=N (default 0): the training seed of every phase (pose pretraining's images and network, the
+# controllers' and GPS runs' sampling noise, the policy's initialization); the test sets' trials stay the same
+# (their evaluation seed is 0 for every training seed), so two seeds' rows are measured on the same situations.
+# An OUT keeps the seed it was started with.
 # TABLE1_BUDGET=smoke: tiny budgets (2 conditions, 1 iteration, 1 trial per set) to test the pipeline in
 # minutes; its results mean nothing. An OUT keeps the budget it was started with.
 # CPU, one core each (before the phases ran side by side): reach about 40 min, shape_sorting about 90 min;
@@ -51,6 +55,9 @@ export OMP_NUM_THREADS=1   # one BLAS/torch thread per process was 5-10x faster 
 TASKS=(reach shape_sorting coat_hanger toy_hammer bottle_cap)
 BUDGET=${TABLE1_BUDGET:-full}
 case "$BUDGET" in full|smoke) ;; *) echo "table1.sh: TABLE1_BUDGET=$BUDGET: expected full or smoke" >&2; exit 2 ;; esac
+SEED=${TABLE1_SEED:-0}
+[[ "$SEED" =~ ^(0|[1-9][0-9]{0,8})$ ]] ||
+  { echo "table1.sh: TABLE1_SEED=$SEED: expected a whole number in 0..999999999" >&2; exit 2; }
 
 # ---------------------------------------------------------------------------------------------- scheduler
 # Phases in the order a free core takes them, and the phases each needs finished first.
@@ -86,6 +93,16 @@ schedule() {  # schedule OUT TASK...: run every phase of the tasks (task dirs: O
       exit 2
     fi
     [ -f "$dir/.table1/budget" ] || echo "$BUDGET" > "$dir/.table1/budget"
+    # one training seed per folder (folders from before TABLE1_SEED hold seed 0's phases)
+    if [ -f "$dir/.table1/seed" ] && [ "$(cat "$dir/.table1/seed")" != "$SEED" ]; then
+      echo "table1.sh: $dir holds a run with TABLE1_SEED=$(cat "$dir/.table1/seed"), not $SEED; use another OUT" >&2
+      exit 2
+    fi
+    if [ ! -f "$dir/.table1/seed" ] && [ "$SEED" != 0 ] && compgen -G "$dir/.table1/*.done" > /dev/null; then
+      echo "table1.sh: $dir holds phases of a run from before TABLE1_SEED (seed 0), not $SEED; use another OUT" >&2
+      exit 2
+    fi
+    [ -f "$dir/.table1/seed" ] || echo "$SEED" > "$dir/.table1/seed"
     for phase in "${PHASES[@]}"; do
       job=$task/$phase
       JOBS+=("$job")
@@ -114,8 +131,8 @@ schedule() {  # schedule OUT TASK...: run every phase of the tasks (task dirs: O
         tail -n 40 "$dir/logs/$phase.log" | sed 's/^/    /'
         exit 1   # (the EXIT trap ends the other jobs)
       fi
-      printf '{"phase": "%s", "start": %s, "end": %s, "workers": %s, "budget": "%s"}\n' "$phase" \
-        "${STARTED[$job]}" "$EPOCHREALTIME" "${WORKERS[$job]}" "$BUDGET" > "$dir/.table1/$phase.done.tmp"
+      printf '{"phase": "%s", "start": %s, "end": %s, "workers": %s, "budget": "%s", "seed": %s}\n' "$phase" \
+        "${STARTED[$job]}" "$EPOCHREALTIME" "${WORKERS[$job]}" "$BUDGET" "$SEED" > "$dir/.table1/$phase.done.tmp"
       mv "$dir/.table1/$phase.done.tmp" "$dir/.table1/$phase.done"
       say "$task: $phase done in $(fmt_s $((EPOCHSECONDS - ${STARTED_S[$job]})))"
     done
@@ -169,7 +186,7 @@ start_job() {  # start_job TASK/PHASE WORKERS: `table1.sh --phase` in the backgr
   local dir=${DIR_OF[$task]}
   STATUS[$job]=running; WORKERS[$job]=$w; STARTED[$job]=$EPOCHREALTIME; STARTED_S[$job]=$EPOCHSECONDS
   say "$task: $phase starts$([ "$w" -gt 1 ] && echo " (2 processes)"): $(bash "$SELF" --describe "$phase" "$task")"
-  echo "== $(date '+%F %T') table1.sh --phase $phase $task $dir $w ($BUDGET)" >> "$dir/logs/$phase.log"
+  echo "== $(date '+%F %T') table1.sh --phase $phase $task $dir $w ($BUDGET, seed $SEED)" >> "$dir/logs/$phase.log"
   set -m   # the job in its own process group, so that stopping it stops the processes it started
   (
     rc=0
@@ -287,6 +304,10 @@ override() {  # override ARRAY key=value...: the array's words for these keys re
   done
   words=("${kept[@]}" "$@")
 }
+# the training seed (TABLE1_SEED); the evaluations keep seed 0, so every training seed meets the same trials
+override CTRL seed="$SEED"
+override STATE seed="$SEED" algorithm.policy_seed="$SEED"
+override VISUAL seed="$SEED" algorithm.policy_seed="$SEED"
 if [ "$BUDGET" = smoke ]; then   # the pipeline end to end in minutes; the numbers mean nothing
   NPOS=2
   override POSE num_train=16 num_test=4 iterations=3 batch_size=4
@@ -320,7 +341,7 @@ case "$PHASE" in
     [ -f "$OUT/pose_pretrain/vision.metrics.json" ] && exit 0
     rm -rf "$OUT/pose_pretrain"
     exec python -m gps_trainer.procedure pose --config config/policy/pose_pretrain.yaml --out "$OUT/pose_pretrain" \
-      task="$TASK" "${POSE[@]}" scene_randomization="$SCENES" seed=0 --threads 1 ;;
+      task="$TASK" "${POSE[@]}" scene_randomization="$SCENES" seed="$SEED" --threads 1 ;;
   controllers)   # (a stopped run resumes at its first missing iteration; a finished one returns at once)
     exec python -m gps_trainer.procedure controllers "${CTRL[@]}" --out "$OUT/controllers" --threads 1 --workers "$W" ;;
   state)

@@ -91,6 +91,21 @@ def test_every_experiment_loads_with_the_scripts_overrides(task):
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_every_training_run_takes_the_scripts_training_seed(task):
+    """TABLE1_SEED reaches the three training runs as these overrides (the script's, checked here to load and
+    take effect for every task's experiments)."""
+    for which, keys in (("CTRL", ("seed",)), ("STATE", ("seed", "algorithm.policy_seed")),
+                        ("VISUAL", ("seed", "algorithm.policy_seed"))):
+        line = "override " + which + "".join(f' {k}="$SEED"' for k in keys)
+        assert line in SCRIPT_TEXT, line
+        args = BRANCHES[task][which]
+        e = load_experiment(ROOT / args[1], parse_overrides([*args[2:], *(f"{k}=7" for k in keys)]))
+        assert e.seed == 7, (task, which)
+        if which != "CTRL":
+            assert e.algorithm.policy_seed == 7, (task, which)
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_the_mdgps_runs_optimize_the_trajectory_optimizations_cost(task):
     ctrl, state, visual = (experiment(task, w) for w in ARRAYS)
     assert state.algorithm.cost == ctrl.algorithm.cost, f"{task}: state MDGPS cost != {BRANCHES[task]['CTRL'][1]}"

@@ -175,6 +175,38 @@ def test_a_failing_phase_stops_the_run_and_the_rerun_one_job_at_a_time_gives_the
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), f
 
 
+@pytest.mark.slow
+def test_the_training_seed_reaches_every_training_phase_and_a_folder_keeps_its_seed(tmp_path):
+    """TABLE1_SEED seeds pose pretraining, the controllers, the state policy and its initialization; a
+    folder started with one seed refuses another, and one from before the setting (seed 0) any other."""
+    pytest.importorskip("gps_sim")
+    out = tmp_path / "reach"
+
+    def phase(name: str) -> None:
+        r = subprocess.run(["bash", str(SCRIPT), "--phase", name, "reach", str(out), "1"], capture_output=True,
+                           text=True, timeout=600, cwd=ROOT,
+                           env={**os.environ, "GPS_VENV": sys.prefix, "TABLE1_BUDGET": "smoke", "TABLE1_SEED": "3"})
+        if r.returncode != 0 and "EGL" in r.stdout + r.stderr:
+            pytest.skip("simulator rendering unavailable")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    for name in ("pose", "controllers", "state"):
+        phase(name)
+    assert json.loads((out / "pose_pretrain" / "vision.metrics.json").read_text())["seed"] == 3
+    assert json.loads((out / "controllers" / "experiment.json").read_text())["seed"] == 3
+    state = json.loads((out / "gps_mdgps_state" / "experiment.json").read_text())
+    assert state["seed"] == 3 and state["algorithm"]["policy_seed"] == 3
+
+    (out / ".table1").mkdir()
+    (out / ".table1" / "seed").write_text("3\n")
+    r = table1(out, "reach", timeout=120, TABLE1_SEED="4")
+    assert r.returncode == 2 and "holds a run with TABLE1_SEED=3, not 4" in r.stderr, r.stderr
+    (out / ".table1" / "seed").unlink()
+    (out / ".table1" / "pose.done").write_text("{}")
+    r = table1(out, "reach", timeout=120, TABLE1_SEED="4")
+    assert r.returncode == 2 and "from before TABLE1_SEED (seed 0), not 4" in r.stderr, r.stderr
+
+
 def test_a_folder_in_use_and_a_bad_setting_are_refused_before_any_work(tmp_path):
     out = tmp_path / "reach"
     (out / ".table1").mkdir(parents=True)
@@ -192,7 +224,9 @@ def test_a_folder_in_use_and_a_bad_setting_are_refused_before_any_work(tmp_path)
         holder.wait()
     for env, message in ((dict(TABLE1_BUDGET="quick"), "TABLE1_BUDGET=quick: expected full or smoke"),
                          (dict(TABLE1_SLOTS="0"), "TABLE1_SLOTS=0: expected a positive integer"),
-                         (dict(TABLE1_HEARTBEAT_S="600"), "TABLE1_HEARTBEAT_S=600: expected whole seconds in 1..60")):
+                         (dict(TABLE1_HEARTBEAT_S="600"), "TABLE1_HEARTBEAT_S=600: expected whole seconds in 1..60"),
+                         (dict(TABLE1_SEED="01"), "TABLE1_SEED=01: expected a whole number in 0..999999999"),
+                         (dict(TABLE1_SEED="-1"), "TABLE1_SEED=-1: expected a whole number in 0..999999999")):
         r = table1(out, "reach", timeout=120, **env)
         assert r.returncode == 2 and message in r.stderr, (env, r.stderr)
     r = table1(out, "reach_grid", timeout=120)
