@@ -35,7 +35,7 @@ from gps_controller.overlay import draw_feature_points
 from gps_controller.policies.serialization import load_policy, save_policy
 from gps_core.linear_gaussian import LinearGaussianPolicy
 from gps_core.samples import SampleBatch
-from gps_trainer.config import ExperimentConfig, config_to_dict
+from gps_trainer.config import ExperimentConfig, config_to_dict, experiment_from_dict
 from gps_trainer.state_arrays import prefixed, under
 from gps_trainer.storage import CheckpointStore
 
@@ -246,6 +246,16 @@ def plain(v: Any) -> Any:
 # --------------------------------------------------------------------------- the directory
 
 
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved configuration with the keys added to the configuration since at their defaults: every new key's
+    default keeps the behaviour from before it, so a run written before a key existed is a run of that
+    default (and resumes). A file that no longer loads is compared as it is (and so refused)."""
+    try:
+        return json.loads(json.dumps(config_to_dict(experiment_from_dict(saved, source="experiment.json"))))
+    except (ValueError, TypeError):
+        return saved
+
+
 class RunDirectory:
     """The files of one run (see the module docstring). ``fresh``: start afresh in a directory that
     holds a run of the same configuration (its checkpoints are ignored and overwritten)."""
@@ -269,7 +279,7 @@ class RunDirectory:
         file = self.path / "experiment.json"
         new = json.loads(json.dumps(config_to_dict(self.cfg)))
         if file.exists() and not self.fresh:
-            old = json.loads(file.read_text())
+            old = _with_defaults(json.loads(file.read_text()))
             if {k: v for k, v in old.items() if k != "iterations"} != {k: v for k, v in new.items() if k != "iterations"}:
                 raise ValueError(f"{self.path} holds a run of another configuration ({file}); use another output "
                                  "directory, or restart to replace it")

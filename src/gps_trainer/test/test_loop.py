@@ -75,6 +75,21 @@ def test_another_configuration_is_refused_and_a_restart_replaces_it(tmp_path):
     assert len(rows) == 1 and len(list((tmp_path / "checkpoints").iterdir())) == 1
 
 
+def test_a_run_from_before_a_new_key_resumes_as_a_run_of_its_default(tmp_path):
+    """A key added to the configuration since a run was written (absent from its experiment.json) counts as
+    its default, which keeps the behaviour from before the key: the run resumes. Any other value of that key,
+    or a changed saved value, is another configuration."""
+    train_in_simulation(_cfg(1), tmp_path)
+    file = tmp_path / "experiment.json"
+    saved = json.loads(file.read_text())
+    assert saved["algorithm"].pop("cost_hessian") == "exact"  # a key added after the first runs
+    file.write_text(json.dumps(saved))
+    assert [r["iteration"] for r in train_in_simulation(_cfg(2), tmp_path).rows] == [0, 1]
+    file.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="another configuration"):
+        train_in_simulation(_cfg(3, **{"algorithm.cost_hessian": "psd"}), tmp_path)
+
+
 def test_run_directory_files_and_the_one_policy_format(tmp_path):
     run = train_in_simulation(_cfg(1), tmp_path)
     row = run.rows[0]
