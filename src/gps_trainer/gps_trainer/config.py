@@ -200,12 +200,6 @@ class MDGPSConfig(TrajOptOnlyConfig):
                    absolute cost, or not finite, means the closed loop diverged under the fitted dynamics:
                    the estimate says nothing about the policy, and the iteration keeps its step multiplier
                    instead of rescaling it by that number (0: off, the reference's rule)
-    model_divergence_limit: a condition whose sampling controller's expected cost, under the dynamics fitted to
-                   its own samples and the cost model around them, is not finite or beyond this many times
-                   the samples' mean absolute cost has a local model that does not describe its samples: its
-                   C-step keeps the sampling controller (as a condition with no valid eta does), so the S-step
-                   imitates what was sampled instead of the optimum of a model that has none (0: off, the
-                   reference's C-step)
     s_step_history: the S-step trains on the samples of this many latest iterations, each with the targets
                    of its own iteration's C-step (1: the latest batch only, as the reference); a
                    checkpoint keeps the entries the next S-step reads, so a resumed run trains as the
@@ -226,7 +220,6 @@ class MDGPSConfig(TrajOptOnlyConfig):
     policy_regularization: float = ranged(1e-6, ge=0.0)
     step_rule: Literal["laplace", "mc"] = "laplace"
     step_estimate_limit: float = ranged(0.0, ge=0.0, le=1e6)
-    model_divergence_limit: float = ranged(0.0, ge=0.0, le=1e6)
     sample_on_policy: bool = False
     s_step_history: int = ranged(1, ge=1, le=50)
     pretrained_vision: str | None = None

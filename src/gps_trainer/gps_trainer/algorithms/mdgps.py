@@ -435,17 +435,8 @@ class MDGPS:
             max_iterations=tcfg.max_eta_iterations, tolerance=tcfg.kl_tolerance)
         # A condition with no valid eta keeps the controller that sampled it (a known, working one) rather
         # than pi_lin, the eta -> infinity answer kl_constrained_update returns; its KL to pi_lin is reported.
-        # So does one whose local model diverges under that very controller (model_divergence_limit): the
-        # C-step's optimum of such a model is no controller for the samples, and an S-step on its actions
-        # undid the policy in one iteration (toy_hammer's pose-features run, issue 21).
-        model_diverged = [False] * M
-        if cfg.model_divergence_limit > 0:
-            limit = cfg.model_divergence_limit * float(np.mean(np.abs(sample_costs)))
-            for m in range(M):
-                e = expected_cost(self.controllers[m], dynamics[m], costs[m])
-                model_diverged[m] = not (np.isfinite(e) and abs(e) <= limit)
         for m, r in enumerate(results):
-            if r.fallback is not None or model_diverged[m]:
+            if r.fallback is not None:
                 kept = self.controllers[m].copy()
                 mu, sigma = controller_marginals(kept, dynamics[m])
                 r.policy, r.kl = kept, float(kl_divergence(
@@ -456,7 +447,6 @@ class MDGPS:
                                   self.policy.variance())
         drift["kl_bound"] = float(tcfg.kl_step * self.step_mult)
         drift["step_estimate_diverged"] = estimate_diverged
-        drift["model_diverged"] = model_diverged
         drift["kl_new_policy_lin"] = [float(r.kl) / self.controllers[0].T for r in results]
         t4 = time.perf_counter()
 
@@ -474,8 +464,7 @@ class MDGPS:
                 condition=batches[m].condition, cost=sample_costs[m], kl=r.kl, kl_target=r.kl_target, eta=r.eta,
                 step_mult=self.step_mult, eta_iterations=r.iterations, converged=r.converged,
                 predicted_improvement=predicted, actual_improvement=actual, fallback=r.fallback is not None))
-            if not model_diverged[m]:  # (an eta searched on a model that has no optimum says nothing)
-                self.eta[m] = r.eta
+            self.eta[m] = r.eta
         self.controllers = new_controllers
         self.timings = {"dynamics": t1 - t0, "policy_fit": t3 - t2, "c_step": t4 - t3,
                         "s_step": (t5 - t4) + (t2 - t1)}
