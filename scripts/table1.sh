@@ -42,7 +42,8 @@
 # another run): pose 13 min, controllers 15, state policy 5.5, end-to-end 72 (12 iterations). toy_hammer whole,
 # 2026-12-07, two slots with tests beside them: 45m46s wall (pose 14 min, controllers 6.5, state 3.5, pose
 # features 16, end-to-end 32, pose prediction 4.5); its two visuomotor phases again with the recipe of the
-# ninth session, side by side: pose features 13, end-to-end 24.
+# ninth session, side by side: pose features 13, end-to-end 24. toy_hammer on its 9 positions (eleventh
+# session, two seeds): pose features 30-34 min beside end-to-end 43-50, state policy 6; about an hour whole.
 set -eo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/table1.sh"
