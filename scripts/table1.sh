@@ -6,9 +6,8 @@
 # distractor scene + table colour in every pose-pretraining image and in every GPS sample (*_grid_dr), the
 # conv trunk pretrained on 2000 such images; S-step 5000 head steps (pose features) then 500 steps on every
 # layer (end-to-end). coat_hanger, toy_hammer and bottle_cap (issue 21) train on their *_grid variants' 9
-# positions too. These three keep the task's own
-# scene in a quarter of the pretraining images and GPS samples, and their state policies sample themselves
-# (on-policy MDGPS) for 12 iterations.
+# positions too. These three keep the task's own scene in a quarter of the pretraining images and GPS samples,
+# and their state policies sample themselves (on-policy MDGPS) for 12 iterations.
 #   bash scripts/table1.sh reach|shape_sorting|coat_hanger|toy_hammer|bottle_cap [OUT]   (default OUT=runs/results/<task>)
 #   bash scripts/table1.sh all [OUT]   (the five tasks, OUT/<task> each; default OUT=runs/results)
 # At the end: OUT/summary.md, the three test-set rates of every method and the wall times (also printed).
