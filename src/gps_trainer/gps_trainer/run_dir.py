@@ -246,12 +246,17 @@ def plain(v: Any) -> Any:
 # --------------------------------------------------------------------------- the directory
 
 
+def _config_json(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``cfg`` as experiment.json holds it (JSON types: tuples as lists)."""
+    return json.loads(json.dumps(config_to_dict(cfg)))
+
+
 def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved configuration with the keys added to the configuration since at their defaults: every new key's
     default keeps the behaviour from before it, so a run written before a key existed is a run of that
     default (and resumes). A file that no longer loads is compared as it is (and so refused)."""
     try:
-        return json.loads(json.dumps(config_to_dict(experiment_from_dict(saved, source="experiment.json"))))
+        return _config_json(experiment_from_dict(saved, source="experiment.json"))
     except (ValueError, TypeError):
         return saved
 
@@ -277,7 +282,7 @@ class RunDirectory:
         """Refuse a directory holding a run of another configuration (``iterations`` may differ: a
         finished run can be extended)."""
         file = self.path / "experiment.json"
-        new = json.loads(json.dumps(config_to_dict(self.cfg)))
+        new = _config_json(self.cfg)
         if file.exists() and not self.fresh:
             old = _with_defaults(json.loads(file.read_text()))
             if {k: v for k, v in old.items() if k != "iterations"} != {k: v for k, v in new.items() if k != "iterations"}:
