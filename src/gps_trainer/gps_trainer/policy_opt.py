@@ -196,6 +196,10 @@ class PolicyOptDiagnostics:
     device: str = "cpu"
     aux_pose_loss_before: float | None = None  # L_aux / aux_pose_weight on the evaluated samples (normalized units)
     aux_pose_loss_after: float | None = None
+    # The loss before and after per group (train_policy's ``groups``, e.g. the condition): the mean over the
+    # group's evaluated samples, None for a group none of whose samples was evaluated.
+    loss_before_per_group: list[float | None] = field(default_factory=list)
+    loss_after_per_group: list[float | None] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -263,9 +267,24 @@ def covariance_update(precisions: np.ndarray, ent_reg: float = 0.0, weights: np.
     return var
 
 
-def _weighted_loss(mean: torch.Tensor, target: torch.Tensor, prec: torch.Tensor) -> torch.Tensor:
+def _sample_losses(mean: torch.Tensor, target: torch.Tensor, prec: torch.Tensor) -> torch.Tensor:
+    """(mean - target)^T prec (mean - target) per sample."""
     d = mean - target
-    return torch.einsum("bi,bij,bj->b", d, prec, d).mean()
+    return torch.einsum("bi,bij,bj->b", d, prec, d)
+
+
+def _weighted_loss(mean: torch.Tensor, target: torch.Tensor, prec: torch.Tensor) -> torch.Tensor:
+    return _sample_losses(mean, target, prec).mean()
+
+
+def _group_means(losses: torch.Tensor, groups: np.ndarray | None) -> list[float | None]:
+    """Mean of ``losses`` (one per evaluated sample) per group 0..max(groups); negative groups are left out."""
+    if groups is None or groups.size == 0 or groups.max() < 0:
+        return []
+    sums = np.bincount(groups[groups >= 0], weights=losses.double().cpu().numpy()[groups >= 0],
+                       minlength=int(groups.max()) + 1)
+    counts = np.bincount(groups[groups >= 0], minlength=int(groups.max()) + 1)
+    return [float(s / c) if c else None for s, c in zip(sums, counts, strict=True)]
 
 
 def train_policy(
@@ -279,6 +298,7 @@ def train_policy(
     weights: Any = None,
     aux_pose: AuxPoseTargets | None = None,
     optimizer_memory: dict[str, np.ndarray] | None = None,
+    groups: Any = None,
 ) -> PolicyOptDiagnostics:
     """Fit ``policy`` in place; returns diagnostics.
 
@@ -289,6 +309,8 @@ def train_policy(
     the auxiliary pose loss's head and targets, used when ``config.aux_pose_weight`` > 0.
     ``optimizer_memory``: with ``config.persistent_optimizer``, Adam's state from the last S-step (read
     when not empty) and, on return, this one's (:func:`adam_state_arrays`); the caller keeps it.
+    ``groups`` (...,) optional ints (e.g. the condition; negative: none): the loss before and after is also
+    reported per group, so one group's outlying loss shows where the mean's comes from.
     """
     cfg = config or PolicyOptConfig()
     seed = cfg.seed if seed is None else int(seed)
@@ -323,6 +345,12 @@ def train_policy(
         w = normalize_sample_weights(np.asarray(weights).reshape(-1), cfg.max_sample_weight)
         if w.shape[0] != m:
             raise ValueError(f"weights must have {m} entries, got {w.shape[0]}")
+
+    group_of = None
+    if groups is not None:
+        group_of = np.asarray(groups).reshape(-1)
+        if group_of.shape[0] != m or not np.issubdtype(group_of.dtype, np.integer):
+            raise ValueError(f"groups must be {m} integers, got {group_of.dtype} {group_of.shape}")
 
     use_aux = cfg.aux_pose_weight > 0 and cfg.iterations > 0
     if use_aux:
@@ -385,6 +413,7 @@ def train_policy(
         eval_gen = torch.Generator().manual_seed(loss_eval_seed(seed))
         eval_idx = torch.randperm(m, generator=eval_gen)[:cfg.loss_eval_samples].sort().values.to(device)
     eval_chunks = torch.split(eval_idx, cfg.eval_batch_size)
+    eval_groups = None if group_of is None else group_of[eval_idx.cpu().numpy()]
 
     def full_aux_loss() -> float | None:
         if not use_aux:
@@ -396,15 +425,17 @@ def train_policy(
                 total += float(aux_loss(points, idx)) * len(idx)
         return total / len(eval_idx)
 
-    def full_loss() -> float:
-        total = 0.0
+    def full_loss() -> tuple[float, list[float | None]]:
+        """The mean loss over the evaluated samples, and per group."""
+        losses = []
         with torch.inference_mode():
             for idx in eval_chunks:
                 im = None if img_t is None else images_to_tensor(img_t[idx], device)
                 with policy.inference_autocast(cfg.inference_precision):
                     mean, _ = policy(o_t[idx], im)
-                total += float(_weighted_loss(mean.float(), u_t[idx], p_t[idx])) * len(idx)
-        return total / len(eval_idx)
+                losses.append(_sample_losses(mean.float(), u_t[idx], p_t[idx]))
+        per_sample = torch.cat(losses)
+        return float(per_sample.sum()) / len(eval_idx), _group_means(per_sample, eval_groups)
 
     # The S-step's forward passes under autocast; the loss itself is formed in fp32.
     train_precision = ("fp32" if cfg.train_precision == "auto" and not policy.uses_images
@@ -434,16 +465,22 @@ def train_policy(
                              for s in range(0, m, cfg.eval_batch_size)]).float()
             o_norm = policy.normalize(o_t)
 
-        def head_loss(idx: torch.Tensor) -> torch.Tensor:
+        def head_losses(idx: torch.Tensor) -> torch.Tensor:
             with train_autocast():
                 mean = policy.net.head(pts[idx], o_norm[idx])
-            return _weighted_loss(mean.float(), u_t[idx], p_t[idx])
+            return _sample_losses(mean.float(), u_t[idx], p_t[idx])
 
-        with torch.no_grad():  # (the head alone: the evaluated samples in one batch)
-            loss_before = float(head_loss(eval_idx)) if cfg.evaluate_full_loss else None
+        def head_loss(idx: torch.Tensor) -> torch.Tensor:
+            return head_losses(idx).mean()
+
+        loss_before, before_per_group = None, []
+        if cfg.evaluate_full_loss:
+            with torch.no_grad():  # (the head alone: the evaluated samples in one batch)
+                per_sample = head_losses(eval_idx).float()
+            loss_before, before_per_group = float(per_sample.mean()), _group_means(per_sample, eval_groups)
     else:
         t_loss = time.perf_counter()
-        loss_before = full_loss() if cfg.evaluate_full_loss else None
+        loss_before, before_per_group = full_loss() if cfg.evaluate_full_loss else (None, [])
         loss_eval_s = time.perf_counter() - t_loss
     aux_before = full_aux_loss()
 
@@ -471,7 +508,7 @@ def train_policy(
     t_end = time.perf_counter()
     policy.eval()
     t_loss = time.perf_counter()
-    loss_after = full_loss() if cfg.evaluate_full_loss else None
+    loss_after, after_per_group = full_loss() if cfg.evaluate_full_loss else (None, [])
     loss_eval_s += time.perf_counter() - t_loss
     aux_after = full_aux_loss()
     if aux_head is not None:
@@ -494,6 +531,7 @@ def train_policy(
         full_wall_time_s=t_end - t_full, loss_eval_wall_time_s=loss_eval_s,
         samples_per_s=steps * bs / wall if wall > 0 else math.inf, device=str(device),
         aux_pose_loss_before=aux_before, aux_pose_loss_after=aux_after,
+        loss_before_per_group=before_per_group, loss_after_per_group=after_per_group,
     )
 
 

@@ -40,6 +40,12 @@ def test_every_iteration_records_the_drift_terms(tiny_run):
         # pi_lin's covariance is a regression residual (PSD) plus the policy's variance: never below it
         assert r["policy_lin_residual_var"] >= -1e-9 * max(1.0, r["policy_var"])
         assert r["variance_sampler"] > 0 and r["policy_var"] > 0
+        # the S-step's loss per condition: every sample is evaluated and each condition has as many, so the
+        # mean over conditions is the loss (fp32 sums in another order: a relative 1e-5)
+        for when in ("before", "after"):
+            per_condition = r[f"policy_loss_{when}_per_condition"]
+            assert len(per_condition) == 2 and all(v >= 0 for v in per_condition)
+            assert np.mean(per_condition) == pytest.approx(r[f"policy_loss_{when}"], rel=1e-5)
         # the C-step meets its bound (tolerance 10 %, kl_constrained_update) wherever it converged
         for kl_new, fell_back in zip(r["kl_new_policy_lin"], [False] * 2, strict=True):
             if not fell_back and r["c_step_fallbacks"] == 0:

@@ -179,6 +179,42 @@ def test_the_loss_is_evaluated_on_a_fixed_draw_of_samples_and_training_does_not_
         PolicyOptConfig(loss_eval_samples=-1)
 
 
+def test_the_loss_is_reported_per_group_of_samples():
+    """groups (e.g. the condition): the loss before and after per group is the weighted loss on that group's
+    evaluated samples, formed here from the policy's means; with and without the head phase, on a subset
+    draw; a negative group is left out of every group, a group with no evaluated sample is None."""
+    cfg, imgs, obs, u, prec = _small_visual()
+    m = 40
+    groups = np.repeat([0, -1, 2, 0], 10).reshape(4, 10)  # sample 1: no group; group 1: no sample
+    prec = prec * np.linspace(0.5, 4.0, m).reshape(4, 10, 1, 1)  # groups differ in their losses
+
+    def losses_of(pol, rows):
+        mean, _ = pol.predict(obs.reshape(m, -1)[rows], imgs.reshape(m, 16, 16, 3)[rows])
+        err = mean - u.reshape(m, -1)[rows]
+        return np.einsum("ni,nij,nj->n", err, prec.reshape(m, 2, 2)[rows], err)
+
+    for fc_steps, n_eval in ((0, 0), (3, 0), (3, 25)):
+        before_pol = make_visuomotor_policy(cfg, seed=0)
+        before_pol.fit_normalization(obs.reshape(m, -1), min_std=PolicyOptConfig().min_obs_std)  # as the S-step does first
+        pol = make_visuomotor_policy(cfg, seed=0)
+        d = train_policy(pol, obs, imgs, u, prec, _cfg(iterations=3, fc_only_iterations=fc_steps, eval_batch_size=7,
+                                                       loss_eval_samples=n_eval), seed=5, groups=groups)
+        rows = np.arange(m) if n_eval == 0 else torch.randperm(
+            m, generator=torch.Generator().manual_seed(loss_eval_seed(5)))[:n_eval].sort().values.numpy()
+        g = groups.reshape(-1)[rows]
+        for per_group, policy in ((d.loss_before_per_group, before_pol), (d.loss_after_per_group, pol)):
+            values = losses_of(policy, rows)
+            assert len(per_group) == 3 and per_group[1] is None
+            for k in (0, 2):
+                assert per_group[k] == pytest.approx(values[g == k].mean(), rel=1e-4)
+        assert d.loss_before_per_group[2] != pytest.approx(d.loss_before_per_group[0], rel=0.05)
+    with pytest.raises(ValueError, match="groups"):
+        train_policy(make_visuomotor_policy(cfg, seed=0), obs, imgs, u, prec, _cfg(iterations=1),
+                     groups=np.zeros(7, dtype=int))
+    d = train_policy(make_visuomotor_policy(cfg, seed=0), obs, imgs, u, prec, _cfg(iterations=1))
+    assert d.loss_before_per_group == [] and d.loss_after_per_group == []
+
+
 def test_a_persistent_optimizer_continues_adam_across_s_steps():
     """Known answer: with full-batch steps on the same data, two S-steps of n steps sharing Adam's state
     are one S-step of 2n steps (up to the summation order of a permuted batch); a new Adam each S-step is

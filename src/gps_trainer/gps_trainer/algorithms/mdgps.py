@@ -249,6 +249,8 @@ class GPSIteration:
             "actual_improvement": self.conditions[0].actual_improvement if self.conditions else float("nan"),
             "policy_loss_before": None if last is None else last.loss_before,
             "policy_loss_after": None if last is None else last.loss_after,
+            "policy_loss_before_per_condition": None if last is None else last.loss_before_per_group,
+            "policy_loss_after_per_condition": None if last is None else last.loss_after_per_group,
             "c_step_fallbacks": sum(d.fallback for d in self.conditions),
             **{f"{k}_s": v for k, v in self.timings.items()},
         }
@@ -495,9 +497,13 @@ class MDGPS:
                 wts.append(np.broadcast_to(weights[m], b.X.shape[:2]))
         images = None if any(i is None for i in imgs) else np.concatenate(imgs)
         obs_all, tgt_all, prc_all = np.concatenate(obs), np.concatenate(tgt), np.concatenate(prc)
+        # The loss per condition is reported for this iteration's samples (older ones: group -1).
+        groups = np.concatenate([np.full(b.X.shape[:2], m) for m, b in enumerate(batches)])
         if remember and weights is None and target_shift is None and self.s_step_data.maxlen > 1:
             self.s_step_data.append((obs_all, images, tgt_all, prc_all))
             if len(self.s_step_data) > 1:
+                older = sum(len(d[0]) for d in list(self.s_step_data)[:-1])
+                groups = np.concatenate([np.full((older, *groups.shape[1:]), -1), groups])
                 obs_all, tgt_all, prc_all = (np.concatenate([d[k] for d in self.s_step_data]) for k in (0, 2, 3))
                 images = None if images is None else np.concatenate([d[1] for d in self.s_step_data])
         cfg = self.policy_opt_config
@@ -516,5 +522,5 @@ class MDGPS:
                 for m, b in enumerate(batches)]))
         self.last_s_step = train_policy(self.policy, obs_all, images, tgt_all, prc_all, cfg, seed=seed,
                                         weights=None if weights is None else np.concatenate(wts), aux_pose=aux,
-                                        optimizer_memory=self.s_step_optimizer)
+                                        optimizer_memory=self.s_step_optimizer, groups=groups)
         return self.last_s_step

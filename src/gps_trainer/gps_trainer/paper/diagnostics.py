@@ -9,7 +9,8 @@ iteration:
 2. expected cost (Laplace, this iteration's models) of the controller that sampled, the policy
    linearization and the C-step's output, beside the samples' and the policy's measured cost;
 3. the step rule's predicted and actual improvement;
-4. the S-step's loss before and after;
+4. the S-step's loss before and after, and before on its worst condition (one condition's outlying loss
+   drives the mean);
 5. exploration noise: mean action variance of the samplers, the new controllers, the policy, and the
    regression residual of the linearization;
 6. success: noisy samples, the policy alone at the training conditions, the development sets.
@@ -41,6 +42,12 @@ def _mean(v: Any) -> float:
 
 def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
     return [_mean(r.get(key)) for r in rows]
+
+
+def _worst(v: Any) -> float:
+    """Largest entry of a per-condition list (None entries left out); NaN where there is none."""
+    vals = [float(x) for x in v if x is not None] if isinstance(v, list) else []
+    return max(vals) if vals else math.nan
 
 
 def has_diagnostics(rows: list[dict[str, Any]]) -> bool:
@@ -102,6 +109,9 @@ def plot_diagnostics(rows: list[dict[str, Any]], path: str | Path, title: str = 
 
     line(a_loss, "policy_loss_before", "before")
     line(a_loss, "policy_loss_after", "after")
+    worst = [_worst(r.get("policy_loss_before_per_condition")) for r in rows]
+    if any(math.isfinite(y) for y in worst):
+        a_loss.plot(it, worst, marker="x", ms=3, ls=":", label="before, worst condition")
     a_loss.set_yscale("symlog", linthresh=1.0)
     a_loss.set_title("S-step loss", fontsize=9)
 
