@@ -207,6 +207,10 @@ class MDGPSConfig(TrajOptOnlyConfig):
     sample_on_policy: from the second iteration on, sample the global policy (with its own noise) instead
                    of the local controllers (reference ``sample_on_policy``; Montgomery & Levine 2016's
                    on-policy MDGPS): the C-step then improves on the states the policy actually visits
+    s_step_within_limits: the S-step leaves out every rollout at whose states a target controller's mean
+                   action exceeds the robot's effort limits anywhere (the sampler reports them): the linear
+                   controller has left the region it was fitted in, and its targets there, up to 16 times the
+                   limit, would outweigh every other sample of the batch (issue 21, twelfth session)
     pretrained_vision: optional pose-pretraining safetensors file whose conv layers initialize the CNN
     init_controllers_file: optional controllers .npz (from local-controller pretraining) to start from
     policy_seed:   seed of the policy's initial weights and of the S-step minibatches
@@ -222,6 +226,7 @@ class MDGPSConfig(TrajOptOnlyConfig):
     step_estimate_limit: float = ranged(0.0, ge=0.0, le=1e6)
     sample_on_policy: bool = False
     s_step_history: int = ranged(1, ge=1, le=50)
+    s_step_within_limits: bool = False
     pretrained_vision: str | None = None
     init_controllers_file: str | None = None
     policy_seed: int = ranged(0, ge=0, le=MAX_SEED)

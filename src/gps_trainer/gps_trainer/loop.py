@@ -52,6 +52,10 @@ class Sampler(Protocol):
     dU: int
     dO: int
 
+    #: The robot's effort limits (dU,), the torques its safety layer clips to; None where the sampler does not
+    #: know them (the S-step's ``s_step_within_limits`` needs them).
+    action_limits: np.ndarray | None
+
     def initial_states(self, conditions: Sequence[int]) -> list[np.ndarray]:
         """x_0 of each training condition (initial controllers are built around them)."""
 
@@ -117,6 +121,10 @@ def make_algorithm(cfg: ExperimentConfig, sampler: Sampler, init_controllers: st
         from gps_trainer.algorithms.mdgps import MDGPS
 
         algo = MDGPS(alg, controllers, policy, seed=cfg.seed)
+    algo.action_limits = getattr(sampler, "action_limits", None)
+    if alg.s_step_within_limits and algo.action_limits is None:
+        raise ValueError("algorithm.s_step_within_limits needs the robot's effort limits, and this sampler does "
+                         "not report them")
     if algo.policy_opt_config.aux_pose_weight > 0:
         if not vision:
             raise ValueError("algorithm.policy_opt.aux_pose_weight > 0 needs algorithm.pretrained_vision (or "

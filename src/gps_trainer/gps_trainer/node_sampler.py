@@ -185,6 +185,7 @@ class NodeSampler:
         self.namespaces = [ns_key(ns) for ns in namespaces] or [""]
         self.T = int(horizon or task.horizon)
         self.dX, self.dU, self.dO = STATE_DIM, NUM_JOINTS, OBS_DIM
+        self.action_limits = None  # each robot's controller node keeps its effort limits (not sent to the trainer)
         self.image_size, self.record_images, self.base_seed = int(image_size), bool(record_images), int(base_seed)
         self.trial_timeout, self.service_wait = float(trial_timeout), float(service_wait)
         self.robot_failure_limit = int(robot_failure_limit)

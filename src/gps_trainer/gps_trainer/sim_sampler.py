@@ -103,6 +103,7 @@ class SimSampler:
         self._worker_setup = (self.task, int(image_size), self.record_images, float(joint_limit_margin),
                               condition_set, self.T)
         self.dX, self.dU, self.dO = self.sim.dX, self.sim.dU, self.sim.dO
+        self.action_limits = np.asarray(self.sim.effort_limits, dtype=np.float64).copy()  # what the safety layer clips to
 
     # ------------------------------------------------------------------ Sampler
 

@@ -224,3 +224,53 @@ def test_psd_cost_hessians_leave_a_convex_cost_alone_and_make_the_log_terms_mode
         curvature[h] = min(np.linalg.eigvalsh(m.cm).min() / np.abs(np.linalg.eigvalsh(m.cm)).max()
                            for models in seen for m in models)
     assert curvature["exact"] < -1e-3 and curvature["psd"] >= -1e-12, curvature
+
+
+def test_the_s_step_leaves_out_rollouts_whose_targets_leave_the_effort_limits(tmp_path, caplog):
+    """s_step_within_limits: a rollout at one of whose states a target controller's mean action exceeds the
+    robot's effort limits (here: one rollout's states pushed far off, where the linear controller's actions
+    grow with the distance) is not trained on; the others are; every rollout out leaves them all in."""
+    cfg = tiny_config(**{"algorithm.s_step_within_limits": True})
+    sampler = SimSampler(cfg.task, cfg.horizon, base_seed=cfg.seed)
+    try:
+        run = GPSRun(cfg, tmp_path / "run", sampler)
+        algo = run.algorithm
+        np.testing.assert_array_equal(algo.action_limits, sampler.sim.effort_limits)
+        row = run.iteration()
+        assert row["s_step_rollouts_dropped"] == algo.s_step_dropped and len(algo.s_step_dropped) == 2
+        batches = sampler.sample(1, algo.controllers, 3)
+        batches = [type(b)(X=b.X[:, :cfg.horizon], U=b.U[:, :cfg.horizon], obs=b.obs[:, :cfg.horizon],
+                           condition=b.condition) for b in batches]
+        T = batches[0].T
+        for b, c in zip(batches, algo.controllers, strict=True):  # every rollout within the limits as sampled
+            assert np.all(np.abs(c.act_batch(b.X)) <= algo.action_limits)
+        far = batches[1].X.copy()
+        far[2] += 1e3 * np.sign(far[2] + 1e-12)
+        batches[1] = type(batches[1])(X=far, U=batches[1].U, obs=batches[1].obs, condition=1)
+        d = algo._s_step(batches, algo.controllers)
+        assert algo.s_step_dropped == [0, 1] and d.num_samples == 5 * T
+        cfg_off = tiny_config()
+        algo.config = cfg_off.algorithm  # the option off: every rollout
+        d = algo._s_step(batches, algo.controllers)
+        assert algo.s_step_dropped == [0, 0] and d.num_samples == 6 * T
+        algo.config = cfg.algorithm
+        algo.action_limits = np.full(sampler.dU, 1e-9)  # every rollout out: all stay in (and a warning)
+        with caplog.at_level("WARNING"):
+            d = algo._s_step(batches, algo.controllers)
+        assert d.num_samples == 6 * T and "leave the effort limits" in caplog.text
+        algo.action_limits = None
+        with pytest.raises(ValueError, match="effort limits"):
+            algo._s_step(batches, algo.controllers)
+    finally:
+        sampler.close()
+
+
+def test_s_step_within_limits_needs_a_sampler_that_knows_the_limits(tmp_path):
+    cfg = tiny_config(**{"algorithm.s_step_within_limits": True})
+    sampler = SimSampler(cfg.task, cfg.horizon, base_seed=cfg.seed)
+    try:
+        sampler.action_limits = None  # as NodeSampler: the robots' controller nodes keep them
+        with pytest.raises(ValueError, match="s_step_within_limits needs the robot's effort limits"):
+            GPSRun(cfg, tmp_path / "run", sampler)
+    finally:
+        sampler.close()

@@ -34,6 +34,7 @@ every iteration reports :func:`drift_diagnostics`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ from gps_trainer.traj_opt import (
     kl_divergence,
     new_step_mult,
 )
+
+LOGGER = logging.getLogger(__name__)
 
 __all__ = [
     "MDGPS",
@@ -302,6 +305,10 @@ class MDGPS:
         # (obs, images, targets, precisions) of the latest S-steps' training data (config.s_step_history)
         self.s_step_data: deque[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]] = deque(
             maxlen=max(1, int(getattr(config, "s_step_history", 1))))
+        # The robot's effort limits (the sampler's; config.s_step_within_limits) and, per condition, the
+        # rollouts the last S-step left out for leaving them
+        self.action_limits: np.ndarray | None = None
+        self.s_step_dropped: list[int] = [0] * M
         # Adam's state between S-steps (policy_opt.persistent_optimizer; empty otherwise)
         self.s_step_optimizer: dict[str, np.ndarray] = {}
         self.timings: dict[str, float] = {}
@@ -458,6 +465,7 @@ class MDGPS:
 
         # 8. Advance: remember this iteration for the step-size rule; sample the new controllers next.
         drift["policy_var_after_s_step"] = float(np.mean(self.policy.variance()))
+        drift["s_step_rollouts_dropped"] = list(self.s_step_dropped)
         diagnostics = []
         for m, r in enumerate(results):
             self._prev[m] = _MDGPSIterate(expected_cost(self.pol_lin[m], dynamics[m], costs[m]),
@@ -474,6 +482,16 @@ class MDGPS:
         self.iteration_count += 1
         return out
 
+    def _within_limits(self, targets: np.ndarray) -> np.ndarray:
+        """(N,) which rollouts the S-step trains on: all, or with ``s_step_within_limits`` those at whose
+        every state the targets (N, T, dU) stay within the robot's effort limits (``action_limits``)."""
+        if not getattr(self.config, "s_step_within_limits", False):
+            return np.ones(targets.shape[0], dtype=bool)
+        if self.action_limits is None:
+            raise ValueError("algorithm.s_step_within_limits needs the robot's effort limits, and the sampler "
+                             "reports none (MDGPS.action_limits)")
+        return np.all(np.abs(targets) <= self.action_limits, axis=(1, 2))
+
     def _s_step(self, batches: list[SampleBatch], controllers: list[LinearGaussianPolicy],
                 weights: list[np.ndarray] | None = None, target_shift: list[np.ndarray] | None = None,
                 ent_reg: float | None = None, remember: bool = False) -> PolicyOptDiagnostics:
@@ -484,21 +502,28 @@ class MDGPS:
         ``remember``: this S-step's data joins the history (config.s_step_history) and the S-step trains
         on the whole history, older iterations with their own targets (MDGPS only)."""
         obs, imgs, tgt, prc, wts = [], [], [], [], []
+        targets = [controller_targets(controllers[m], b.X) for m, b in enumerate(batches)]
+        rows = [self._within_limits(mu) for mu, _ in targets]
+        if not any(k.any() for k in rows):  # nothing would be left to learn from: keep every rollout
+            LOGGER.warning("S-step: every rollout's targets leave the effort limits; training on all of them")
+            rows = [np.ones_like(k) for k in rows]
+        self.s_step_dropped = [int((~k).sum()) for k in rows]
         for m, b in enumerate(batches):
             o, im = policy_inputs(b, self.config.policy_obs)
-            mu, prec = controller_targets(controllers[m], b.X)
+            (mu, prec), keep = targets[m], rows[m]
             if target_shift is not None:
                 mu = mu + target_shift[m]
-            obs.append(o)
-            imgs.append(im)
-            tgt.append(mu)
-            prc.append(prec)
+            obs.append(o[keep])
+            imgs.append(None if im is None else im[keep])
+            tgt.append(mu[keep])
+            prc.append(prec[keep])
             if weights is not None:
-                wts.append(np.broadcast_to(weights[m], b.X.shape[:2]))
+                wts.append(np.broadcast_to(weights[m], b.X.shape[:2])[keep])
         images = None if any(i is None for i in imgs) else np.concatenate(imgs)
         obs_all, tgt_all, prc_all = np.concatenate(obs), np.concatenate(tgt), np.concatenate(prc)
         # The loss per condition is reported for this iteration's samples (older ones: group -1).
-        groups = np.concatenate([np.full(b.X.shape[:2], m) for m, b in enumerate(batches)])
+        groups = np.concatenate([np.full((int(k.sum()), b.T), m) for m, (b, k) in enumerate(zip(batches, rows,
+                                                                                              strict=True))])
         if remember and weights is None and target_shift is None and self.s_step_data.maxlen > 1:
             self.s_step_data.append((obs_all, images, tgt_all, prc_all))
             if len(self.s_step_data) > 1:
@@ -518,8 +543,8 @@ class MDGPS:
                 raise ValueError("policy_opt.aux_pose_weight > 0 needs pose-pretrained vision "
                                  "(algorithm.pretrained_vision or --vision): its head starts the auxiliary loss")
             aux = AuxPoseTargets(self.aux_pose_head, np.concatenate([
-                np.broadcast_to(self.aux_pose_targets[m], (*b.X.shape[:2], 3))
-                for m, b in enumerate(batches)]))
+                np.broadcast_to(self.aux_pose_targets[m], (int(k.sum()), b.T, 3))
+                for m, (b, k) in enumerate(zip(batches, rows, strict=True))]))
         self.last_s_step = train_policy(self.policy, obs_all, images, tgt_all, prc_all, cfg, seed=seed,
                                         weights=None if weights is None else np.concatenate(wts), aux_pose=aux,
                                         optimizer_memory=self.s_step_optimizer, groups=groups)
