@@ -10,6 +10,20 @@ import pytest
 if "GPS_TEST_DOMAIN_ID" not in os.environ:
     os.environ["GPS_TEST_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
 os.environ["ROS_DOMAIN_ID"] = os.environ["GPS_TEST_DOMAIN_ID"]
+
+
+def xdist_worker_domain(session_domain: int, worker: str, workers: int) -> int:
+    """The ROS domain of pytest-xdist worker ``worker`` ("gw0", "gw1", ...) of ``workers``: the workers run side
+    by side, so each has a domain of its own, spaced so that no rig's neighbouring domain
+    (controller_rig.subprocess_env: session domain + offset, modulo 230) is another worker's; with 2 workers
+    they are 115 apart (tests/test_test_domains.py checks every rig offset against that)."""
+    return (session_domain + int(worker.removeprefix("gw")) * (230 // max(1, workers))) % 230
+
+
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):  # scripts/test.sh runs the suite on both cores
+    os.environ["ROS_DOMAIN_ID"] = str(xdist_worker_domain(int(os.environ["GPS_TEST_DOMAIN_ID"]),
+                                                          os.environ["PYTEST_XDIST_WORKER"],
+                                                          int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("MUJOCO_GL", "egl")
 

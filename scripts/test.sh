@@ -25,4 +25,6 @@ fi
 echo "[test] ruff"
 ruff check .
 echo "[test] pytest"
-exec python -m pytest -q "$@"
+# Both cores (pytest-xdist): each test file runs whole on one worker (its module fixtures once), each worker
+# on a ROS domain of its own (conftest.py). GPS_TEST_WORKERS=0 runs in this process, one test at a time.
+exec python -m pytest -q -n "${GPS_TEST_WORKERS:-2}" --dist loadfile "$@"
