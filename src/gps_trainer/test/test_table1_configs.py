@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gps_core.ood import TRAIN_APPEARANCE_KEYS
 from gps_core.tasks import load_task
 from gps_trainer.config import ExperimentConfig, load_experiment, parse_overrides
 
@@ -127,7 +128,7 @@ def test_all_three_train_on_the_same_conditions_and_the_visual_run_randomizes_it
     n = int(BRANCHES[task]["NPOS"][0])
     assert ctrl.conditions == state.conditions == visual.conditions == n
     assert state.task in (task, f"{task}_grid") and ctrl.task == state.task
-    assert visual.task in (f"{task}_dr", f"{task}_grid_dr")
+    assert visual.task in (f"{task}_dr", f"{task}_grid_dr", f"{task}_grid_dr_appearance")
     conds = {e.task: load_task(e.task).condition_list("train")[:n] for e in (ctrl, state, visual)}
     ref = conds[state.task]
     assert len(ref) == n
@@ -137,8 +138,13 @@ def test_all_three_train_on_the_same_conditions_and_the_visual_run_randomizes_it
     assert not any(c.random_scene for c in ref), f"{state.task}: its training samples should be clean"
     # The scene spec of the samples is the task's own visual-set spec (the one pose pretraining draws from).
     spec = next(c.random_scene for c in load_task(task).condition_list("visual_validation") if c.random_scene)
-    samples = [{k: v for k, v in c.random_scene.items() if k != "probability"} for c in conds[visual.task]]
+    samples = [{k: v for k, v in c.random_scene.items() if k != "probability" and k not in TRAIN_APPEARANCE_KEYS}
+               for c in conds[visual.task]]
     assert all(sample == spec for sample in samples)
+    # the appearance levers (issue 24) are the same in the GPS samples and in pose pretraining (APPEARANCE)
+    levers = [{k: c.random_scene[k] for k in TRAIN_APPEARANCE_KEYS if c.random_scene.get(k)} for c in conds[visual.task]]
+    pose = dict(w.removeprefix("scene_").split("=") for w in BRANCHES[task].get("APPEARANCE", []))
+    assert all(lever == {k: int(v) for k, v in pose.items()} for lever in levers), (task, levers[0], pose)
     # pose pretraining sees the task's own scene as often as the GPS samples do (toy_hammer: a quarter)
     default = re.search(r"^SCENES=([\d.]+)", SCRIPT_TEXT, re.M)
     assert default, f"{SCRIPT}: no default SCENES="

@@ -153,10 +153,13 @@ def test_a_failing_phase_stops_the_run_and_the_rerun_one_job_at_a_time_gives_the
     tail = r.stdout[r.stdout.index("controllers FAILED"):]
     assert re.search(r"^    .*Error", tail, re.M), tail  # the log's tail, indented
     assert not (out / ".table1" / "controllers.done").exists()
-    assert not (out / ".table1" / "pose.done").exists()  # pose pretraining was stopped, not finished
-    time.sleep(1)
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(out) not in ps, ps  # no process of the run is left
+    # The job beside it (pose pretraining) is stopped, unless it finished first: a smoke pretraining takes
+    # about as long as the failing phase takes to start, so on a loaded machine either may end first. Either
+    # way no process of the run is left (the script ends them; allow a loaded machine a few seconds).
+    deadline = time.monotonic() + 10
+    while str(out) in (ps := subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout):
+        assert time.monotonic() < deadline, ps
+        time.sleep(0.5)
 
     (out / "controllers").unlink()
     r = table1(out, "reach", TABLE1_SLOTS="1")
