@@ -249,6 +249,13 @@ def test_the_s_step_leaves_out_rollouts_whose_targets_leave_the_effort_limits(tm
         batches[1] = type(batches[1])(X=far, U=batches[1].U, obs=batches[1].obs, condition=1)
         d = algo._s_step(batches, algo.controllers)
         assert algo.s_step_dropped == [0, 1] and d.num_samples == 5 * T
+        far = batches[1].X.copy()
+        far += 1e3 * np.sign(far + 1e-12)  # the last condition entirely out: its loss is None, not missing
+        whole = [batches[0], type(batches[1])(X=far, U=batches[1].U, obs=batches[1].obs, condition=1)]
+        d = algo._s_step(whole, algo.controllers)
+        assert algo.s_step_dropped == [0, 3] and d.num_samples == 3 * T
+        assert d.loss_before_per_group[0] is not None and d.loss_before_per_group[1] is None
+        assert len(d.loss_after_per_group) == 2
         cfg_off = tiny_config()
         algo.config = cfg_off.algorithm  # the option off: every rollout
         d = algo._s_step(batches, algo.controllers)

@@ -548,4 +548,7 @@ class MDGPS:
         self.last_s_step = train_policy(self.policy, obs_all, images, tgt_all, prc_all, cfg, seed=seed,
                                         weights=None if weights is None else np.concatenate(wts), aux_pose=aux,
                                         optimizer_memory=self.s_step_optimizer, groups=groups)
+        for per_condition in (self.last_s_step.loss_before_per_group, self.last_s_step.loss_after_per_group):
+            if per_condition:  # (the last conditions may have had every rollout left out)
+                per_condition.extend([None] * (len(batches) - len(per_condition)))
         return self.last_s_step
