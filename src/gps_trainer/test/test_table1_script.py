@@ -7,6 +7,7 @@ a folder in use and bad settings refused before any work. The summary's arithmet
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -156,10 +157,21 @@ def test_a_failing_phase_stops_the_run_and_the_rerun_one_job_at_a_time_gives_the
     # The job beside it (pose pretraining) is stopped, unless it finished first: a smoke pretraining takes
     # about as long as the failing phase takes to start, so on a loaded machine either may end first. Either
     # way no process of the run is left (the script ends them; allow a loaded machine a few seconds).
+    # A process that inherited the folder's lock (a worker whose arguments do not name the folder) may
+    # outlive the ps check by a moment: the rerun needs the lock free, so wait for that too.
     deadline = time.monotonic() + 10
     while str(out) in (ps := subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout):
         assert time.monotonic() < deadline, ps
         time.sleep(0.5)
+    with open(out / ".table1" / "lock", "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the stopped run still holds its folder's lock"
+                time.sleep(0.5)
 
     (out / "controllers").unlink()
     r = table1(out, "reach", TABLE1_SLOTS="1")
