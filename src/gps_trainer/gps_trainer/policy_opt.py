@@ -281,9 +281,9 @@ def _group_means(losses: torch.Tensor, groups: np.ndarray | None) -> list[float 
     """Mean of ``losses`` (one per evaluated sample) per group 0..max(groups); negative groups are left out."""
     if groups is None or groups.size == 0 or groups.max() < 0:
         return []
-    sums = np.bincount(groups[groups >= 0], weights=losses.double().cpu().numpy()[groups >= 0],
-                       minlength=int(groups.max()) + 1)
-    counts = np.bincount(groups[groups >= 0], minlength=int(groups.max()) + 1)
+    kept, n = groups >= 0, int(groups.max()) + 1
+    sums = np.bincount(groups[kept], weights=losses.double().cpu().numpy()[kept], minlength=n)
+    counts = np.bincount(groups[kept], minlength=n)
     return [float(s / c) if c else None for s, c in zip(sums, counts, strict=True)]
 
 
